@@ -1,0 +1,95 @@
+"""Saving and finding checkpoints: atomic writes, per-rank folders, newest-first lookup, shape checks on load."""
+import os
+import re
+
+import mindspore as ms
+
+from mindformers.tools.errors import ConfigError
+
+CKPT_NAME = re.compile(r"^(?P<prefix>.+)_rank_(?P<rank>\d+)-(?P<epoch>\d+)_(?P<step>\d+)\.(ckpt|safetensors)$")
+TMP_PREFIX = ".tmp-"
+
+
+def rank_dir(output_dir, rank_id):
+    return os.path.join(output_dir, "checkpoint", f"rank_{rank_id}")
+
+
+def checkpoint_name(prefix, rank_id, epoch, step, fmt="ckpt"):
+    return f"{prefix}_rank_{rank_id}-{epoch}_{step}.{fmt}"
+
+
+def save_checkpoint_atomic(save_obj, path, append_dict=None, fmt="ckpt"):
+    """Write to a hidden temporary name beside `path`, then rename: a crash never leaves a partial checkpoint."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp_path = os.path.join(directory, TMP_PREFIX + os.path.basename(path))
+    ms.save_checkpoint(save_obj, tmp_path, append_dict=append_dict, format=fmt)
+    os.replace(tmp_path, path)
+
+
+def list_checkpoints(directory):
+    """Checkpoint files in `directory`, oldest first (by modification time, then name)."""
+    if not os.path.isdir(directory):
+        return []
+    found = []
+    for name in os.listdir(directory):
+        if name.startswith(TMP_PREFIX) or not name.endswith((".ckpt", ".safetensors")):
+            continue
+        path = os.path.join(directory, name)
+        found.append((os.path.getmtime(path), name, path))
+    found.sort()
+    return [path for _, _, path in found]
+
+
+def resolve_checkpoint(load_checkpoint, rank_id=0, resume_training=None, key="load_checkpoint"):
+    """A file, a folder of checkpoints, or an output folder holding rank_<r>/ -> one checkpoint file.
+
+    resume_training may name a file inside the folder (MindFormers' `--resume_training NAME.ckpt`).
+    """
+    path = os.path.expanduser(str(load_checkpoint))
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        raise ConfigError(f"{key}: checkpoint not found: {load_checkpoint}")
+    candidates = [os.path.join(path, f"rank_{rank_id}"), os.path.join(path, "checkpoint", f"rank_{rank_id}"), path]
+    folder = next((c for c in candidates if list_checkpoints(c)), None)
+    if folder is None:
+        raise ConfigError(f"{key}: no .ckpt files in {load_checkpoint} (looked in rank_{rank_id}/ and the folder)")
+    if isinstance(resume_training, str) and resume_training not in ("", "True", "False"):
+        named = os.path.join(folder, resume_training)
+        if not os.path.isfile(named):
+            raise ConfigError(f"resume_training: no checkpoint named {resume_training} in {folder}")
+        return named
+    return list_checkpoints(folder)[-1]
+
+
+def read_checkpoint(path, key="load_checkpoint"):
+    try:
+        return ms.load_checkpoint(path, format="safetensors" if path.endswith(".safetensors") else "ckpt")
+    except (RuntimeError, ValueError, OSError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{key}: cannot read checkpoint {path}: {detail}") from None
+
+
+def load_weights(cell, param_dict, path, require_all=True, key="load_checkpoint"):
+    """Load parameters into `cell` after checking names and shapes, so a mismatch is one clear line."""
+    expected = {p.name: p for p in cell.get_parameters()}
+    for name, param in expected.items():
+        if name not in param_dict:
+            if require_all:
+                raise ConfigError(f"{key}: {path} has no tensor '{name}' (expected shape {tuple(param.shape)})")
+            continue
+        got = tuple(param_dict[name].shape)
+        if got != tuple(param.shape):
+            raise ConfigError(f"{key}: {path}: tensor '{name}' has shape {got}, the model expects "
+                              f"{tuple(param.shape)}")
+    usable = {name: value for name, value in param_dict.items() if name in expected}
+    ms.load_param_into_net(cell, usable, strict_load=False)
+    return sorted(set(expected) - set(usable))
+
+
+def scalar(param_dict, name, default=0):
+    value = param_dict.get(name)
+    if value is None:
+        return default
+    return value.asnumpy().item() if hasattr(value, "asnumpy") else value

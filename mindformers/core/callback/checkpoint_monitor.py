@@ -1,0 +1,63 @@
+"""CheckpointMonitor: periodic, atomic, per-rank checkpoints with a retention limit."""
+import logging
+import os
+
+from mindformers.checkpoint import checkpoint_name, list_checkpoints, rank_dir, save_checkpoint_atomic
+from mindformers.core.callback.callback import Callback
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+logger = logging.getLogger("mindformers")
+
+
+@MindFormerRegister.register(MindFormerModuleType.CALLBACK)
+class CheckpointMonitor(Callback):
+    """Saves <output_dir>/checkpoint/rank_<r>/<prefix>_rank_<r>-<epoch>_<step>.ckpt every
+    `save_checkpoint_steps` steps and at the end, keeping the newest `keep_checkpoint_max`.
+
+    The file holds the network, optimizer state and loss scale (unless save_network_params only), plus
+    epoch_num / step_num (global step) so a resume restarts at the same data position.
+    """
+
+    def __init__(self, prefix="CKP", directory=None, save_checkpoint_steps=1, keep_checkpoint_max=5,
+                 integrated_save=True, async_save=False, save_network_params=False, save_trainable_params=False,
+                 checkpoint_format="ckpt", save_checkpoint_seconds=0, keep_checkpoint_per_n_minutes=0,
+                 append_info=None, remove_redundancy=False):
+        # Accepted so published MindFormers YAMLs load; these knobs have no separate meaning in this trainer.
+        del integrated_save, save_trainable_params, save_checkpoint_seconds, keep_checkpoint_per_n_minutes
+        del remove_redundancy
+        self.prefix = prefix
+        self.directory = directory
+        self.save_checkpoint_steps = max(1, int(save_checkpoint_steps))
+        self.keep_checkpoint_max = int(keep_checkpoint_max) if keep_checkpoint_max else 0
+        self.async_save = async_save
+        self.network_only = save_network_params
+        self.format = checkpoint_format
+        self.append_info = dict(append_info or {})
+        self.last_saved_step = None
+
+    def folder(self, state):
+        if self.directory:
+            return os.path.join(self.directory, f"rank_{state.rank_id}")
+        return rank_dir(state.output_dir, state.rank_id)
+
+    def save(self, state):
+        folder = self.folder(state)
+        path = os.path.join(folder, checkpoint_name(self.prefix, state.rank_id, state.epoch, state.step_in_epoch,
+                                                    self.format))
+        append = dict(self.append_info)
+        append.update({"epoch_num": state.epoch, "step_num": state.global_step, "loss_scale": state.loss_scale})
+        target = state.train_cell.network if self.network_only else state.train_cell
+        save_checkpoint_atomic(target, path, append_dict=append, fmt=self.format)
+        self.last_saved_step = state.global_step
+        logger.info("saved checkpoint %s", path)
+        if self.keep_checkpoint_max:
+            for stale in list_checkpoints(folder)[:-self.keep_checkpoint_max]:
+                os.remove(stale)
+
+    def on_step_end(self, state):
+        if state.global_step % self.save_checkpoint_steps == 0:
+            self.save(state)
+
+    def on_train_end(self, state):
+        if state.global_step and self.last_saved_step != state.global_step:
+            self.save(state)

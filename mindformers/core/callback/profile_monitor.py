@@ -1,0 +1,50 @@
+"""ProfileMonitor: MindSpore's profiler over a window of training steps (--profile)."""
+import logging
+import os
+
+import mindspore as ms
+
+from mindformers.core.callback.callback import Callback
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+logger = logging.getLogger("mindformers")
+
+
+@MindFormerRegister.register(MindFormerModuleType.CALLBACK)
+class ProfileMonitor(Callback):
+    """Profiles steps [start_step, stop_step] into `output_path` (default <output_dir>/profile/rank_<r>)."""
+
+    def __init__(self, start_step=1, stop_step=10, output_path=None, profile_memory=False,
+                 profile_communication=False):
+        del profile_communication  # only meaningful on Ascend clusters; MindSpore collects it there by default
+        self.start_step = int(start_step)
+        self.stop_step = int(stop_step)
+        self.output_path = output_path
+        self.profile_memory = profile_memory
+        self.profiler = None
+
+    def on_train_begin(self, state):
+        path = self.output_path or os.path.join(state.output_dir, "profile", f"rank_{state.rank_id}")
+        os.makedirs(path, exist_ok=True)
+        self.profiler = ms.Profiler(start_profile=False, output_path=path, profile_memory=self.profile_memory)
+        if self.start_step <= state.initial_step + 1:
+            self.profiler.start()
+
+    def on_step_end(self, state):
+        if state.global_step + 1 == self.start_step:
+            self.profiler.start()
+        if state.global_step == self.stop_step:
+            self.finish()
+
+    def on_train_end(self, state):
+        if self.profiler is not None:
+            self.finish()
+
+    def finish(self):
+        self.profiler.stop()
+        self.profiler.analyse()
+        logger.info("profile written to %s", self.profiler_path())
+        self.profiler = None
+
+    def profiler_path(self):
+        return self.output_path or "<output_dir>/profile"

@@ -1,0 +1,1 @@
+from mindformers.core.loss.cross_entropy import CrossEntropyLoss

@@ -1,0 +1,1 @@
+from mindformers.core.lr.lr_schedule import ConstantWarmUpLR, CosineWithWarmUpLR, LinearWithWarmUpLR, WarmUpSchedule

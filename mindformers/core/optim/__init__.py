@@ -1,0 +1,1 @@
+from mindformers.core.optim.adamw import AdamW, weight_decay_groups

@@ -1,0 +1,1 @@
+from mindformers.models.llama import LlamaConfig, LlamaForCausalLM, LlamaModel

@@ -1,0 +1,131 @@
+"""The command line of run_mindformer.py: MindFormers' flags, applied over the YAML, then one run."""
+import argparse
+import importlib
+import os
+import sys
+
+from mindformers.tools.errors import ConfigError, exit_on_user_error
+
+RUN_MODES = ("train", "finetune", "eval", "predict")
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off", "none")
+
+
+def str2bool(flag):
+    def parse(text):
+        lowered = str(text).lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise argparse.ArgumentTypeError(f"{flag}: expected True or False, got {text!r}")
+    return parse
+
+
+def true_false_or_name(text):
+    """--resume_training takes True/False or the file name of the checkpoint to resume from."""
+    lowered = str(text).lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    return text
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a one-line error with exit code 2 (argparse's own code) and no usage dump."""
+
+    def error(self, message):
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def build_parser():
+    parser = OneLineParser(prog="run_mindformer.py", description="Train, fine-tune, evaluate or run a model "
+                                                                  "from a MindFormers-style YAML config.")
+    add = parser.add_argument
+    add("--config", required=True, help="YAML config (its base_config chain is loaded too)")
+    add("--run_mode", choices=RUN_MODES, default=None, help="what to do (default: run_mode in the YAML, else train)")
+    add("--load_checkpoint", default=None, help="checkpoint file or folder (rank_*/ subfolders are searched)")
+    add("--src_strategy_path_or_dir", default=None, help="strategy of a distributed checkpoint being loaded")
+    add("--auto_trans_ckpt", type=str2bool("--auto_trans_ckpt"), default=None,
+        help="reshard a distributed checkpoint to the current strategy on load")
+    add("--resume_training", type=true_false_or_name, default=None,
+        help="True/False, or the name of the checkpoint file to resume from")
+    add("--train_dataset_dir", default=None, help="MindRecord file or folder for training")
+    add("--eval_dataset_dir", default=None, help="MindRecord file or folder for evaluation")
+    add("--predict_data", nargs="+", default=None, help="prompt(s), or a file with one prompt per line")
+    add("--predict_batch_size", type=int, default=None)
+    add("--use_parallel", type=str2bool("--use_parallel"), default=None)
+    add("--device_id", type=int, default=None)
+    add("--device_target", choices=("Ascend", "CPU", "GPU"), default=None)
+    add("--epochs", type=int, default=None)
+    add("--batch_size", type=int, default=None)
+    add("--seed", type=int, default=None)
+    add("--output_dir", default=None)
+    add("--register_path", default=None, help="folder (e.g. research/mistral) whose classes to register")
+    add("--profile", type=str2bool("--profile"), default=None)
+    add("--vocab_file", default=None, help="tokenizer file, overriding processor.tokenizer.vocab_file")
+    return parser
+
+
+def flag_overrides(args):
+    """CLI flags as dotted config keys; flags left unset do not touch the YAML."""
+    mapping = {
+        "run_mode": "run_mode", "load_checkpoint": "load_checkpoint",
+        "src_strategy_path_or_dir": "src_strategy_path_or_dir", "auto_trans_ckpt": "auto_trans_ckpt",
+        "resume_training": "resume_training", "train_dataset_dir": "train_dataset.data_loader.dataset_dir",
+        "eval_dataset_dir": "eval_dataset.data_loader.dataset_dir", "predict_data": "predict_data",
+        "predict_batch_size": "predict_batch_size", "use_parallel": "use_parallel",
+        "device_id": "context.device_id", "device_target": "context.device_target",
+        "epochs": "runner_config.epochs", "batch_size": "runner_config.batch_size", "seed": "seed",
+        "output_dir": "output_dir", "profile": "profile", "vocab_file": "processor.tokenizer.vocab_file",
+    }
+    return {key: getattr(args, flag) for flag, key in mapping.items() if getattr(args, flag) is not None}
+
+
+def register_path(path):
+    """Import a research/ model folder so its @MindFormerRegister.register classes exist."""
+    folder = os.path.abspath(path)
+    if not os.path.isdir(folder):
+        raise ConfigError(f"--register_path: not a folder: {path}")
+    if os.path.isfile(os.path.join(folder, "__init__.py")):
+        sys.path.insert(0, os.path.dirname(folder))
+        importlib.import_module(os.path.basename(folder))
+        return
+    sys.path.insert(0, folder)
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            importlib.import_module(name[:-3])
+
+
+def load_config(args):
+    from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
+    from mindformers.tools.register.config_schema import TOP_LEVEL, check_value  # noqa: E402
+    config = MindFormerConfig(args.config)
+    for key, value in flag_overrides(args).items():
+        top = key.split(".")[0]
+        if "." not in key and top in TOP_LEVEL:
+            check_value(value, TOP_LEVEL[top], key, f"--{top}")
+        config.merge_from_dict({key: value})
+    config.run_mode = config.get("run_mode") or "train"
+    return config
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.register_path:
+        register_path(args.register_path)
+    config = load_config(args)
+    import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (registers classes)
+    from mindformers.core.context import build_context  # pylint: disable=import-outside-toplevel
+    from mindformers.tools.logger import setup_logging  # pylint: disable=import-outside-toplevel
+    from mindformers.tools.register import MindFormerModuleType, build_from_config  # noqa: E402
+    output_dir = os.path.abspath(config.get("output_dir") or "./output")
+    config.output_dir = output_dir
+    setup_logging(output_dir)
+    build_context(config)
+    trainer = build_from_config(config.get("trainer") or {"type": "CausalLanguageModelingTrainer"},
+                                MindFormerModuleType.TRAINER, default_args={"config": config}, where="trainer")
+    trainer.run(config.run_mode)
+    return 0

@@ -1,0 +1,1 @@
+from mindformers.trainer.causal_language_modeling import CausalLanguageModelingTrainer, build_network

@@ -1,0 +1,214 @@
+"""CausalLanguageModelingTrainer: builds every part of a training run from the config and runs the loop."""
+import logging
+import os
+import time
+
+import mindspore as ms
+from mindspore import Tensor
+
+from mindformers.checkpoint import load_weights, read_checkpoint, resolve_checkpoint
+from mindformers.checkpoint.checkpoint_io import scalar
+from mindformers.core.callback import ProfileMonitor, TrainState
+from mindformers.tools.errors import ConfigError
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
+from mindformers.tools.register.validate import check_train_sections
+
+logger = logging.getLogger("mindformers")
+
+NOT_YET = {
+    "finetune": "run_mode finetune is not available yet (it comes with instruction-data fine-tuning)",
+    "eval": "run_mode eval is not available yet (it comes with the evaluation metrics)",
+    "predict": "run_mode predict is not available yet (it comes with generation)",
+}
+
+
+def is_enabled(flag):
+    """resume_training is True/False or a checkpoint file name (which also means True)."""
+    if isinstance(flag, str):
+        return flag not in ("", "False", "false", "0", "None")
+    return bool(flag)
+
+
+def build_network(config):
+    model = config.get("model") or {}
+    if not model.get("model_config") or not model.get("arch"):
+        raise ConfigError(f"{config.where()}: model: expected model.model_config and model.arch sections")
+    model_config = build_from_config(model["model_config"], MindFormerModuleType.CONFIG,
+                                     default_args={"parallel_config": config.get("parallel_config")},
+                                     where="model.model_config")
+    network = build_from_config(model["arch"], MindFormerModuleType.MODELS,
+                                default_args={"config": model_config,
+                                              "recompute_config": config.get("recompute_config")},
+                                where="model.arch")
+    return model_config, network
+
+
+def build_tokenizer(config):
+    tokenizer = (config.get("processor") or {}).get("tokenizer")
+    if not tokenizer or not tokenizer.get("vocab_file"):
+        return None
+    if not os.path.exists(str(tokenizer["vocab_file"])):
+        raise ConfigError(f"processor.tokenizer.vocab_file: file not found: {tokenizer['vocab_file']}")
+    return build_from_config(tokenizer, MindFormerModuleType.TOKENIZER, where="processor.tokenizer")
+
+
+@MindFormerRegister.register(MindFormerModuleType.TRAINER)
+class CausalLanguageModelingTrainer:
+    """Pretraining of causal language models (Llama family) from packed MindRecord rows."""
+
+    def __init__(self, config, model_name=None):
+        self.config = config
+        self.model_name = model_name or "llama"
+        self.rank_id = 0
+        self.world_size = 1
+
+    def run(self, run_mode):
+        if run_mode in NOT_YET:
+            raise ConfigError(NOT_YET[run_mode])
+        if run_mode != "train":
+            raise ConfigError(f"run_mode: expected one of train, finetune, eval, predict, got {run_mode!r}")
+        return self.train()
+
+    # ---- building -------------------------------------------------------------------------------------------
+    def runner_settings(self):
+        runner = self.config.get("runner_config") or {}
+        epochs = int(runner.get("epochs") or 1)
+        batch_size = runner.get("batch_size") or (self.config.get("train_dataset") or {}).get("batch_size") or 1
+        accumulation = int(runner.get("gradient_accumulation_steps") or 1)
+        for key, value in (("epochs", epochs), ("batch_size", batch_size), ("gradient_accumulation_steps",
+                                                                             accumulation)):
+            if value < 1:
+                raise ConfigError(f"runner_config.{key}: expected a positive integer, got {value}")
+        return epochs, int(batch_size), accumulation
+
+    def build_dataset(self, batch_size):
+        task = self.config.get("train_dataset_task")
+        if not task:
+            raise ConfigError(f"{self.config.where()}: train_dataset_task: missing section")
+        dataset_config = self.config.get("train_dataset") or task.get("dataset_config")
+        task = {key: value for key, value in task.items() if key != "dataset_config"}
+        return build_from_config(task, MindFormerModuleType.DATASET,
+                                 default_args={"dataset_config": dataset_config, "batch_size": batch_size,
+                                               "seed": int(self.config.get("seed") or 0), "rank_id": self.rank_id,
+                                               "rank_size": self.world_size},
+                                 where="train_dataset_task")
+
+    def build_lr_schedule(self, total_steps):
+        schedule = self.config.get("lr_schedule")
+        if not schedule:
+            return None
+        schedule = dict(schedule)
+        if schedule.get("total_steps") in (None, -1):
+            schedule["total_steps"] = total_steps
+        return build_from_config(schedule, MindFormerModuleType.LR, where="lr_schedule")
+
+    def build_optimizer(self, network, lr_schedule):
+        optimizer = dict(self.config.get("optimizer") or {"type": "AdamW"})
+        if lr_schedule is not None:
+            optimizer["learning_rate"] = lr_schedule
+        return build_from_config(optimizer, MindFormerModuleType.OPTIMIZER,
+                                 default_args={"params": network.trainable_params()}, where="optimizer")
+
+    def build_wrapper(self, network, optimizer, accumulation):
+        wrapper = dict(self.config.get("runner_wrapper") or {"type": "MFTrainOneStepCell", "use_clip_grad": False})
+        scale_sense = wrapper.get("scale_sense")
+        if isinstance(scale_sense, dict):
+            wrapper["scale_sense"] = build_from_config(scale_sense, MindFormerModuleType.LOSS_SCALE,
+                                                       where="runner_wrapper.scale_sense")
+        return build_from_config(wrapper, MindFormerModuleType.WRAPPER,
+                                 default_args={"network": network, "optimizer": optimizer,
+                                               "gradient_accumulation_steps": accumulation},
+                                 where="runner_wrapper")
+
+    def build_callbacks(self):
+        callbacks = [build_from_config(item, MindFormerModuleType.CALLBACK, where=f"callbacks[{index}]")
+                     for index, item in enumerate(self.config.get("callbacks") or [])]
+        if self.config.get("profile"):
+            callbacks.append(ProfileMonitor(start_step=self.config.get("profile_start_step") or 1,
+                                            stop_step=self.config.get("profile_stop_step") or 10,
+                                            profile_memory=bool(self.config.get("profile_memory"))))
+        return callbacks
+
+    def restore(self, train_cell, network):
+        """Resume (weights + optimizer + loss scale + position) or plain weight loading; returns the global step."""
+        load_checkpoint = self.config.get("load_checkpoint")
+        resume = self.config.get("resume_training")
+        if is_enabled(resume):
+            source = load_checkpoint or os.path.join(self.output_dir, "checkpoint")
+            path = resolve_checkpoint(source, self.rank_id, resume)
+            params = read_checkpoint(path)
+            load_weights(train_cell, params, path, require_all=False)
+            load_weights(network, params, path, require_all=True)
+            step = int(scalar(params, "step_num", 0))
+            logger.info("resumed from %s at global step %d", path, step)
+            return step
+        if load_checkpoint:
+            path = resolve_checkpoint(load_checkpoint, self.rank_id)
+            load_weights(network, read_checkpoint(path), path, require_all=True)
+            logger.info("loaded weights from %s", path)
+        return 0
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def train(self):
+        config = self.config
+        check_train_sections(config)
+        if config.get("use_parallel"):
+            raise ConfigError("use_parallel: distributed training is not available yet (it comes with msrun "
+                              "data parallelism); run with --use_parallel False")
+        self.output_dir = os.path.abspath(config.get("output_dir") or "./output")
+        epochs, batch_size, accumulation = self.runner_settings()
+        model_config, network = build_network(config)
+        tokenizer = build_tokenizer(config)
+        if tokenizer is not None:
+            from mindformers.models.tokenization_utils import check_tokenizer_fits_model  # noqa: E402
+            check_tokenizer_fits_model(tokenizer, model_config.vocab_size, "processor.tokenizer.vocab_file")
+        dataset = self.build_dataset(batch_size * accumulation)
+        if dataset.seq_length != model_config.seq_length + 1:
+            raise ConfigError(
+                f"train_dataset.data_loader.dataset_dir: rows hold {dataset.seq_length} tokens, but "
+                f"model.model_config.seq_length is {model_config.seq_length} (expected rows of "
+                f"{model_config.seq_length + 1}: preprocess with --seq_length {model_config.seq_length})")
+        steps_per_epoch = dataset.steps_per_epoch
+        if steps_per_epoch < 1:
+            raise ConfigError(f"train_dataset: {dataset.num_rows} rows give no full batch of "
+                              f"{batch_size * accumulation} (runner_config.batch_size x gradient_accumulation_steps)")
+        total_steps = steps_per_epoch * epochs
+        lr_schedule = self.build_lr_schedule(total_steps)
+        optimizer = self.build_optimizer(network, lr_schedule)
+        train_cell = self.build_wrapper(network, optimizer, accumulation)
+        callbacks = self.build_callbacks()
+        initial_step = self.restore(train_cell, network)
+        train_cell.set_train(True)
+
+        state = TrainState(train_cell=train_cell, model_config=model_config, output_dir=self.output_dir,
+                           rank_id=self.rank_id, world_size=self.world_size, steps_per_epoch=steps_per_epoch,
+                           total_steps=total_steps, epochs=epochs,
+                           global_batch_size=batch_size * accumulation * self.world_size,
+                           seq_length=model_config.seq_length, global_step=initial_step,
+                           initial_step=initial_step)
+        logger.info("training %s: %.2fM parameters, %d epochs x %d steps, global batch %d, seq %d",
+                    self.model_name, network.num_parameters() / 1e6, epochs, steps_per_epoch,
+                    state.global_batch_size, model_config.seq_length)
+        for callback in callbacks:
+            callback.on_train_begin(state)
+        for epoch in range(initial_step // steps_per_epoch, epochs):
+            skip = initial_step - epoch * steps_per_epoch if epoch == initial_step // steps_per_epoch else 0
+            for step_in_epoch, batch in enumerate(dataset.epoch_iterator(epoch, skip), start=skip + 1):
+                lr_step = int(optimizer.global_step.asnumpy().reshape(-1)[0])
+                start = time.perf_counter()
+                labels = Tensor(batch["labels"]) if "labels" in batch else None
+                loss, overflow, scale, grad_norm = train_cell(Tensor(batch["input_ids"]), labels)
+                state.loss = float(loss.asnumpy())
+                state.step_time = time.perf_counter() - start
+                state.overflow = bool(overflow.asnumpy())
+                state.loss_scale = float(scale.asnumpy())
+                state.grad_norm = float(grad_norm.asnumpy())
+                state.lr = lr_schedule.value_at(lr_step) if lr_schedule is not None else float(
+                    optimizer.get_lr().asnumpy())
+                state.global_step += 1
+                state.epoch, state.step_in_epoch = epoch + 1, step_in_epoch
+                for callback in callbacks:
+                    callback.on_step_end(state)
+        for callback in callbacks:
+            callback.on_train_end(state)
+        return state

@@ -1,0 +1,1 @@
+from mindformers.wrapper.train_one_step import MFTrainOneStepCell

@@ -1,0 +1,75 @@
+"""One optimizer step: gradient accumulation, loss scaling with overflow skip, global-norm clipping."""
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+MindFormerRegister.register_cls(nn.DynamicLossScaleUpdateCell, MindFormerModuleType.LOSS_SCALE)
+MindFormerRegister.register_cls(nn.FixedLossScaleUpdateCell, MindFormerModuleType.LOSS_SCALE)
+
+
+def global_norm(grads):
+    return ops.sqrt(ops.addn([ops.sum(ops.square(ops.cast(g, ms.float32))) for g in grads]))
+
+
+@MindFormerRegister.register(MindFormerModuleType.WRAPPER)
+class MFTrainOneStepCell(nn.Cell):
+    """construct(input_ids[, labels]) -> (loss, overflow, loss_scale, grad_norm).
+
+    The batch holds `gradient_accumulation_steps` micro-batches along dim 0; their gradients are summed
+    and averaged before one optimizer update. With a loss-scale cell (Dynamic/FixedLossScaleUpdateCell)
+    the loss is scaled before differentiation and gradients unscaled after; a step whose gradients
+    overflow is skipped entirely (no weight, moment or schedule update) and the scale adapts.
+    """
+
+    def __init__(self, network, optimizer, scale_sense=None, use_clip_grad=True, max_grad_norm=1.0,
+                 gradient_accumulation_steps=1):
+        super().__init__(auto_prefix=False)
+        self.network = network
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
+        self.accumulation = int(gradient_accumulation_steps)
+        self.use_clip_grad = use_clip_grad
+        self.max_grad_norm = float(max_grad_norm)
+        self.loss_scale_manager = None
+        scale_value = 1.0
+        if isinstance(scale_sense, nn.Cell):
+            self.loss_scale_manager = scale_sense
+            scale_value = float(scale_sense.get_loss_scale())
+        elif scale_sense is not None:
+            scale_value = float(scale_sense)
+        self.scale_sense = Parameter(Tensor(scale_value, ms.float32), name="scale_sense")
+
+    def micro_batch(self, data, index):
+        size = data.shape[0] // self.accumulation
+        return data[index * size:(index + 1) * size]
+
+    def construct(self, input_ids, labels=None):
+        scale = self.scale_sense
+        loss = None
+        grads = None
+        for index in range(self.accumulation):
+            ids = self.micro_batch(input_ids, index)
+            micro_labels = None if labels is None else self.micro_batch(labels, index)
+            micro_loss = self.network(ids, micro_labels)
+            sens = ops.cast(scale, micro_loss.dtype)
+            micro_grads = self.grad(self.network, self.weights)(ids, micro_labels, sens)
+            if grads is None:
+                loss, grads = micro_loss, micro_grads
+            else:
+                loss = loss + micro_loss
+                grads = tuple(a + b for a, b in zip(grads, micro_grads))
+        divisor = scale * self.accumulation
+        grads = tuple(g / ops.cast(divisor, g.dtype) for g in grads)
+        loss = loss / self.accumulation
+        grad_norm = global_norm(grads)
+        overflow = ops.logical_not(ops.isfinite(grad_norm))
+        if self.loss_scale_manager is not None:
+            overflow = self.loss_scale_manager(self.scale_sense, overflow)
+        if self.use_clip_grad:
+            clip = ops.minimum(1.0, self.max_grad_norm / (grad_norm + 1e-6))
+            grads = tuple(g * ops.cast(clip, g.dtype) for g in grads)
+        if not overflow:
+            loss = ops.depend(loss, self.optimizer(grads))
+        return loss, overflow, self.scale_sense, grad_norm

@@ -186,6 +186,9 @@ class CausalLanguageModelingTrainer:
                            global_batch_size=batch_size * accumulation * self.world_size,
                            seq_length=model_config.seq_length, global_step=initial_step,
                            initial_step=initial_step)
+        if initial_step:
+            state.epoch = (initial_step - 1) // steps_per_epoch + 1
+            state.step_in_epoch = (initial_step - 1) % steps_per_epoch + 1
         logger.info("training %s: %.2fM parameters, %d epochs x %d steps, global batch %d, seq %d",
                     self.model_name, network.num_parameters() / 1e6, epochs, steps_per_epoch,
                     state.global_batch_size, model_config.seq_length)

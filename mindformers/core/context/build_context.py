@@ -34,6 +34,18 @@ def resolve_device_target(requested):
     return requested
 
 
+def use_device(device_target, device_id):
+    """MindSpore fixes the device once its runtime has started; a second run in the same process (tests,
+    notebooks) asking for the same device is fine, asking for another is an error."""
+    current = ms.get_context("device_target")
+    try:
+        ms.set_device(device_target, device_id if device_target != "CPU" else None)
+    except RuntimeError:
+        if current != device_target:
+            raise ConfigError(f"context.device_target: this process already runs on {current}, "
+                              f"cannot switch to {device_target}") from None
+
+
 def set_seed(seed):
     """Seed every RNG a run touches: Python, numpy (weight init), MindSpore ops and the dataset engine."""
     random.seed(seed)
@@ -52,7 +64,7 @@ def build_context(config):
     device_id = int(context.pop("device_id", 0) or 0)
     if device_target != "CPU" and os.environ.get("DEVICE_ID") is not None and config.get("use_parallel"):
         device_id = int(os.environ["DEVICE_ID"])
-    ms.set_device(device_target, device_id if device_target != "CPU" else None)
+    use_device(device_target, device_id)
     settings = {"mode": _MODES[mode]}
     jit_config = dict(context.pop("jit_config", None) or {})
     if context.get("jit_level"):

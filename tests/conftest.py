@@ -1,0 +1,7 @@
+"""Shared fixtures. Each group lives in its own module under tests/fixtures; this file only gathers them."""
+import os
+
+os.environ.setdefault("GLOG_v", "3")  # keep MindSpore's C++ logging out of test output
+
+from tests.fixtures.tokenizers import *  # noqa: E402,F401,F403
+from tests.fixtures.data import *  # noqa: E402,F401,F403

@@ -1,0 +1,112 @@
+"""End to end: real text -> llama_preprocess.py -> run_mindformer.py train -> checkpoints -> resume."""
+import os
+import textwrap
+
+import pytest
+
+from tests.e2e.helpers import REPO, read_metrics, run_cli
+
+SEQ = 32
+
+
+@pytest.fixture(scope="module")
+def user_config(tmp_path_factory, sp_model_file, wiki_mindrecord):
+    """A user's YAML that builds on the shipped tiny config and overrides what users override."""
+    folder = tmp_path_factory.mktemp("user")
+    base = os.path.join(REPO, "configs", "llama2", "pretrain_llama2_tiny.yaml")
+    path = folder / "my_pretrain.yaml"
+    path.write_text(textwrap.dedent(f"""
+        base_config: ['{base}']
+        seed: 42
+        context:
+          mode: 0
+        model:
+          model_config:
+            vocab_size: 600
+            seq_length: {SEQ}
+            num_layers: 2
+            hidden_size: 64
+            intermediate_size: 128
+        processor:
+          tokenizer:
+            vocab_file: '{sp_model_file}'
+        runner_config:
+          epochs: 2
+          batch_size: 2
+        train_dataset:
+          data_loader:
+            dataset_dir: '{wiki_mindrecord}'
+        lr_schedule:
+          learning_rate: 5.e-3
+          warmup_steps: 2
+        callbacks:
+          - type: MFLossMonitor
+            per_print_times: 5
+          - type: CheckpointMonitor
+            prefix: "mine"
+            save_checkpoint_steps: 4
+            keep_checkpoint_max: 100
+    """))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, user_config):
+    output = str(tmp_path_factory.mktemp("full"))
+    result = run_cli(["run_mindformer.py", "--config", user_config, "--run_mode", "train", "--output_dir", output])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output, result
+
+
+def test_loss_falls_and_metrics_are_logged(full_run):
+    output, result = full_run
+    metrics = read_metrics(output)
+    assert [m["step"] for m in metrics] == list(range(1, len(metrics) + 1))
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "eta_s", "epoch"):
+        assert key in metrics[0]
+    assert {m["epoch"] for m in metrics} == {1, 2}
+    first = sum(m["loss"] for m in metrics[:3]) / 3
+    last = sum(m["loss"] for m in metrics[-3:]) / 3
+    assert last < first - 0.5, (first, last)
+    assert "ETA" in result.stdout and "tokens/s" in result.stdout
+
+
+def test_checkpoints_are_named_per_rank(full_run):
+    output, _ = full_run
+    folder = os.path.join(output, "checkpoint", "rank_0")
+    names = sorted(os.listdir(folder))
+    metrics = read_metrics(output)
+    steps_per_epoch = len(metrics) // 2
+    assert f"mine_rank_0-1_4.ckpt" in names
+    assert f"mine_rank_0-2_{steps_per_epoch}.ckpt" in names  # the final step is always saved
+    assert not [n for n in names if n.startswith(".tmp-")]
+
+
+def test_resume_reproduces_the_later_losses(full_run, user_config, tmp_path):
+    output, _ = full_run
+    metrics = read_metrics(output)
+    steps_per_epoch = len(metrics) // 2
+    # Resume from a checkpoint in the middle of the first epoch, into a fresh output folder.
+    resume_step = 8 if steps_per_epoch > 8 else 4
+    source = os.path.join(output, "checkpoint", "rank_0", f"mine_rank_0-1_{resume_step}.ckpt")
+    resumed_dir = str(tmp_path / "resumed")
+    result = run_cli(["run_mindformer.py", "--config", user_config, "--output_dir", resumed_dir,
+                      "--load_checkpoint", source, "--resume_training", "True"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    resumed = read_metrics(resumed_dir)
+    assert resumed[0]["step"] == resume_step + 1
+    assert resumed[-1]["step"] == len(metrics)
+    for before, after in zip(metrics[resume_step:], resumed):
+        assert after["step"] == before["step"]
+        assert after["loss"] == pytest.approx(before["loss"], rel=1e-3)
+        assert after["lr"] == pytest.approx(before["lr"], rel=1e-5)
+
+
+def test_resume_from_folder_takes_the_newest(full_run, user_config, tmp_path):
+    """--resume_training True with the checkpoint folder: nothing left to do after the final checkpoint."""
+    output, _ = full_run
+    resumed_dir = str(tmp_path / "again")
+    result = run_cli(["run_mindformer.py", "--config", user_config, "--output_dir", resumed_dir,
+                      "--load_checkpoint", os.path.join(output, "checkpoint"), "--resume_training", "True"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stdout and f"-2_{len(read_metrics(output)) // 2}.ckpt" in result.stdout

@@ -9,6 +9,7 @@ from mindspore import Tensor
 from mindformers.checkpoint import load_weights, read_checkpoint, resolve_checkpoint
 from mindformers.checkpoint.checkpoint_io import scalar
 from mindformers.core.callback import ProfileMonitor, TrainState
+from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 from mindformers.tools.register.validate import check_train_sections
@@ -43,12 +44,22 @@ def build_network(config):
     return model_config, network
 
 
+def tokenizer_file_key(tokenizer):
+    """The key naming the tokenizer's file: vocab_file (sentencepiece, or --vocab_file) or tokenizer_file (Llama 3)."""
+    for key in ("vocab_file", "tokenizer_file"):
+        if tokenizer.get(key):
+            return key
+    return None
+
+
 def build_tokenizer(config):
+    """The tokenizer of processor.tokenizer, or None when the config names no tokenizer file."""
     tokenizer = (config.get("processor") or {}).get("tokenizer")
-    if not tokenizer or not tokenizer.get("vocab_file"):
+    key = tokenizer_file_key(tokenizer) if tokenizer else None
+    if key is None:
         return None
-    if not os.path.exists(str(tokenizer["vocab_file"])):
-        raise ConfigError(f"processor.tokenizer.vocab_file: file not found: {tokenizer['vocab_file']}")
+    if not os.path.exists(str(tokenizer[key])):
+        raise ConfigError(f"processor.tokenizer.{key}: file not found: {tokenizer[key]}")
     return build_from_config(tokenizer, MindFormerModuleType.TOKENIZER, where="processor.tokenizer")
 
 
@@ -160,8 +171,8 @@ class CausalLanguageModelingTrainer:
         model_config, network = build_network(config)
         tokenizer = build_tokenizer(config)
         if tokenizer is not None:
-            from mindformers.models.tokenization_utils import check_tokenizer_fits_model  # noqa: E402
-            check_tokenizer_fits_model(tokenizer, model_config.vocab_size, "processor.tokenizer.vocab_file")
+            check_tokenizer_fits_model(tokenizer, model_config.vocab_size,
+                                       f"processor.tokenizer.{tokenizer_file_key(config.processor.tokenizer)}")
         dataset = self.build_dataset(batch_size * accumulation)
         if dataset.seq_length != model_config.seq_length + 1:
             raise ConfigError(

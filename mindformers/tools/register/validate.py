@@ -43,7 +43,7 @@ def check_train_sections(config):
         for index, callback in enumerate(config.get("callbacks") or []):
             check_typed_section(callback, MindFormerModuleType.CALLBACK, f"callbacks[{index}]")
         tokenizer = (config.get("processor") or {}).get("tokenizer")
-        if tokenizer and tokenizer.get("vocab_file"):
+        if tokenizer and (tokenizer.get("vocab_file") or tokenizer.get("tokenizer_file")):
             check_typed_section(tokenizer, MindFormerModuleType.TOKENIZER, "processor.tokenizer")
     except ConfigError as error:
         raise ConfigError(f"{prefix}{error}") from None

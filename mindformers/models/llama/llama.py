@@ -7,6 +7,7 @@ from mindformers.models.llama.llama_config import LlamaConfig
 from mindformers.models.llama.llama_transformer import LlamaDecoderLayer
 from mindformers.models.modules import Embedding, Linear, RMSNorm
 from mindformers.models.modules.layout import parameter_layouts
+from mindformers.models.modeling_utils import PreTrainedMixin
 from mindformers.models.recompute import apply_recompute
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
@@ -40,7 +41,7 @@ class LlamaModel(nn.Cell):
 
 
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
-class LlamaForCausalLM(nn.Cell):
+class LlamaForCausalLM(PreTrainedMixin, nn.Cell):
     """In training, `construct(input_ids[, labels])` returns the mean loss, where input_ids holds seq_length+1
     tokens (inputs are [:-1], targets [1:]) as MindFormers' pretraining data does. With `set_train(False)` it
     returns logits (batch, seq, vocab) for input_ids as given."""

@@ -1,0 +1,51 @@
+"""Outputs that appear whole or not at all: written under a hidden temporary name, renamed when complete."""
+import contextlib
+import os
+import shutil
+
+TMP_PREFIX = ".tmp-"
+
+
+def temp_path_for(path):
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{name}")
+
+
+@contextlib.contextmanager
+def atomic_files(*paths):
+    """Yield temporary paths for `paths`; rename them all into place on success, delete them on any failure."""
+    temps = [temp_path_for(path) for path in paths]
+    for path in paths:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        yield temps
+    except BaseException:
+        for temp in temps:
+            _remove(temp)
+        raise
+    for temp, path in zip(temps, paths):
+        os.replace(temp, path)
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yield a temporary folder; on success move its files into `path` (created if needed), else delete it."""
+    temp = temp_path_for(path)
+    os.makedirs(temp)
+    try:
+        yield temp
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    os.makedirs(path, exist_ok=True)
+    for name in sorted(os.listdir(temp)):
+        os.replace(os.path.join(temp, name), os.path.join(path, name))
+    os.rmdir(temp)
+
+
+def _remove(path):
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)

@@ -1,0 +1,277 @@
+"""Streaming conversion between HuggingFace folders and this project's checkpoints, driven by an HFFamily.
+
+Both directions first check every tensor's presence and shape against the family's plan (reading headers
+only), then stream data a chunk at a time into a temporary output that is renamed into place when complete,
+so a failure leaves nothing behind and memory stays at a few chunks whatever the model size.
+"""
+import json
+import logging
+import os
+
+import yaml
+
+from mindformers.checkpoint.atomic import atomic_files, atomic_folder
+from mindformers.checkpoint.ckpt_stream import CkptWriter, read_ckpt
+from mindformers.checkpoint.safetensors_stream import (INDEX_NAME, SafetensorsWriter, read_safetensors,
+                                                       read_safetensors_folder, write_index)
+from mindformers.checkpoint.tensor_dtypes import FLOATS, ITEMSIZE, YAML_NAME, canonical, cast
+from mindformers.checkpoint.tensor_store import TensorInfo
+from mindformers.checkpoint.torch_bin import bin_files, read_torch_bins
+from mindformers.tools.errors import ConfigError
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+logger = logging.getLogger("mindformers")
+HF_CONFIG = "config.json"
+DEFAULT_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size
+
+
+# ---------------------------------------------------------------- reading inputs
+
+def is_hf_folder(path):
+    return os.path.isfile(os.path.join(path, HF_CONFIG))
+
+
+def read_hf_config(folder):
+    path = os.path.join(folder, HF_CONFIG)
+    if not os.path.isfile(path):
+        raise ConfigError(f"--input_path: {folder} has no config.json (expected a HuggingFace model folder)")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except ValueError as error:
+        raise ConfigError(f"{path}: not valid JSON ({error})") from None
+
+
+def read_hf_tensors(folder):
+    """Tensors of a HF folder: safetensors (single or sharded) first, else pytorch_model.bin (needs torch)."""
+    tensors = read_safetensors_folder(folder)
+    if tensors is not None:
+        return tensors
+    files = bin_files(folder)
+    if files:
+        return read_torch_bins(files)
+    raise ConfigError(f"--input_path: {folder} has no model.safetensors, {INDEX_NAME} or pytorch_model.bin")
+
+
+def read_our_checkpoint(path):
+    if path.endswith(".safetensors"):
+        return read_safetensors(path)
+    return read_ckpt(path)
+
+
+def our_config_path(checkpoint_path):
+    """The YAML convert_weight/save_pretrained writes beside a checkpoint: same name, .yaml suffix."""
+    return os.path.splitext(checkpoint_path)[0] + ".yaml"
+
+
+def build_our_config(family, kwargs, where):
+    config_class = MindFormerRegister.get_cls(MindFormerModuleType.CONFIG, family.our_config_type, where=where)
+    try:
+        return config_class(**kwargs)
+    except TypeError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def config_from_hf_folder(family, folder, dtype=None, overrides=None):
+    """(our config, weights dtype) for a HF folder read with `family`."""
+    hf = read_hf_config(folder)
+    where = os.path.join(folder, HF_CONFIG)
+    model_type = hf.get("model_type")
+    if model_type not in family.model_types:
+        raise ConfigError(f"{where}: model_type is {model_type!r}, but the '{family.name}' conversion reads "
+                          f"{', '.join(family.model_types)}")
+    dtype = canonical(dtype) or canonical(hf.get("dtype") or hf.get("torch_dtype") or "float32", key=where)
+    kwargs = family.config_from_hf(hf, dtype, where)
+    kwargs.update(overrides or {})
+    return build_our_config(family, kwargs, where), dtype
+
+
+def load_our_yaml(path, overrides=None):
+    """(config class name, config kwargs, arch name) from a YAML holding model.model_config (any run config)."""
+    from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
+    tree = MindFormerConfig(path).to_dict()
+    model = tree.get("model") or {}
+    section = dict(model.get("model_config") or {})
+    if not section:
+        raise ConfigError(f"{path}: expected a model.model_config section")
+    config_type = section.pop("type", None)
+    section.update(overrides or {})
+    return config_type, section, (model.get("arch") or {}).get("type")
+
+
+ALWAYS_WRITTEN = ("seq_length", "hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermediate_size",
+                  "vocab_size", "theta", "rms_norm_eps", "tie_word_embeddings", "compute_dtype", "param_init_type")
+
+
+def write_our_yaml(path, family, config, source):
+    """The sizes, plus every key that differs from the config class's defaults (what the model depends on)."""
+    defaults = type(config)().to_dict()
+    keys = {key: value for key, value in config.to_dict().items()
+            if key in ALWAYS_WRITTEN or value != defaults.get(key)}
+    document = {"model": {"model_config": {"type": family.our_config_type, **keys},
+                          "arch": {"type": family.our_arch_type}}}
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"# The model of the checkpoint beside this file (converted from {source}).\n"
+                     "# Usable as a base_config of a run config.\n")
+        yaml.safe_dump(document, handle, sort_keys=False)
+
+
+# ---------------------------------------------------------------- checking
+
+def check_against_plan(plan, tensors, source, direction):
+    """Every planned tensor present with its planned shape; returns the names the plan does not use."""
+    used = set()
+    for planned in plan:
+        if direction == "hf_to_ours":
+            wanted = [(part.hf_name, part.shape) for part in planned.parts]
+        else:
+            wanted = [(planned.ours, planned.our_shape)]
+        for name, shape in wanted:
+            info = tensors.get(name)
+            if info is None:
+                raise ConfigError(f"{source}: missing tensor '{name}' (expected shape {shape})")
+            if info.shape != tuple(shape):
+                raise ConfigError(f"{source}: tensor '{name}' has shape {info.shape}, expected {tuple(shape)}")
+            if info.dtype not in FLOATS:
+                raise ConfigError(f"{source}: tensor '{name}' has dtype {info.dtype}, expected a float type")
+            used.add(name)
+    return sorted(set(tensors) - used)
+
+
+def progress_bar(total, desc, enabled=True):
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    # disable=None: a bar on a terminal, nothing in logs or pipes.
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                disable=None if enabled else True)
+
+
+def cast_chunks(parts, dtype):
+    for info in parts:
+        for chunk in info.chunks():
+            yield cast(chunk, info.dtype, dtype)
+
+
+def counted(chunks, bar):
+    for chunk in chunks:
+        bar.update(chunk.nbytes)
+        yield chunk
+
+
+# ---------------------------------------------------------------- HF -> ours
+
+def hf_to_ours(family, input_dir, output_path, dtype=None, progress=True):
+    """Convert a HF folder to a .ckpt (or .safetensors) of ours plus its YAML; returns a summary dict."""
+    if not os.path.isdir(input_dir):
+        raise ConfigError(f"--input_path: not a folder: {input_dir}")
+    config, _ = config_from_hf_folder(family, input_dir, dtype)
+    tensors = read_hf_tensors(input_dir)
+    plan = family.plan(config)
+    unused = check_against_plan(plan, tensors, input_dir, "hf_to_ours")
+    unused = [name for name in unused if not name.endswith("rotary_emb.inv_freq")]
+    if unused:
+        logger.warning("%s: %d tensors have no place in the model and are skipped (first: %s)",
+                       input_dir, len(unused), unused[0])
+    out_dtype = {p.ours: canonical(dtype) or tensors[p.parts[0].hf_name].dtype for p in plan}
+    total = sum(tensors[part.hf_name].nbytes for p in plan for part in p.parts)
+    yaml_path = our_config_path(output_path)
+    with atomic_files(output_path, yaml_path) as (tmp_out, tmp_yaml), \
+            progress_bar(total, "convert", progress) as bar:
+        if output_path.endswith(".safetensors"):
+            writer = SafetensorsWriter(tmp_out, [(p.ours, out_dtype[p.ours], p.our_shape) for p in plan],
+                                       metadata={"format": "ms"})
+            write = lambda p, chunks: writer.write_tensor(p.ours, chunks)  # noqa: E731
+        else:
+            writer = CkptWriter(tmp_out)
+            write = lambda p, chunks: writer.write_tensor(p.ours, out_dtype[p.ours], p.our_shape, chunks)  # noqa
+        try:
+            for planned in plan:
+                parts = [tensors[part.hf_name] for part in planned.parts]
+                write(planned, counted(cast_chunks(parts, out_dtype[planned.ours]), bar))
+        finally:
+            writer.close()
+        write_our_yaml(tmp_yaml, family, config, input_dir)
+    return {"tensors": len(plan), "bytes_in": total, "output": output_path, "config": yaml_path}
+
+
+# ---------------------------------------------------------------- ours -> HF
+
+def shard_plan(entries, max_shard_bytes):
+    """Split [(hf name, dtype, shape, nbytes)] into consecutive shards of at most max_shard_bytes each."""
+    shards, current, size = [], [], 0
+    for entry in entries:
+        if current and size + entry[3] > max_shard_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += entry[3]
+    if current or not shards:
+        shards.append(current)
+    return shards
+
+
+def split_parts(planned, info):
+    """The HF parts of one of our tensors: itself, or row blocks of a fused tensor (byte ranges, no copy)."""
+    if len(planned.parts) == 1:
+        return [TensorInfo(planned.parts[0].hf_name, info.dtype, info.shape, info.segments, info.load)]
+    row_bytes = info.nbytes // info.shape[0]
+    pieces, start = [], 0
+    for part in planned.parts:
+        nbytes = part.shape[0] * row_bytes
+        pieces.append(TensorInfo(part.hf_name, info.dtype, part.shape,
+                                 load=lambda s=start, n=nbytes: info.read().reshape(-1).view("u1")[s:s + n]))
+        start += nbytes
+    return pieces
+
+
+def ours_to_hf(family, config, tensors, output_dir, source, dtype=None, max_shard_bytes=DEFAULT_SHARD_BYTES,
+               progress=True):
+    """Write `tensors` (name -> TensorInfo of ours) as a HF folder: config.json, shards and their index."""
+    plan = family.plan(config)
+    check_against_plan(plan, tensors, source, "ours_to_hf")
+    dtype = canonical(dtype)
+    hf_parts = []
+    for planned in plan:
+        info = tensors[planned.ours]
+        for piece in split_parts(planned, info):
+            out = dtype or info.dtype
+            hf_parts.append((piece.name, out, piece.shape, piece.nbytes * ITEMSIZE[out] // ITEMSIZE[info.dtype],
+                             piece))
+    shards = shard_plan(hf_parts, max_shard_bytes)
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {entry[0]: name for name, shard in zip(names, shards) for entry in shard}
+    total = sum(entry[3] for entry in hf_parts)
+    config_dtype = dtype or hf_parts[0][1]
+    hf_config = family.config_to_hf(config, config_dtype)
+    with atomic_folder(output_dir) as tmp, progress_bar(total, "convert", progress) as bar:
+        for name, shard in zip(names, shards):
+            writer = SafetensorsWriter(os.path.join(tmp, name), [entry[:3] for entry in shard],
+                                       metadata={"format": "pt"})
+            try:
+                for hf_name, out, _, _, piece in shard:
+                    writer.write_tensor(hf_name, counted(cast_chunks([piece], out), bar))
+            finally:
+                writer.close()
+        write_index(os.path.join(tmp, INDEX_NAME), weight_map, total)
+        with open(os.path.join(tmp, HF_CONFIG), "w", encoding="utf-8") as handle:
+            json.dump(hf_config, handle, indent=2)
+            handle.write("\n")
+    return {"tensors": len(hf_parts), "shards": len(shards), "bytes_out": total, "output": output_dir}
+
+
+def checkpoint_to_hf(family, checkpoint_path, output_dir, config_path=None, dtype=None,
+                     max_shard_bytes=DEFAULT_SHARD_BYTES, progress=True, overrides=None):
+    """convert_weight --reversed: our checkpoint (+ the YAML beside it, or `config_path`) -> a HF folder."""
+    if not os.path.isfile(checkpoint_path):
+        raise ConfigError(f"--input_path: checkpoint not found: {checkpoint_path}")
+    config_path = config_path or our_config_path(checkpoint_path)
+    if not os.path.isfile(config_path):
+        raise ConfigError(f"--config: no model config for {checkpoint_path} (expected {config_path}, or pass "
+                          "--config with a YAML holding model.model_config)")
+    _, kwargs, _ = load_our_yaml(config_path, overrides)
+    config = build_our_config(family, kwargs, f"{config_path}: model.model_config")
+    tensors = read_our_checkpoint(checkpoint_path)
+    return ours_to_hf(family, config, tensors, output_dir, checkpoint_path, dtype, max_shard_bytes, progress)
+
+
+__all__ = ["hf_to_ours", "checkpoint_to_hf", "ours_to_hf", "read_hf_tensors", "config_from_hf_folder",
+           "load_our_yaml", "write_our_yaml", "our_config_path", "is_hf_folder", "YAML_NAME"]

@@ -15,7 +15,7 @@ setup(
         "sentencepiece>=0.1.99",
         "tokenizers>=0.15",
         "tqdm>=4.60",
-        "pyarrow>=12",
+        "pyarrow>=12,<26",  # pyarrow 26 needs NumPy 2, which mindspore 2.10 cannot use
         "fschat>=0.2.13",
     ],
     extras_require={

@@ -1,0 +1,1 @@
+"""Offline data preparation: raw text -> tokenized, packed MindRecord rows the trainer reads."""

@@ -1,0 +1,1 @@
+"""Llama data preparation scripts (llama_preprocess.py), named as in MindFormers."""

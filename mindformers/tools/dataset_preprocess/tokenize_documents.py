@@ -1,0 +1,101 @@
+"""Documents -> token arrays (bos + text + eos), in order, optionally across a pool of worker processes."""
+import collections
+import multiprocessing
+import os
+
+import numpy as np
+
+from mindformers.tools.errors import DataError, MindFormerUserError
+
+CHUNK_DOCUMENTS = 64          # documents per task: enough to amortise the inter-process hop
+CHUNK_CHARACTERS = 1 << 18    # ...but a task never carries much more than 256K characters
+
+
+def load_tokenizer(model_file, flag="--model_file"):
+    """A sentencepiece .model (LlamaTokenizer) or an HF tokenizer.json (LlamaTokenizerFast)."""
+    if not os.path.isfile(model_file):
+        raise DataError(f"{flag}: file not found: {model_file} (expected a sentencepiece tokenizer.model "
+                        "or an HF tokenizer.json)")
+    fast = model_file.lower().endswith(".json")
+    try:
+        if fast:
+            from mindformers.models.llama.llama_tokenizer_fast import LlamaTokenizerFast
+            tokenizer = LlamaTokenizerFast(tokenizer_file=model_file)
+        else:
+            from mindformers.models.llama.llama_tokenizer import LlamaTokenizer
+            tokenizer = LlamaTokenizer(vocab_file=model_file)
+    except MindFormerUserError as error:
+        raise DataError(f"{flag}: {error}") from None
+    except Exception as error:  # sentencepiece / tokenizers raise plain RuntimeErrors on a bad file
+        kind = "HF tokenizer.json" if fast else "sentencepiece model"
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise DataError(f"{flag}: cannot load {model_file} as a {kind} ({reason})") from None
+    if tokenizer.eos_token_id is None:
+        raise DataError(f"{flag}: {model_file} defines no eos token (needed to mark where documents end)")
+    return tokenizer
+
+
+class DocumentEncoder:
+    """Turns a list of documents into one int32 array: [bos] doc [eos] for each document, concatenated."""
+
+    def __init__(self, model_file, add_bos=True):
+        self.tokenizer = load_tokenizer(model_file)
+        self.prefix = [self.tokenizer.bos_token_id] if add_bos and self.tokenizer.bos_token_id is not None else []
+        self.suffix = [self.tokenizer.eos_token_id]
+
+    def encode(self, documents):
+        ids = []
+        for text in documents:
+            ids.extend(self.prefix)
+            ids.extend(self.tokenizer.encode(text, add_special_tokens=False))
+            ids.extend(self.suffix)
+        return np.asarray(ids, dtype=np.int32), len(documents)
+
+
+_WORKER_ENCODER = None
+
+
+def _init_worker(model_file, add_bos):
+    global _WORKER_ENCODER
+    _WORKER_ENCODER = DocumentEncoder(model_file, add_bos)
+
+
+def _encode_in_worker(documents):
+    return _WORKER_ENCODER.encode(documents)
+
+
+def chunked(documents):
+    chunk, size = [], 0
+    for text in documents:
+        chunk.append(text)
+        size += len(text)
+        if len(chunk) >= CHUNK_DOCUMENTS or size >= CHUNK_CHARACTERS:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def encode_documents(documents, model_file, add_bos=True, workers=1):
+    """Yield (tokens, document_count) per chunk of `documents`, in input order.
+
+    With workers > 1 the chunks go to a process pool; at most a few chunks per worker are in flight, so
+    memory stays flat however large the input (Pool.imap would read the whole input ahead).
+    """
+    if workers <= 1:
+        encoder = DocumentEncoder(model_file, add_bos)
+        for chunk in chunked(documents):
+            yield encoder.encode(chunk)
+        return
+    # fork: workers start in milliseconds and inherit the loaded modules (spawn would re-import MindSpore)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the pool is the parallelism
+    with multiprocessing.get_context(method).Pool(workers, initializer=_init_worker,
+                                                   initargs=(model_file, add_bos)) as pool:
+        pending = collections.deque()
+        for chunk in chunked(documents):
+            pending.append(pool.apply_async(_encode_in_worker, (chunk,)))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()

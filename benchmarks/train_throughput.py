@@ -1,0 +1,218 @@
+"""Training throughput of our Llama stack against HF transformers + PyTorch, measured in the same run.
+
+One training step = forward + backward + AdamW update (with global-norm clipping on both sides).
+Ours: LlamaForCausalLM + AdamW + MFTrainOneStepCell in MindSpore graph mode.
+Theirs: transformers.LlamaForCausalLM + torch.optim.AdamW (eager PyTorch, its default attention).
+Both run fp32 on the CPU with the same number of threads (the machine's core count unless --threads).
+Warmup steps (and graph compilation) are excluded from the timing; timed steps alternate between the two
+sides so that other load on the machine slows both alike.
+
+    python benchmarks/train_throughput.py                       # 8 layers, hidden 512, vocab 32000, seq 256, batch 2
+    python benchmarks/train_throughput.py --layers 1 --hidden 64 --heads 4 --vocab 512 --seq 32 --steps 1 --warmup 1
+
+Prints tokens/s of both, MFU of both against a GEMM peak measured in this run, and the line
+`ratio ours/theirs: X.XX` (tokens/s of ours divided by tokens/s of theirs; > 1 means we are faster).
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("GLOG_v", "3")
+
+import numpy as np  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+
+def core_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--kv-heads", type=int, default=None, help="key/value heads (GQA); default: --heads")
+    parser.add_argument("--intermediate", type=int, default=None,
+                        help="FFN size; default: Llama's rule (2/3 of 4*hidden, multiple of 256)")
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per side")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side (after compilation)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for both sides; default: core count")
+    parser.add_argument("--gemm-size", type=int, default=1024, help="square matmul size for the measured peak")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be >= 1 and --warmup >= 0")
+    args.threads = args.threads or core_count()
+    return args
+
+
+def model_config(args):
+    from mindformers.models.llama import LlamaConfig  # pylint: disable=import-outside-toplevel
+    return LlamaConfig(batch_size=args.batch, seq_length=args.seq, hidden_size=args.hidden, num_layers=args.layers,
+                       num_heads=args.heads, n_kv_heads=args.kv_heads, intermediate_size=args.intermediate,
+                       vocab_size=args.vocab, compute_dtype="float32", layernorm_compute_type="float32",
+                       softmax_compute_type="float32", rotary_dtype="float32", param_init_type="float32",
+                       use_fused_rms_norm=False)
+
+
+def batch_tokens(args):
+    """(batch, seq+1) random token ids; ids 1.. so that no position counts as padding (pad id 0)."""
+    return np.random.default_rng(args.seed).integers(1, args.vocab, (args.batch, args.seq + 1)).astype(np.int32)
+
+
+def timed_alternately(steps, warmup, *step_fns):
+    """Warm each step function up, then time them in turns (ours, theirs, ours, ...) so that a change in the
+    machine's load hits both sides alike. Each call must block until its step is done.
+    Returns, per function, (median seconds per timed step, losses): the median, so that one step that
+    another process slowed down does not decide the result."""
+    losses = [[fn() for _ in range(warmup)] for fn in step_fns]
+    seconds = [[] for _ in step_fns]
+    for _ in range(steps):
+        for index, fn in enumerate(step_fns):
+            start = time.perf_counter()
+            losses[index].append(fn())
+            seconds[index].append(time.perf_counter() - start)
+    return [(statistics.median(times), fn_losses) for times, fn_losses in zip(seconds, losses)]
+
+
+def build_ours(args, config, tokens):
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    from mindformers.core.optim import AdamW  # pylint: disable=import-outside-toplevel
+    from mindformers.models.llama import LlamaForCausalLM  # pylint: disable=import-outside-toplevel
+    from mindformers.wrapper import MFTrainOneStepCell  # pylint: disable=import-outside-toplevel
+
+    np.random.seed(args.seed)
+    model = LlamaForCausalLM(config)
+    model.set_train(True)
+    optimizer = AdamW(model.trainable_params(), learning_rate=args.lr, betas=(0.9, 0.95), eps=1e-8,
+                      weight_decay=args.weight_decay)
+    cell = MFTrainOneStepCell(model, optimizer, use_clip_grad=True, max_grad_norm=1.0)
+    cell.set_train(True)
+    input_ids = ms.Tensor(tokens)
+
+    def step():
+        loss = cell(input_ids)[0]
+        return float(loss.asnumpy())
+
+    start = time.perf_counter()
+    first_loss = step()  # compiles the graph
+    compile_seconds = time.perf_counter() - start
+    return step, first_loss, compile_seconds, model.num_parameters()
+
+
+def build_theirs(args, config, tokens):
+    import torch  # pylint: disable=import-outside-toplevel
+    import transformers  # pylint: disable=import-outside-toplevel
+
+    torch.manual_seed(args.seed)
+    hf_config = transformers.LlamaConfig(
+        vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.ffn_size,
+        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+        num_key_value_heads=config.kv_heads, max_position_embeddings=config.seq_length,
+        rms_norm_eps=config.rms_norm_eps, rope_theta=config.theta, tie_word_embeddings=False,
+        attention_bias=False, mlp_bias=False, initializer_range=config.initializer_range, use_cache=False)
+    model = transformers.LlamaForCausalLM(hf_config).float()
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    data = torch.from_numpy(tokens.astype(np.int64))
+    inputs, targets = data[:, :-1], data[:, 1:]
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(input_ids=inputs).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return float(loss.detach())
+
+    return step, model.config._attn_implementation  # pylint: disable=protected-access
+
+
+def torch_gemm_peak(size, repeats=5):
+    import torch  # pylint: disable=import-outside-toplevel
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 / best
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    import torch  # pylint: disable=import-outside-toplevel
+    from mindformers.core.flops import measure_gemm_peak_flops, train_flops_per_token  # pylint: disable=C0415
+
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.device_context.cpu.op_tuning.threads_num(args.threads)
+    torch.set_num_threads(args.threads)
+    print(f"threads: {args.threads} (machine cores: {core_count()}; MindSpore CPU kernels and torch both set to it)")
+
+    config = model_config(args)
+    tokens = batch_tokens(args)
+    tokens_per_step = args.batch * args.seq
+    flops_per_token = train_flops_per_token(config)
+    print(f"model: layers={config.num_layers} hidden={config.hidden_size} heads={config.num_heads} "
+          f"kv_heads={config.kv_heads} ffn={config.ffn_size} vocab={config.vocab_size} seq={args.seq} "
+          f"batch={args.batch} fp32; train FLOPs/token={flops_per_token / 1e9:.3f} G")
+
+    # Peaks are measured before and after the steps (best of each): one sample taken while another process
+    # held a core would understate the peak and overstate MFU.
+    ms_peak = measure_gemm_peak_flops(size=args.gemm_size)
+    torch_peak = torch_gemm_peak(args.gemm_size)
+
+    ours_step, first_loss, compile_seconds, params = build_ours(args, config, tokens)
+    theirs_step, attn_impl = build_theirs(args, config, tokens)
+    (ours_seconds, ours_losses), (theirs_seconds, theirs_losses) = timed_alternately(
+        args.steps, args.warmup, ours_step, theirs_step)
+    ours_losses = [first_loss] + ours_losses
+    ms_peak = max(ms_peak, measure_gemm_peak_flops(size=args.gemm_size, repeats=6))
+    torch_peak = max(torch_peak, torch_gemm_peak(args.gemm_size))
+    peak = max(ms_peak, torch_peak)
+    print(f"GEMM peak ({args.gemm_size}^2 fp32): mindspore {ms_peak / 1e9:.1f} GFLOP/s, torch "
+          f"{torch_peak / 1e9:.1f} GFLOP/s; MFU below is against the higher, {peak / 1e9:.1f} GFLOP/s")
+
+    ours_tps = tokens_per_step / ours_seconds
+    theirs_tps = tokens_per_step / theirs_seconds
+    print(f"parameters: {params / 1e6:.2f} M; steps timed: {args.steps} per side after {args.warmup} warmup, "
+          "alternating; times are medians")
+    print(f"ours   (MindSpore {ms.__version__}, graph mode, first step incl. compile {compile_seconds:.1f} s): "
+          f"{ours_seconds * 1e3:.1f} ms/step, {ours_tps:.1f} tokens/s, "
+          f"MFU {100 * ours_tps * flops_per_token / peak:.1f}%, losses {fmt(ours_losses)}")
+    print(f"theirs (torch {torch.__version__}, transformers, attn={attn_impl}): "
+          f"{theirs_seconds * 1e3:.1f} ms/step, {theirs_tps:.1f} tokens/s, "
+          f"MFU {100 * theirs_tps * flops_per_token / peak:.1f}%, losses {fmt(theirs_losses)}")
+    print(f"ratio ours/theirs: {ours_tps / theirs_tps:.2f}")
+    return ours_tps / theirs_tps
+
+
+def fmt(losses):
+    return "[" + ", ".join(f"{x:.3f}" for x in losses) + "]"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""LlamaForCausalLM: the training loss, parameter layouts, recompute, and one graph-mode run showing graph loss ==
+PyNative loss. Logits parity with transformers (through the real weight converter) is in test_hf_parity.py."""
+import numpy as np
+import mindspore as ms
+import pytest
+from mindspore import Tensor
+
+from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
+
+VOCAB, HIDDEN, SEQ = 96, 32, 12
+
+
+@pytest.fixture(autouse=True)
+def pynative():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def our_config(**overrides):
+    values = dict(seq_length=SEQ, hidden_size=HIDDEN, num_layers=2, num_heads=4, n_kv_heads=None,
+                  intermediate_size=48, vocab_size=VOCAB, compute_dtype="float32", softmax_compute_type="float32",
+                  rotary_dtype="float32", param_init_type="float32", layernorm_compute_type="float32",
+                  rms_norm_eps=1e-6, pad_token_id=0, ignore_token_id=-100)
+    values.update(overrides)
+    return LlamaConfig(**values)
+
+
+def build(config, seed=0, train=False, **kwargs):
+    np.random.seed(seed)
+    model = LlamaForCausalLM(config, **kwargs)
+    model.set_train(train)
+    return model
+
+
+# ---------------------------------------------------------------- training loss
+
+def reference_loss(model, ids, labels, ignore_id, pad_id):
+    """Mean NLL of targets labels[:, 1:] from logits of ids[:, :-1], skipping ignored labels and pad inputs."""
+    model.set_train(False)
+    logits = model(Tensor(ids[:, :-1])).asnumpy().astype(np.float64)
+    model.set_train(True)
+    targets = labels[:, 1:]
+    keep = (targets != ignore_id) & (ids[:, :-1] != pad_id)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    picked = np.take_along_axis(log_probs, np.where(keep, targets, 0)[..., None], -1)[..., 0]
+    return -(picked * keep).sum() / keep.sum()
+
+
+def test_loss_ignores_ignore_token_id_and_pad():
+    config = our_config(num_layers=1)
+    model = build(config, train=True)
+    ids = np.random.default_rng(2).integers(1, VOCAB, (2, SEQ + 1)).astype(np.int32)
+    ids[1, -4:] = config.pad_token_id  # right padding
+    labels = ids.copy()
+    labels[0, 3:6] = config.ignore_token_id
+    loss = float(model(Tensor(ids), Tensor(labels)).asnumpy())
+    assert loss == pytest.approx(reference_loss(model, ids, labels, -100, 0), rel=1e-5)
+
+    # What sits at an ignored or padded position cannot change the loss.
+    other = labels.copy()
+    other[1, -3:] = 7
+    assert float(model(Tensor(ids), Tensor(other)).asnumpy()) == pytest.approx(loss, rel=1e-6)
+    # Without labels the targets are the shifted inputs, here with the pad positions skipped.
+    assert float(model(Tensor(ids)).asnumpy()) == pytest.approx(reference_loss(model, ids, ids, -100, 0), rel=1e-5)
+
+
+# ---------------------------------------------------------------- layouts, recompute
+
+def test_parameter_layouts_declare_every_weight():
+    model = build(our_config(num_layers=2, n_kv_heads=2))
+    layouts = model.parameter_layouts()
+    assert set(layouts) == {p.name for p in model.get_parameters()}
+    expected_by_suffix = {
+        "attention.wq.weight": 0, "attention.wk.weight": 0, "attention.wv.weight": 0, "attention.wo.weight": 1,
+        "feed_forward.w1.weight": 0, "feed_forward.w3.weight": 0, "feed_forward.w2.weight": 1,
+        "attention_norm.weight": None, "ffn_norm.weight": None, "model.norm_out.weight": None,
+        "lm_head.weight": 0, "model.tok_embeddings.embedding_weight": None,  # vocab_emb_dp defaults to True
+    }
+    for name, dim in layouts.items():
+        matches = [suffix for suffix in expected_by_suffix if name.endswith(suffix)]
+        assert len(matches) == 1, name
+        assert dim == expected_by_suffix[matches[0]], (name, dim)
+        if dim is not None:
+            shape = dict((p.name, p.shape) for p in model.get_parameters())[name]
+            assert shape[dim] % 2 == 0, (name, shape)  # splittable over a model_parallel of 2
+
+
+def test_recompute_config_is_accepted_and_does_not_change_the_loss():
+    ids = Tensor(np.random.default_rng(3).integers(1, VOCAB, (2, SEQ + 1)).astype(np.int32))
+    plain = float(build(our_config(), train=True)(ids).asnumpy())
+    for recompute in (True, [1], False):
+        model = build(our_config(), train=True, recompute_config={"recompute": recompute})
+        assert float(model(ids).asnumpy()) == pytest.approx(plain, rel=1e-6)
+
+
+# ---------------------------------------------------------------- graph mode
+
+def test_graph_mode_loss_equals_pynative():
+    config = our_config(num_layers=1, n_kv_heads=2, sliding_window=None)
+    ids = Tensor(np.random.default_rng(4).integers(1, VOCAB, (2, SEQ + 1)).astype(np.int32))
+    pynative_loss = float(build(config, train=True)(ids).asnumpy())
+    ms.set_context(mode=ms.GRAPH_MODE)
+    graph_loss = float(build(config, train=True)(ids).asnumpy())
+    assert graph_loss == pytest.approx(pynative_loss, rel=1e-5)

@@ -82,17 +82,25 @@ def test_checkpoints_are_named_per_rank(full_run):
     assert not [n for n in names if n.startswith(".tmp-")]
 
 
-def test_resume_reproduces_the_later_losses(full_run, user_config, tmp_path):
+@pytest.fixture(scope="module")
+def resumed_run(full_run, user_config, tmp_path_factory):
+    """Resume from a checkpoint in the middle of the first epoch, into a fresh output folder, profiling the first
+    steps after the resume point (--profile; the window is profile_start_step..profile_stop_step, default 1..10)."""
     output, _ = full_run
-    metrics = read_metrics(output)
-    steps_per_epoch = len(metrics) // 2
-    # Resume from a checkpoint in the middle of the first epoch, into a fresh output folder.
+    steps_per_epoch = len(read_metrics(output)) // 2
     resume_step = 8 if steps_per_epoch > 8 else 4
     source = os.path.join(output, "checkpoint", "rank_0", f"mine_rank_0-1_{resume_step}.ckpt")
-    resumed_dir = str(tmp_path / "resumed")
+    resumed_dir = str(tmp_path_factory.mktemp("resumed"))
     result = run_cli(["run_mindformer.py", "--config", user_config, "--output_dir", resumed_dir,
-                      "--load_checkpoint", source, "--resume_training", "True"])
+                      "--load_checkpoint", source, "--resume_training", "True", "--profile", "True"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return resumed_dir, resume_step, result
+
+
+def test_resume_reproduces_the_later_losses(full_run, resumed_run):
+    output, _ = full_run
+    metrics = read_metrics(output)
+    resumed_dir, resume_step, _ = resumed_run
     resumed = read_metrics(resumed_dir)
     assert resumed[0]["step"] == resume_step + 1
     assert resumed[-1]["step"] == len(metrics)
@@ -100,6 +108,14 @@ def test_resume_reproduces_the_later_losses(full_run, user_config, tmp_path):
         assert after["step"] == before["step"]
         assert after["loss"] == pytest.approx(before["loss"], rel=1e-3)
         assert after["lr"] == pytest.approx(before["lr"], rel=1e-5)
+
+
+def test_profile_window_is_written(resumed_run):
+    resumed_dir, _, result = resumed_run
+    profile_dir = os.path.join(resumed_dir, "profile", "rank_0")
+    written = [name for _, _, names in os.walk(profile_dir) for name in names]
+    assert any(name.startswith("cpu_op") for name in written), written
+    assert f"written to {profile_dir}" in result.stdout
 
 
 def test_resume_from_folder_takes_the_newest(full_run, user_config, tmp_path):

@@ -22,15 +22,21 @@ class ProfileMonitor(Callback):
         self.output_path = output_path
         self.profile_memory = profile_memory
         self.profiler = None
+        self.path = None
 
     def on_train_begin(self, state):
-        path = self.output_path or os.path.join(state.output_dir, "profile", f"rank_{state.rank_id}")
-        os.makedirs(path, exist_ok=True)
-        self.profiler = ms.Profiler(start_profile=False, output_path=path, profile_memory=self.profile_memory)
-        if self.start_step <= state.initial_step + 1:
+        first_step = state.initial_step + 1
+        if first_step > self.stop_step:
+            return  # resumed past the window: nothing to profile
+        self.path = self.output_path or os.path.join(state.output_dir, "profile", f"rank_{state.rank_id}")
+        os.makedirs(self.path, exist_ok=True)
+        self.profiler = ms.Profiler(start_profile=False, output_path=self.path, profile_memory=self.profile_memory)
+        if self.start_step <= first_step:
             self.profiler.start()
 
     def on_step_end(self, state):
+        if self.profiler is None:
+            return
         if state.global_step + 1 == self.start_step:
             self.profiler.start()
         if state.global_step == self.stop_step:
@@ -43,8 +49,5 @@ class ProfileMonitor(Callback):
     def finish(self):
         self.profiler.stop()
         self.profiler.analyse()
-        logger.info("profile written to %s", self.profiler_path())
+        logger.info("profile of steps %d-%d written to %s", self.start_step, self.stop_step, self.path)
         self.profiler = None
-
-    def profiler_path(self):
-        return self.output_path or "<output_dir>/profile"

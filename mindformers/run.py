@@ -11,25 +11,25 @@ _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off", "none")
 
 
+def bool_or_none(text):
+    """True/False for the spellings users write, None for anything else."""
+    lowered = str(text).lower()
+    return True if lowered in _TRUE else False if lowered in _FALSE else None
+
+
 def str2bool(flag):
     def parse(text):
-        lowered = str(text).lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise argparse.ArgumentTypeError(f"{flag}: expected True or False, got {text!r}")
+        value = bool_or_none(text)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"{flag}: expected True or False, got {text!r}")
+        return value
     return parse
 
 
 def true_false_or_name(text):
     """--resume_training takes True/False or the file name of the checkpoint to resume from."""
-    lowered = str(text).lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    return text
+    value = bool_or_none(text)
+    return text if value is None else value
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -65,6 +65,10 @@ def build_parser():
     add("--register_path", default=None, help="folder (e.g. research/mistral) whose classes to register")
     add("--profile", type=str2bool("--profile"), default=None)
     add("--vocab_file", default=None, help="tokenizer file, overriding processor.tokenizer.vocab_file")
+    add("--dry_run", type=str2bool("--dry_run"), nargs="?", const=True, default=None,
+        help="print per-device memory estimates and weight layouts for the config's mesh, without devices")
+    add("--device_num", type=int, default=None, help="with --dry_run: devices to plan for (scales data_parallel)")
+    add("--device_memory", default=None, help="with --dry_run: memory of one device, e.g. 64GB (Atlas 800T A2)")
     return parser
 
 
@@ -79,6 +83,7 @@ def flag_overrides(args):
         "device_id": "context.device_id", "device_target": "context.device_target",
         "epochs": "runner_config.epochs", "batch_size": "runner_config.batch_size", "seed": "seed",
         "output_dir": "output_dir", "profile": "profile", "vocab_file": "processor.tokenizer.vocab_file",
+        "dry_run": "dry_run",
     }
     return {key: getattr(args, flag) for flag, key in mapping.items() if getattr(args, flag) is not None}
 
@@ -117,6 +122,9 @@ def main(argv=None):
     if args.register_path:
         register_path(args.register_path)
     config = load_config(args)
+    if config.get("dry_run"):
+        from mindformers.parallel.dry_run import run_dry_run  # pylint: disable=import-outside-toplevel
+        return run_dry_run(config, device_num=args.device_num, device_memory=args.device_memory)
     import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (registers classes)
     from mindformers.core.context import build_context  # pylint: disable=import-outside-toplevel
     from mindformers.tools.logger import setup_logging  # pylint: disable=import-outside-toplevel
@@ -125,6 +133,9 @@ def main(argv=None):
     config.output_dir = output_dir
     setup_logging(output_dir)
     build_context(config)
+    if config.get("use_parallel"):  # per-rank log folder, now that the rank is known
+        from mindformers.parallel.world import rank_and_size  # pylint: disable=import-outside-toplevel
+        setup_logging(output_dir, rank_and_size()[0])
     trainer = build_from_config(config.get("trainer") or {"type": "CausalLanguageModelingTrainer"},
                                 MindFormerModuleType.TRAINER, default_args={"config": config}, where="trainer")
     trainer.run(config.run_mode)

@@ -8,3 +8,5 @@ from mindformers import dataset
 from mindformers.core import callback, lr, optim
 from mindformers.models import LlamaConfig, LlamaForCausalLM
 from mindformers.trainer import CausalLanguageModelingTrainer
+from mindformers.pipeline import pipeline
+from mindformers.generation import GenerationConfig, TextIteratorStreamer, TextStreamer

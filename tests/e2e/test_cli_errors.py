@@ -56,7 +56,7 @@ def test_bad_flag_value(tmp_path):
 
 
 def test_modes_not_available_yet(tmp_path):
-    for mode in ("finetune", "eval", "predict"):
+    for mode in ("eval",):
         result = run_cli(["run_mindformer.py", "--config", TINY, "--run_mode", mode,
                           "--output_dir", str(tmp_path)])
         assert_one_line_error(result, f"run_mode {mode} is not available yet")

@@ -3,6 +3,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from mindformers.core.loss import CrossEntropyLoss
+from mindformers.generation.generation_mixin import GenerationMixin
 from mindformers.models.llama.llama_config import LlamaConfig
 from mindformers.models.llama.llama_transformer import LlamaDecoderLayer
 from mindformers.models.modules import Embedding, Linear, RMSNorm
@@ -41,7 +42,7 @@ class LlamaModel(nn.Cell):
 
 
 @MindFormerRegister.register(MindFormerModuleType.MODELS)
-class LlamaForCausalLM(PreTrainedMixin, nn.Cell):
+class LlamaForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
     """In training, `construct(input_ids[, labels])` returns the mean loss, where input_ids holds seq_length+1
     tokens (inputs are [:-1], targets [1:]) as MindFormers' pretraining data does. With `set_train(False)` it
     returns logits (batch, seq, vocab) for input_ids as given."""

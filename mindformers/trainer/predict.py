@@ -1,0 +1,85 @@
+"""run_mode predict: prompts from --predict_data, continued by model.generate in batches of --predict_batch_size,
+printed and written to <output_dir>/predict_results.jsonl."""
+import json
+import logging
+import os
+
+from mindformers.checkpoint import load_weights, read_checkpoint, resolve_checkpoint
+from mindformers.checkpoint.atomic import atomic_files
+from mindformers.models.tokenization_utils import check_tokenizer_fits_model
+from mindformers.tools.errors import ConfigError
+
+logger = logging.getLogger("mindformers")
+RESULTS_NAME = "predict_results.jsonl"
+
+
+def read_prompts(predict_data):
+    """A prompt, a list of prompts, or (one item naming a file) the non-empty lines of that file."""
+    if predict_data is None or predict_data == [] or predict_data == "":
+        raise ConfigError("predict_data: expected a prompt, several prompts, or a file with one prompt per line "
+                          "(--predict_data)")
+    items = [predict_data] if isinstance(predict_data, str) else [str(item) for item in predict_data]
+    if len(items) == 1 and os.path.isfile(items[0]):
+        with open(items[0], encoding="utf-8") as stream:
+            prompts = [line.rstrip("\n") for line in stream if line.strip()]
+        if not prompts:
+            raise ConfigError(f"predict_data: {items[0]} holds no prompt (expected one per line)")
+        return prompts
+    return items
+
+
+def load_model_weights(network, config, rank_id=0):
+    """--load_checkpoint (file or folder) into the network; without one the weights stay random (logged)."""
+    source = config.get("load_checkpoint")
+    if not source:
+        logger.warning("no load_checkpoint given: predicting with randomly initialised weights")
+        return None
+    path = resolve_checkpoint(source, rank_id)
+    load_weights(network, read_checkpoint(path), path, require_all=True)
+    logger.info("loaded weights from %s", path)
+    return path
+
+
+def continuation(tokenizer, prompt_ids, output_ids):
+    """The generated text: decoded with the prompt (so a leading space survives), the prompt's text cut off."""
+    prompt_text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    full_text = tokenizer.decode(output_ids, skip_special_tokens=True)
+    if full_text.startswith(prompt_text):
+        return full_text[len(prompt_text):]
+    return tokenizer.decode(output_ids[len(prompt_ids):], skip_special_tokens=True)
+
+
+def predict(config, build_network, build_tokenizer, tokenizer_key):
+    """Runs prediction for a trainer; the trainer passes its network/tokenizer builders."""
+    prompts = read_prompts(config.get("predict_data"))
+    batch_size = config.get("predict_batch_size") or 1
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"predict_batch_size: expected a positive integer, got {batch_size!r}")
+    model_config, network = build_network(config)
+    tokenizer = build_tokenizer(config)
+    if tokenizer is None:
+        raise ConfigError("processor.tokenizer.vocab_file: predict needs a tokenizer file (set it in the YAML or "
+                          "pass --vocab_file)")
+    check_tokenizer_fits_model(tokenizer, model_config.vocab_size, f"processor.tokenizer.{tokenizer_key}")
+    load_model_weights(network, config)
+    network.set_train(False)
+    output_dir = os.path.abspath(config.get("output_dir") or "./output")
+    records = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
+        ids = [tokenizer.encode(prompt) for prompt in batch]
+        # A short last batch is filled up with copies, so graph mode reuses the graphs compiled for full batches.
+        outputs = network.generate(ids + [ids[-1]] * (batch_size - len(ids)), tokenizer=tokenizer)
+        for prompt, prompt_ids, output_ids in zip(batch, ids, outputs):
+            text = continuation(tokenizer, prompt_ids, output_ids)
+            print(f"{prompt}{text}", flush=True)
+            records.append({"prompt": prompt, "output": text, "input_ids": prompt_ids,
+                            "output_ids": output_ids[len(prompt_ids):]})
+    path = os.path.join(output_dir, RESULTS_NAME)
+    os.makedirs(output_dir, exist_ok=True)
+    with atomic_files(path) as (tmp_path,):
+        with open(tmp_path, "w", encoding="utf-8") as stream:
+            for record in records:
+                stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    logger.info("wrote %d predictions to %s", len(records), path)
+    return records

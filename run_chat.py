@@ -1,0 +1,48 @@
+"""Interactive chat with a model of a YAML config: python run_chat.py --config CONFIG --load_checkpoint CKPT."""
+import sys
+
+from mindformers.run import OneLineParser, load_config
+from mindformers.run import build_parser as build_run_parser
+from mindformers.tools.errors import exit_on_user_error
+
+
+def build_parser():
+    parser = OneLineParser(prog="run_chat.py", description="Multi-turn chat (fschat template, streamed answers; "
+                                                           "/clear forgets the conversation, /exit quits).")
+    add = parser.add_argument
+    add("--config", required=True, help="YAML config (model and processor.tokenizer)")
+    add("--load_checkpoint", default=None, help="checkpoint file or folder")
+    add("--vocab_file", default=None, help="tokenizer file, overriding processor.tokenizer.vocab_file")
+    add("--template", default=None, help="fschat conversation template (default llama-2)")
+    add("--max_new_tokens", type=int, default=None)
+    add("--device_target", choices=("Ascend", "CPU", "GPU"), default=None)
+    return parser
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    # The model, tokenizer and context come from the YAML exactly as run_mindformer.py reads it.
+    run_argv = ["--config", args.config] + [item for flag in ("load_checkpoint", "vocab_file", "device_target")
+                                            if getattr(args, flag) for item in (f"--{flag}", getattr(args, flag))]
+    config = load_config(build_run_parser().parse_args(run_argv))
+    import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    from mindformers.core.context import build_context  # pylint: disable=import-outside-toplevel
+    from mindformers.generation.chat import DEFAULT_TEMPLATE, ChatSession, chat_loop  # noqa: E501 pylint: disable=import-outside-toplevel
+    from mindformers.tools.errors import ConfigError  # pylint: disable=import-outside-toplevel
+    from mindformers.trainer.causal_language_modeling import build_network, build_tokenizer  # noqa: E501 pylint: disable=import-outside-toplevel
+    from mindformers.trainer.predict import load_model_weights  # pylint: disable=import-outside-toplevel
+    build_context(config)
+    _, network = build_network(config)
+    tokenizer = build_tokenizer(config)
+    if tokenizer is None:
+        raise ConfigError("processor.tokenizer.vocab_file: chat needs a tokenizer file (set it or pass --vocab_file)")
+    load_model_weights(network, config)
+    network.set_train(False)
+    session = ChatSession(network, tokenizer, args.template or DEFAULT_TEMPLATE, max_new_tokens=args.max_new_tokens)
+    chat_loop(session, sys.stdin)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

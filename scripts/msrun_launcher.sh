@@ -63,7 +63,19 @@ mkdir -p "$LOG_DIR"
 
 echo "msrun: $WORKER_NUM workers ($LOCAL_WORKER on this node, rank $NODE_RANK), master $MASTER_ADDR:$MASTER_PORT," \
      "logs in $LOG_DIR"
-msrun --worker_num="$WORKER_NUM" --local_worker_num="$LOCAL_WORKER" --master_addr="$MASTER_ADDR" \
+# Several "nodes" on one host (rehearsing a multi-node launch against 127.0.0.1): msrun starts the scheduler on
+# every node whose MASTER_ADDR is a local address, so node 1's copy would collide with node 0's on the same port
+# and fail its launch. Only node 0 owns the scheduler there; other nodes run msrun told that the master is remote.
+MSRUN=(msrun)
+case "$MASTER_ADDR" in
+  127.*|localhost)
+    if [ "$NODE_RANK" -gt 0 ]; then
+      MSRUN=(python -c "import sys; import mindspore.parallel.cluster.process_entity._api as api; \
+api._is_local_ip = lambda address: False; from mindspore.parallel.cluster.run import main; sys.argv[0] = 'msrun'; \
+sys.exit(main())")
+    fi;;
+esac
+"${MSRUN[@]}" --worker_num="$WORKER_NUM" --local_worker_num="$LOCAL_WORKER" --master_addr="$MASTER_ADDR" \
       --master_port="$MASTER_PORT" --node_rank="$NODE_RANK" --log_dir="$LOG_DIR" --join="$JOIN" \
       --cluster_time_out="$CLUSTER_TIME_OUT" "${ARGS[@]}"
 STATUS=$?

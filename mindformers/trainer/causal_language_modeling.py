@@ -10,6 +10,10 @@ from mindformers.checkpoint import load_weights, read_checkpoint, resolve_checkp
 from mindformers.checkpoint.checkpoint_io import scalar
 from mindformers.core.callback import ProfileMonitor, TrainState
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
+from mindformers.parallel import ParallelSettings, check_parallel_config
+from mindformers.parallel.layout_file import check_checkpoint_strategy, layout_record
+from mindformers.parallel.parallel_check import rank_batch_size
+from mindformers.parallel.world import data_parallel_rank, rank_and_size
 from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 from mindformers.tools.register.validate import check_train_sections
@@ -19,7 +23,6 @@ logger = logging.getLogger("mindformers")
 NOT_YET = {
     "finetune": "run_mode finetune is not available yet (it comes with instruction-data fine-tuning)",
     "eval": "run_mode eval is not available yet (it comes with the evaluation metrics)",
-    "predict": "run_mode predict is not available yet (it comes with generation)",
 }
 
 
@@ -72,19 +75,30 @@ class CausalLanguageModelingTrainer:
         self.model_name = model_name or "llama"
         self.rank_id = 0
         self.world_size = 1
+        self.parallel = ParallelSettings()  # single process unless use_parallel
+        self.data_rank, self.data_ranks = 0, 1  # which share of each global batch this process reads
 
     def run(self, run_mode):
         if run_mode in NOT_YET:
             raise ConfigError(NOT_YET[run_mode])
+        if run_mode == "predict":
+            return self.predict()
         if run_mode != "train":
             raise ConfigError(f"run_mode: expected one of train, finetune, eval, predict, got {run_mode!r}")
         return self.train()
+
+    def predict(self):
+        from mindformers.trainer.predict import predict  # pylint: disable=import-outside-toplevel
+        tokenizer = (self.config.get("processor") or {}).get("tokenizer") or {}
+        return predict(self.config, build_network, build_tokenizer, tokenizer_file_key(tokenizer) or "vocab_file")
 
     # ---- building -------------------------------------------------------------------------------------------
     def runner_settings(self):
         runner = self.config.get("runner_config") or {}
         epochs = int(runner.get("epochs") or 1)
         batch_size = runner.get("batch_size") or (self.config.get("train_dataset") or {}).get("batch_size") or 1
+        if runner.get("global_batch_size") is not None:
+            batch_size = rank_batch_size(self.config, self.parallel)
         accumulation = int(runner.get("gradient_accumulation_steps") or 1)
         for key, value in (("epochs", epochs), ("batch_size", batch_size), ("gradient_accumulation_steps",
                                                                              accumulation)):
@@ -100,8 +114,8 @@ class CausalLanguageModelingTrainer:
         task = {key: value for key, value in task.items() if key != "dataset_config"}
         return build_from_config(task, MindFormerModuleType.DATASET,
                                  default_args={"dataset_config": dataset_config, "batch_size": batch_size,
-                                               "seed": int(self.config.get("seed") or 0), "rank_id": self.rank_id,
-                                               "rank_size": self.world_size},
+                                               "seed": int(self.config.get("seed") or 0), "rank_id": self.data_rank,
+                                               "rank_size": self.data_ranks},
                                  where="train_dataset_task")
 
     def build_lr_schedule(self, total_steps):
@@ -140,6 +154,24 @@ class CausalLanguageModelingTrainer:
                                             profile_memory=bool(self.config.get("profile_memory"))))
         return callbacks
 
+    def setup_parallel(self):
+        """use_parallel: rank, world size and mesh, with every parallel check made before the network is built."""
+        self.rank_id, self.world_size = rank_and_size()
+        model = self.config.get("model") or {}
+        model_config = build_from_config(model.get("model_config"), MindFormerModuleType.CONFIG,
+                                         default_args={"parallel_config": self.config.get("parallel_config")},
+                                         where="model.model_config")
+        self.parallel = check_parallel_config(self.config, model_config, self.world_size,
+                                              ms.get_context("device_target"))
+        if not (self.parallel.full_batch and ms.get_context("device_target") != "CPU"):
+            # CPU data parallelism: each replica reads its own rows (full_batch only matters to semi-auto parallel).
+            self.data_rank = data_parallel_rank(self.rank_id, self.parallel)
+            self.data_ranks = self.parallel.data_parallel
+
+    def check_strategy(self, path):
+        check_checkpoint_strategy(path, self.parallel, bool(self.config.get("auto_trans_ckpt")),
+                                  self.config.get("src_strategy_path_or_dir") or None, self.rank_id)
+
     def restore(self, train_cell, network):
         """Resume (weights + optimizer + loss scale + position) or plain weight loading; returns the global step."""
         load_checkpoint = self.config.get("load_checkpoint")
@@ -147,6 +179,7 @@ class CausalLanguageModelingTrainer:
         if is_enabled(resume):
             source = load_checkpoint or os.path.join(self.output_dir, "checkpoint")
             path = resolve_checkpoint(source, self.rank_id, resume)
+            self.check_strategy(path)
             params = read_checkpoint(path)
             load_weights(train_cell, params, path, require_all=False)
             load_weights(network, params, path, require_all=True)
@@ -155,6 +188,7 @@ class CausalLanguageModelingTrainer:
             return step
         if load_checkpoint:
             path = resolve_checkpoint(load_checkpoint, self.rank_id)
+            self.check_strategy(path)
             load_weights(network, read_checkpoint(path), path, require_all=True)
             logger.info("loaded weights from %s", path)
         return 0
@@ -164,11 +198,13 @@ class CausalLanguageModelingTrainer:
         config = self.config
         check_train_sections(config)
         if config.get("use_parallel"):
-            raise ConfigError("use_parallel: distributed training is not available yet (it comes with msrun "
-                              "data parallelism); run with --use_parallel False")
+            self.setup_parallel()
         self.output_dir = os.path.abspath(config.get("output_dir") or "./output")
         epochs, batch_size, accumulation = self.runner_settings()
         model_config, network = build_network(config)
+        if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.STAND_ALONE:
+            from mindformers.parallel.ascend_parallel import apply_shard_strategies  # noqa: E501 pylint: disable=import-outside-toplevel
+            apply_shard_strategies(network, self.parallel)
         tokenizer = build_tokenizer(config)
         if tokenizer is not None:
             check_tokenizer_fits_model(tokenizer, model_config.vocab_size,
@@ -194,9 +230,10 @@ class CausalLanguageModelingTrainer:
         state = TrainState(train_cell=train_cell, model_config=model_config, output_dir=self.output_dir,
                            rank_id=self.rank_id, world_size=self.world_size, steps_per_epoch=steps_per_epoch,
                            total_steps=total_steps, epochs=epochs,
-                           global_batch_size=batch_size * accumulation * self.world_size,
+                           global_batch_size=batch_size * accumulation * self.parallel.data_parallel,
                            seq_length=model_config.seq_length, global_step=initial_step,
                            initial_step=initial_step)
+        state.extra["layout"] = layout_record(network, self.parallel, self.rank_id, self.world_size)
         if initial_step:
             state.epoch = (initial_step - 1) // steps_per_epoch + 1
             state.step_in_epoch = (initial_step - 1) % steps_per_epoch + 1

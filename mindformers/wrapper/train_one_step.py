@@ -3,6 +3,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.wrapper.grad_reducer import DataParallelReducer
 
 MindFormerRegister.register_cls(nn.DynamicLossScaleUpdateCell, MindFormerModuleType.LOSS_SCALE)
 MindFormerRegister.register_cls(nn.FixedLossScaleUpdateCell, MindFormerModuleType.LOSS_SCALE)
@@ -38,6 +39,7 @@ class MFTrainOneStepCell(nn.Cell):
         self.optimizer = optimizer
         self.weights = optimizer.parameters
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
+        self.data_parallel = DataParallelReducer()  # identity in a single process
         self.accumulation = int(gradient_accumulation_steps)
         self.use_clip_grad = use_clip_grad
         self.max_grad_norm = float(max_grad_norm)
@@ -71,6 +73,7 @@ class MFTrainOneStepCell(nn.Cell):
                 grads = tuple(a + b for a, b in zip(grads, micro_grads))
         divisor = scale * self.accumulation
         loss = loss / self.accumulation
+        grads, loss = self.data_parallel(grads, loss)
         # Unscaling and clipping are both one scalar factor: the norm of the unscaled gradients is the norm of the
         # summed ones over `divisor`, and the gradients are multiplied once (one pass over every gradient, not two).
         grad_norm = global_norm(grads) / divisor

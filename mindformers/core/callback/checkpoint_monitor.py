@@ -4,6 +4,7 @@ import os
 
 from mindformers.checkpoint import checkpoint_name, list_checkpoints, rank_dir, save_checkpoint_atomic
 from mindformers.core.callback.callback import Callback
+from mindformers.parallel.layout_file import LAYOUT_FILE, write_layout_file
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 logger = logging.getLogger("mindformers")
@@ -48,6 +49,8 @@ class CheckpointMonitor(Callback):
         append.update({"epoch_num": state.epoch, "step_num": state.global_step, "loss_scale": state.loss_scale})
         target = state.train_cell.network if self.network_only else state.train_cell
         save_checkpoint_atomic(target, path, append_dict=append, fmt=self.format)
+        if state.extra.get("layout") and not os.path.exists(os.path.join(folder, LAYOUT_FILE)):
+            write_layout_file(folder, state.extra["layout"])  # the strategy a later load is checked against
         self.last_saved_step = state.global_step
         logger.info("saved checkpoint %s", path)
         if self.keep_checkpoint_max:

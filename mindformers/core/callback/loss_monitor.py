@@ -20,7 +20,8 @@ def format_duration(seconds):
 
 @MindFormerRegister.register(MindFormerModuleType.CALLBACK)
 class MFLossMonitor(Callback):
-    """Logs every `per_print_times` steps and appends every step to <output_dir>/log/train_metrics.jsonl.
+    """Logs every `per_print_times` steps and appends every step to <output_dir>/log/train_metrics.jsonl
+    (written by rank 0 only: in a data-parallel run the loss is averaged over ranks, so one record holds it).
 
     MFU divides achieved model FLOP/s per device by `device_peak_tflops` when given, else by the matmul
     peak measured once on this device at the start of training.
@@ -67,8 +68,9 @@ class MFLossMonitor(Callback):
             "overflow": state.overflow, "step_time": state.step_time, "tokens_per_s": tokens_per_s,
             "mfu": mfu, "eta_s": eta, "time": time.time(),
         }
-        with open(self.path, "a", encoding="utf-8") as stream:
-            stream.write(json.dumps(record) + "\n")
+        if state.rank_id == 0:  # the loss is already averaged over data-parallel ranks: one shared record
+            with open(self.path, "a", encoding="utf-8") as stream:
+                stream.write(json.dumps(record) + "\n")
         if self.check_for_nan and state.loss != state.loss:
             raise RuntimeError(f"loss is NaN at step {state.global_step}")
         if state.global_step % self.per_print_times == 0 or state.global_step == state.total_steps:

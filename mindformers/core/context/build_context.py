@@ -81,7 +81,10 @@ def build_context(config):
     if device_target != "CPU":
         settings.update({key: context[key] for key in _DEVICE_ONLY_KEYS if context.get(key) is not None})
     ms.set_context(**settings)
-    set_seed(int(config.get("seed") or 0))
+    set_seed(int(config.get("seed") or 0))  # the same seed on every rank: data-parallel replicas start identical
+    if config.get("use_parallel"):
+        from mindformers.parallel.parallel_context import init_parallel  # pylint: disable=import-outside-toplevel
+        init_parallel(config, device_target)
     logger.info("context: mode=%s device=%s:%s", "GRAPH" if settings["mode"] == ms.GRAPH_MODE else "PYNATIVE",
                 device_target, device_id)
     return device_target

@@ -2,6 +2,9 @@
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, initializer
+
+from mindformers.models.modules.shape_only import building_shapes_only
 
 # Megatron naming: a column-parallel layer splits its outputs (weight dim 0), a row-parallel one its inputs (dim 1).
 SPLIT_DIM = {"column": 0, "row": 1, None: None}
@@ -9,6 +12,8 @@ SPLIT_DIM = {"column": 0, "row": 1, None: None}
 
 def normal_init(shape, std, dtype):
     """Initial values drawn from numpy's global RNG, which build_context seeds, so init is reproducible."""
+    if building_shapes_only():  # dry run: a lazy initializer, never allocated under no_init_parameters
+        return initializer(Normal(std), shape, dtype)
     return Tensor(np.random.normal(0.0, std, size=shape).astype(np.float32), dtype=dtype)
 
 

@@ -47,7 +47,7 @@ RECOMPUTE_CONFIG = {
 
 RUNNER_CONFIG = {
     "epochs": INT, "batch_size": INT, "sink_mode": BOOL, "sink_size": INT, "gradient_accumulation_steps": INT,
-    "initial_epoch": INT, "initial_step": INT, "stop_step": INT,
+    "initial_epoch": INT, "initial_step": INT, "stop_step": INT, "global_batch_size": INT,
 }
 
 DATASET = {

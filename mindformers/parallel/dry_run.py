@@ -1,0 +1,168 @@
+"""--dry_run: per-device memory of a config's mesh and the layout of every weight, without any device.
+
+The network is built from the real model code with weights left unallocated (shape_only), so parameter
+counts and split dimensions come from the layers' own declarations (parameter_layouts). Sequence length does
+not shape any weight, so the structure is built at a short one (rotary tables and masks stay small); the
+activation estimate uses the config's real sequence length.
+"""
+import math
+import re
+
+from mindformers.models.modules.layout import parameter_layouts
+from mindformers.models.modules.shape_only import shape_only
+from mindformers.parallel.parallel_check import (check_model_split, check_pipeline, parallel_settings,
+                                                 rank_batch_size)
+from mindformers.tools.errors import ConfigError
+
+GB = 1024 ** 3
+BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2}
+STRUCTURE_SEQ = 8
+ADAM_MOMENTS = 2  # AdamW keeps m and v, in the parameter's dtype (MindSpore AdamWeightDecay clones params)
+
+
+def parse_memory(text, key="--device_memory"):
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)B?\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise ConfigError(f"{key}: expected a size such as 64GB, got {text!r}")
+    power = " KMGT".index(match.group(2).upper() or " ")
+    return float(match.group(1)) * 1024 ** power
+
+
+def mesh_for(settings, device_num):
+    """--device_num scales data_parallel; model_parallel x pipeline_stage stay as the config says."""
+    if device_num is None:
+        return settings
+    fixed = settings.model_parallel * settings.pipeline_stage
+    if device_num < 1 or device_num % fixed:
+        raise ConfigError(f"--device_num: {device_num} is not a multiple of model_parallel x pipeline_stage "
+                          f"({settings.model_parallel} x {settings.pipeline_stage} = {fixed})")
+    settings.data_parallel = device_num // fixed
+    return settings
+
+
+def build_structure(config):
+    import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (registers classes)
+    from mindformers.tools.register import MindFormerModuleType, build_from_config  # noqa: E501 pylint: disable=import-outside-toplevel
+    model = config.get("model") or {}
+    if not model.get("model_config") or not model.get("arch"):
+        raise ConfigError("model: expected model.model_config and model.arch sections")
+    real = build_from_config(model["model_config"], MindFormerModuleType.CONFIG,
+                             default_args={"parallel_config": config.get("parallel_config")},
+                             where="model.model_config")
+    short = dict(model["model_config"], seq_length=STRUCTURE_SEQ, max_position_embedding=STRUCTURE_SEQ)
+    with shape_only():
+        small = build_from_config(short, MindFormerModuleType.CONFIG,
+                                  default_args={"parallel_config": config.get("parallel_config")},
+                                  where="model.model_config")
+        network = build_from_config(model["arch"], MindFormerModuleType.MODELS, default_args={"config": small},
+                                    where="model.arch")
+    return real, network
+
+
+def stage_of(name, num_layers, stages):
+    """Decoder layer i sits on stage i*stages//num_layers; the embedding on the first, the head on the last."""
+    match = re.search(r"\blayers\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) * stages // num_layers
+    return 0 if "embedding" in name else stages - 1
+
+
+def local_shape(shape, split_dim, model_parallel):
+    shape = list(shape)
+    if split_dim is not None and model_parallel > 1:
+        shape[split_dim] //= model_parallel
+    return shape
+
+
+def recomputed_layers(config, layers_on_stage):
+    recompute = (config.get("recompute_config") or {}).get("recompute")
+    if recompute is True:
+        return layers_on_stage
+    if isinstance(recompute, (list, tuple)):
+        return min(layers_on_stage, int(max(recompute) if recompute else 0))
+    return 0
+
+
+def activation_bytes(config, mc, settings, batch, layers_on_stage, last_stage):
+    """Activations kept for the backward pass on one device (Megatron-style count, adapted to Llama):
+    per layer the norm inputs/outputs, q/k/v, the attention output, the four SwiGLU tensors and, without flash
+    attention, the softmax scores; a recomputed layer keeps only its input. 1F1B keeps min(pp, micro_batch_num)
+    micro-batches in flight on the first stage."""
+    t, s, b, h = settings.model_parallel, mc.seq_length, batch, mc.hidden_size
+    c = BYTES[mc.compute_dtype.lower()]
+    replicated = 4 * h / (t if settings.use_seq_parallel else 1)
+    per_layer = c * s * b * (replicated + (h + 2 * mc.kv_heads * mc.head_dim) / t + h / t + 4 * mc.ffn_size / t)
+    if not mc.use_flash_attention:
+        per_layer += b * (mc.num_heads / t) * s * s * (BYTES[mc.softmax_compute_type.lower()] + c)
+    layer_input = c * s * b * h
+    recomputed = recomputed_layers(config, layers_on_stage)
+    kept = recomputed * layer_input + (layers_on_stage - recomputed) * per_layer
+    working = per_layer if recomputed else 0  # the layer being recomputed during backward
+    in_flight = min(settings.pipeline_stage, settings.micro_batch_num) if settings.pipeline_stage > 1 else 1
+    head = s * b * mc.vocab_size / t * (c + 8) if last_stage else 0  # logits + float32 loss copy and its grad
+    return in_flight * kept + working + head
+
+
+def estimate(config, mc, network, settings, batch):
+    """Per pipeline stage: parameter, gradient, optimizer-state and activation bytes on one device."""
+    layouts = parameter_layouts(network)
+    stages = settings.pipeline_stage
+    rows = [dict(params=0, grads=0, optimizer=0, activations=0, count=0) for _ in range(stages)]
+    weights = []
+    for param in network.get_parameters():
+        split = layouts.get(param.name)
+        shape = local_shape(param.shape, split, settings.model_parallel)
+        numel = math.prod(shape)
+        size = BYTES[str(param.dtype).lower()] if str(param.dtype).lower() in BYTES else param.itemsize
+        stage = stage_of(param.name, mc.num_layers, stages)
+        row = rows[stage]
+        row["count"] += numel
+        row["params"] += numel * size
+        row["grads"] += numel * size
+        row["optimizer"] += ADAM_MOMENTS * numel * size / (settings.data_parallel if settings.optimizer_shard else 1)
+        weights.append((param.name, list(param.shape), str(param.dtype), split, shape, stage))
+    for index, row in enumerate(rows):
+        on_stage = sum(1 for i in range(mc.num_layers) if i * stages // mc.num_layers == index)
+        row["activations"] = activation_bytes(config, mc, settings, batch, on_stage, index == stages - 1)
+        row["total"] = row["params"] + row["grads"] + row["optimizer"] + row["activations"]
+    return rows, weights
+
+
+def report(config, mc, settings, batch, rows, weights, budget, show_layouts=True):
+    lines = [f"dry run: {config.config_path or 'config'}",
+             f"mesh: {settings.describe()} -> {settings.device_num} devices; micro_batch_num "
+             f"{settings.micro_batch_num}; optimizer_shard {settings.optimizer_shard}",
+             f"model: {mc.num_layers} layers, hidden {mc.hidden_size}, heads {mc.num_heads}/{mc.kv_heads} kv, ffn "
+             f"{mc.ffn_size}, vocab {mc.vocab_size}, seq {mc.seq_length}; param_init_type {mc.param_init_type}, "
+             f"compute_dtype {mc.compute_dtype}, flash attention {bool(mc.use_flash_attention)}, recompute "
+             f"{(config.get('recompute_config') or {}).get('recompute')}",
+             f"batch per data-parallel rank: {batch}"]
+    if show_layouts:
+        lines.append("weights (name | global shape | dtype | split dim over model_parallel | per-device shape | "
+                     "stage):")
+        lines += [f"  {n} | {tuple(g)} | {d} | {'-' if s is None else s} | {tuple(l)} | {st}"
+                  for n, g, d, s, l, st in weights]
+    lines.append("per-device memory (GiB), by pipeline stage:")
+    lines.append("  stage  params(M)  params  grads  optimizer  activations  total")
+    for index, row in enumerate(rows):
+        lines.append(f"  {index:5d}  {row['count'] / 1e6:9.1f}  {row['params'] / GB:6.2f}  {row['grads'] / GB:5.2f}"
+                     f"  {row['optimizer'] / GB:9.2f}  {row['activations'] / GB:11.2f}  {row['total'] / GB:5.2f}")
+    peak = max(row["total"] for row in rows)
+    verdict = "fits" if peak <= budget else "does NOT fit"
+    lines.append(f"peak {peak / GB:.2f} GiB per device {verdict} in {budget / GB:.2f} GiB (framework workspace, "
+                 "communication buffers and fragmentation not counted)")
+    return "\n".join(lines), peak
+
+
+def run_dry_run(config, device_num=None, device_memory=None, show_layouts=True):
+    settings = mesh_for(parallel_settings(config), device_num)
+    memory = device_memory or (config.get("context") or {}).get("max_device_memory") or "64GB"
+    budget = parse_memory(memory, "--device_memory" if device_memory else "context.max_device_memory")
+    mc, network = build_structure(config)
+    check_model_split(settings, mc)
+    check_pipeline(settings, mc)
+    batch = rank_batch_size(config, settings)
+    rows, weights = estimate(config, mc, network, settings, batch)
+    text, _ = report(config, mc, settings, batch, rows, weights, budget, show_layouts)
+    print(text, flush=True)
+    return 0

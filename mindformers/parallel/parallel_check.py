@@ -1,0 +1,129 @@
+"""The parallel mesh a config asks for, and the checks that run before anything is built or compiled.
+
+Batch semantics (MindFormers'): runner_config.batch_size is the batch of ONE data-parallel rank; the global
+batch is batch_size x data_parallel x gradient_accumulation_steps. runner_config.global_batch_size may be
+given instead (or as well): it must then split evenly over data_parallel x gradient_accumulation_steps.
+Each data-parallel rank reads only its own rows on CPU; with parallel.full_batch (Ascend semi-auto parallel)
+every rank's loader reads the whole global batch and MindSpore slices it. The global batch is the same either way.
+"""
+from dataclasses import dataclass
+
+from mindformers.tools.errors import ConfigError
+
+
+@dataclass
+class ParallelSettings:
+    """parallel_config (+ the optimizer sharding switch of `parallel`) as plain numbers."""
+
+    data_parallel: int = 1
+    model_parallel: int = 1
+    pipeline_stage: int = 1
+    micro_batch_num: int = 1
+    vocab_emb_dp: bool = True
+    use_seq_parallel: bool = False
+    optimizer_shard: bool = False
+    full_batch: bool = False
+    gradient_aggregation_group: int = 4
+
+    @property
+    def device_num(self):
+        return self.data_parallel * self.model_parallel * self.pipeline_stage
+
+    def describe(self):
+        return (f"data_parallel={self.data_parallel} model_parallel={self.model_parallel} "
+                f"pipeline_stage={self.pipeline_stage}")
+
+    def mesh(self):
+        return {"data_parallel": self.data_parallel, "model_parallel": self.model_parallel,
+                "pipeline_stage": self.pipeline_stage}
+
+
+def _positive(section, key, default=1):
+    value = section.get(key, default)
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"parallel_config.{key}: expected a positive integer, got {value!r}")
+    return value
+
+
+def parallel_settings(config):
+    section = config.get("parallel_config") or {}
+    parallel = config.get("parallel") or {}
+    return ParallelSettings(
+        data_parallel=_positive(section, "data_parallel"), model_parallel=_positive(section, "model_parallel"),
+        pipeline_stage=_positive(section, "pipeline_stage"), micro_batch_num=_positive(section, "micro_batch_num"),
+        vocab_emb_dp=bool(section.get("vocab_emb_dp", True)),
+        use_seq_parallel=bool(section.get("use_seq_parallel", False)),
+        optimizer_shard=bool(section.get("optimizer_shard") or parallel.get("enable_parallel_optimizer")),
+        full_batch=bool(parallel.get("full_batch", False)),
+        gradient_aggregation_group=int(section.get("gradient_aggregation_group") or 4))
+
+
+def check_worker_count(settings, world_size):
+    if settings.device_num != world_size:
+        raise ConfigError(
+            f"parallel_config: data_parallel ({settings.data_parallel}) x model_parallel ({settings.model_parallel})"
+            f" x pipeline_stage ({settings.pipeline_stage}) = {settings.device_num} devices, but {world_size} "
+            f"worker(s) were launched; make them equal")
+
+
+def check_model_split(settings, model_config):
+    """Every weight split over model_parallel (heads, kv heads, FFN, vocabulary) must split evenly."""
+    mp = settings.model_parallel
+    sizes = (("num_heads", model_config.num_heads), ("n_kv_heads", model_config.kv_heads),
+             ("intermediate_size", model_config.ffn_size), ("vocab_size", model_config.vocab_size))
+    for key, value in sizes:
+        if value % mp:
+            raise ConfigError(f"model.model_config.{key}: {value} is not divisible by "
+                              f"parallel_config.model_parallel ({mp})")
+
+
+def check_pipeline(settings, model_config):
+    pp = settings.pipeline_stage
+    if model_config.num_layers < pp:
+        raise ConfigError(f"parallel_config.pipeline_stage: {pp} stages need at least {pp} layers, but "
+                          f"model.model_config.num_layers is {model_config.num_layers}")
+    if settings.micro_batch_num < pp:
+        raise ConfigError(f"parallel_config.micro_batch_num: {settings.micro_batch_num} is less than "
+                          f"pipeline_stage ({pp}); expected micro_batch_num >= pipeline_stage")
+
+
+def rank_batch_size(config, settings):
+    """The batch one data-parallel rank trains on per micro step (see the module doc for the semantics)."""
+    runner = config.get("runner_config") or {}
+    accumulation = int(runner.get("gradient_accumulation_steps") or 1)
+    per_rank = runner.get("batch_size")
+    global_batch = runner.get("global_batch_size")
+    if global_batch is None:
+        return int(per_rank or 1)
+    ranks = settings.data_parallel * accumulation
+    if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
+        raise ConfigError(f"runner_config.global_batch_size: expected a positive integer, got {global_batch!r}")
+    if global_batch % ranks:
+        raise ConfigError(f"runner_config.global_batch_size: {global_batch} is not divisible by data_parallel "
+                          f"({settings.data_parallel}) x gradient_accumulation_steps ({accumulation})")
+    if per_rank is not None and per_rank * ranks != global_batch:
+        raise ConfigError(f"runner_config.batch_size: {per_rank} per data-parallel rank x {ranks} gives "
+                          f"{per_rank * ranks}, but global_batch_size is {global_batch}; set one of them")
+    return global_batch // ranks
+
+
+def check_device(settings, device_target):
+    """CPU runs data parallelism only (MindSpore 2.10 cannot compile semi-auto parallel graphs for CPU)."""
+    if device_target != "CPU":
+        return
+    for key, value in (("model_parallel", settings.model_parallel), ("pipeline_stage", settings.pipeline_stage)):
+        if value > 1:
+            raise ConfigError(f"parallel_config.{key}: {value} is not available on CPU yet (CPU runs data "
+                              f"parallelism only); set {key} to 1")
+
+
+def check_parallel_config(config, model_config, world_size, device_target):
+    """All checks of a distributed run, in the order a user can fix them; returns the settings."""
+    settings = parallel_settings(config)
+    check_worker_count(settings, world_size)
+    check_model_split(settings, model_config)
+    check_pipeline(settings, model_config)
+    rank_batch_size(config, settings)
+    check_device(settings, device_target)
+    return settings

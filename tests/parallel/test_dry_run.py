@@ -1,0 +1,59 @@
+"""--dry_run on the published llama2 configs: structure from the real model code, nothing allocated, no device."""
+import resource
+
+import pytest
+
+from mindformers.parallel.dry_run import parse_memory, run_dry_run
+from mindformers.run import load_config, build_parser
+from mindformers.tools.errors import ConfigError
+from tests.e2e.helpers import REPO, assert_one_line_error, run_cli
+
+
+def dry(capsys, size, *flags):
+    args = build_parser().parse_args(["--config", f"{REPO}/configs/llama2/pretrain_llama2_{size}.yaml", "--dry_run",
+                                      *flags])
+    run_dry_run(load_config(args), device_num=args.device_num, device_memory=args.device_memory)
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("size,params_b", [("7b", 6.74), ("13b", 13.0), ("70b", 69.0)])
+def test_published_configs_report_every_weight_and_fit(capsys, size, params_b):
+    out = dry(capsys, size)
+    weights = [line for line in out.splitlines() if line.startswith("  model.") or line.startswith("  lm_head")]
+    stages = [line.split() for line in out.splitlines() if line.strip() and line.split()[0].isdigit()]
+    per_device = sum(float(row[1]) for row in stages) / 1e3  # billions of parameters over all stages
+    mp = {"7b": 1, "13b": 4, "70b": 8}[size]
+    assert "fits in 58.00 GiB" in out  # run_general.yaml's context.max_device_memory
+    assert any("| 0 |" in line for line in weights) and any("| - |" in line for line in weights)
+    assert len(weights) > 100
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4_000_000  # KB: the weights were never allocated
+    # Stages partition the model; each holds 1/mp of every split weight (the 7b/13b embedding stays whole).
+    assert params_b / mp * 0.95 < per_device < params_b / mp * 1.15, per_device
+
+
+def test_70b_on_8_devices_does_not_fit_and_fp16_vs_fp32(capsys):
+    out = dry(capsys, "70b", "--device_num", "32", "--device_memory", "64GB")
+    assert "data_parallel=1 model_parallel=8 pipeline_stage=4 -> 32 devices" in out and "64.00 GiB" in out
+    with pytest.raises(ConfigError, match="--device_num: 12 is not a multiple of model_parallel x pipeline_stage"):
+        dry(capsys, "70b", "--device_num", "12")
+
+
+def test_memory_sizes_parse():
+    assert parse_memory("64GB") == 64 * 1024 ** 3 and parse_memory("512MB") == 512 * 1024 ** 2
+    with pytest.raises(ConfigError, match="expected a size such as 64GB"):
+        parse_memory("lots")
+
+
+def test_cli_dry_run_and_one_line_errors():
+    result = run_cli(["run_mindformer.py", "--config", "configs/llama2/pretrain_llama2_7b.yaml", "--dry_run",
+                      "--device_num", "8", "--device_memory", "64GB"], timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "peak" in result.stdout and "fits in 64.00 GiB" in result.stdout
+    assert_one_line_error(run_cli(["run_mindformer.py", "--config", "configs/llama2/pretrain_llama2_7b.yaml",
+                                   "--dry_run", "--device_memory", "huge"]), "--device_memory")
+
+
+def test_use_parallel_without_msrun_is_one_line_error(tmp_path):
+    result = run_cli(["run_mindformer.py", "--config", "configs/llama2/pretrain_llama2_tiny.yaml", "--use_parallel",
+                      "True", "--output_dir", str(tmp_path)])
+    assert_one_line_error(result, "use_parallel", "msrun_launcher.sh")

@@ -7,7 +7,7 @@ runs once (prefill) and each new token runs alone against the cache; without it,
 grid (right-padded to L, so shapes stay static) and reads the logits of the current column.
 """
 import numpy as np
-from mindspore import Tensor, ops
+from mindspore import Tensor, mutable, ops
 
 from mindformers.generation.decoding_cells import DecodeStep, PrefillStep
 
@@ -74,7 +74,10 @@ class DecodingState:
         return logits.asnumpy()
 
     def next_logits(self, tokens, column):
-        """Place `tokens` (batch,) at `column`; logits (batch, vocab) for the token after it."""
+        """Place `tokens` (batch,) at `column`; logits (batch, vocab) for the token after it.
+
+        The caches go in as `mutable`: graph mode otherwise treats a tuple argument as a constant and compiles
+        the decode step again for every new tuple (seconds per token instead of milliseconds)."""
         self.ids[:, column] = tokens
         self.valid[:, column] = True
         if not self.use_past:
@@ -83,7 +86,7 @@ class DecodingState:
         one_hot[0, 0, column, 0] = 1.0
         logits, self.caches = self.decode_cell(
             Tensor(self.ids[:, column:column + 1]), Tensor(self.positions[:, column:column + 1]),
-            self.blocked([column], np.arange(self.columns)), Tensor(one_hot), self.caches)
+            self.blocked([column], np.arange(self.columns)), Tensor(one_hot), mutable(self.caches))
         return logits.asnumpy()
 
     def reorder(self, sources):

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import nn, ops
 
 from mindformers.models.modules.linear import Linear
 from mindformers.models.modules.rotary import RotaryEmbedding
@@ -45,7 +45,7 @@ class Attention(nn.Cell):
         self.wv = Linear(hidden_size, kv_size, has_bias=has_bias, parallel="column", **linear)
         self.wo = Linear(hidden_size, hidden_size, parallel="row", **linear)
         self.rotary = RotaryEmbedding(self.head_dim, seq_length, theta, rotary_dtype, rope_scaling_factor)
-        self.mask = Tensor(causal_mask(seq_length, sliding_window))
+        self.sliding_window = sliding_window or 0
         self.qk_matmul = ops.BatchMatMul(transpose_b=True)
         self.pv_matmul = ops.BatchMatMul()
 
@@ -63,7 +63,14 @@ class Attention(nn.Cell):
 
     def blocked_positions(self, seq, attention_mask):
         """(b or 1, 1, s, s) with 1 where attention is blocked, from the causal mask and an optional padding mask."""
-        blocked = ops.reshape(self.mask[:seq, :seq], (1, 1, seq, seq))
+        # Built from positions on the fly rather than kept as a (seq_length, seq_length) buffer per layer: at 32K
+        # positions such a buffer is 4 GB per layer, while the comparison costs far less than the scores themselves.
+        rows = ops.reshape(ops.arange(seq, dtype=ms.int32), (seq, 1))
+        cols = ops.reshape(ops.arange(seq, dtype=ms.int32), (1, seq))
+        blocked = cols > rows
+        if self.sliding_window:
+            blocked = ops.logical_or(blocked, cols <= rows - self.sliding_window)
+        blocked = ops.reshape(ops.cast(blocked, ms.float32), (1, 1, seq, seq))
         if attention_mask is not None:
             padding = 1.0 - ops.cast(ops.reshape(attention_mask, (attention_mask.shape[0], 1, 1, seq)), ms.float32)
             blocked = ops.maximum(blocked, padding)

@@ -76,19 +76,28 @@ class Attention(nn.Cell):
             blocked = ops.maximum(blocked, padding)
         return blocked
 
-    def construct(self, x, attention_mask=None):
-        batch, seq, _ = x.shape
+    def rotated_qkv(self, x, seq):
+        """Query, key and value heads (b, heads, s, d) of x, query and key rotated."""
         query = self.split_heads(self.wq(x), self.num_heads)
         key = self.split_heads(self.wk(x), self.n_kv_heads)
         value = self.split_heads(self.wv(x), self.n_kv_heads)
         query, key = self.rotary(query, key, seq)
+        return query, key, value
+
+    def output(self, context, batch, seq):
+        """(b, heads, s, d) attention context -> (b, s, hidden) through the output projection."""
+        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, seq, self.num_heads * self.head_dim))
+        return self.wo(context)
+
+    def construct(self, x, attention_mask=None):
+        batch, seq, _ = x.shape
+        query, key, value = self.rotated_qkv(x, seq)
         blocked = self.blocked_positions(seq, attention_mask)
         if self.use_flash_attention:
             context = self.fused_attention(query, key, value, blocked)
         else:
             context = self.exact_attention(query, self.repeat_kv(key), self.repeat_kv(value), blocked)
-        context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, seq, self.num_heads * self.head_dim))
-        return self.wo(context)
+        return self.output(context, batch, seq)
 
     def exact_attention(self, query, key, value, blocked):
         scores = self.qk_matmul(query, key)

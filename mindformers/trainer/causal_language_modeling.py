@@ -14,6 +14,8 @@ from mindformers.parallel import ParallelSettings, check_parallel_config
 from mindformers.parallel.layout_file import check_checkpoint_strategy, layout_record
 from mindformers.parallel.parallel_check import rank_batch_size
 from mindformers.parallel.world import data_parallel_rank, rank_and_size
+from mindformers.pet import apply_pet
+from mindformers.pet.checkpoint import load_finetune_weights
 from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 from mindformers.tools.register.validate import check_train_sections
@@ -21,7 +23,6 @@ from mindformers.tools.register.validate import check_train_sections
 logger = logging.getLogger("mindformers")
 
 NOT_YET = {
-    "finetune": "run_mode finetune is not available yet (it comes with instruction-data fine-tuning)",
     "eval": "run_mode eval is not available yet (it comes with the evaluation metrics)",
 }
 
@@ -44,6 +45,8 @@ def build_network(config):
                                 default_args={"config": model_config,
                                               "recompute_config": config.get("recompute_config")},
                                 where="model.arch")
+    if getattr(model_config, "pet_config", None):
+        network = apply_pet(network, model_config.pet_config)  # LoRA / prefix tuning: base weights frozen
     return model_config, network
 
 
@@ -83,6 +86,11 @@ class CausalLanguageModelingTrainer:
             raise ConfigError(NOT_YET[run_mode])
         if run_mode == "predict":
             return self.predict()
+        if run_mode == "finetune":
+            if not self.config.get("load_checkpoint") and not is_enabled(self.config.get("resume_training")):
+                raise ConfigError("load_checkpoint: run_mode finetune starts from pretrained weights; pass "
+                                  "--load_checkpoint (a checkpoint file or folder)")
+            return self.train()
         if run_mode != "train":
             raise ConfigError(f"run_mode: expected one of train, finetune, eval, predict, got {run_mode!r}")
         return self.train()
@@ -189,7 +197,7 @@ class CausalLanguageModelingTrainer:
         if load_checkpoint:
             path = resolve_checkpoint(load_checkpoint, self.rank_id)
             self.check_strategy(path)
-            load_weights(network, read_checkpoint(path), path, require_all=True)
+            load_finetune_weights(network, path)  # with PET: base weights required, adapters optional
             logger.info("loaded weights from %s", path)
         return 0
 

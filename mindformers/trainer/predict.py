@@ -4,9 +4,10 @@ import json
 import logging
 import os
 
-from mindformers.checkpoint import load_weights, read_checkpoint, resolve_checkpoint
+from mindformers.checkpoint import resolve_checkpoint
 from mindformers.checkpoint.atomic import atomic_files
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
+from mindformers.pet.checkpoint import load_finetune_weights
 from mindformers.tools.errors import ConfigError
 
 logger = logging.getLogger("mindformers")
@@ -35,7 +36,7 @@ def load_model_weights(network, config, rank_id=0):
         logger.warning("no load_checkpoint given: predicting with randomly initialised weights")
         return None
     path = resolve_checkpoint(source, rank_id)
-    load_weights(network, read_checkpoint(path), path, require_all=True)
+    load_finetune_weights(network, path)  # with pet_config: base weights + adapters (or adapter_checkpoint)
     logger.info("loaded weights from %s", path)
     return path
 

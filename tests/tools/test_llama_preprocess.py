@@ -188,7 +188,7 @@ def user_error_cases(tmp_path, sp_model_file):
         ({"--output_file": text.parent}, ["--output_file", "is a folder"]),
         ({"--model_file": tmp_path / "missing.model"}, ["--model_file", "missing.model"]),
         ({"--model_file": text}, ["--model_file", "doc.txt"]),
-        ({"--dataset_type": "qa"}, ["--dataset_type qa is not available yet"]),
+        ({"--dataset_type": "qa"}, ["--input_glob", "doc.txt", "qa data must be .json"]),
     ]
     return cases, base, out.parent, text
 

@@ -24,7 +24,7 @@ class CheckpointMonitor(Callback):
                  checkpoint_format="ckpt", save_checkpoint_seconds=0, keep_checkpoint_per_n_minutes=0,
                  append_info=None, remove_redundancy=False):
         # Accepted so published MindFormers YAMLs load; these knobs have no separate meaning in this trainer.
-        del integrated_save, save_trainable_params, save_checkpoint_seconds, keep_checkpoint_per_n_minutes
+        del integrated_save, save_checkpoint_seconds, keep_checkpoint_per_n_minutes
         del remove_redundancy
         self.prefix = prefix
         self.directory = directory
@@ -32,6 +32,7 @@ class CheckpointMonitor(Callback):
         self.keep_checkpoint_max = int(keep_checkpoint_max) if keep_checkpoint_max else 0
         self.async_save = async_save
         self.network_only = save_network_params
+        self.trainable_only = save_trainable_params  # PET: adapters only (load them with pet_config.adapter_checkpoint)
         self.format = checkpoint_format
         self.append_info = dict(append_info or {})
         self.last_saved_step = None
@@ -48,6 +49,8 @@ class CheckpointMonitor(Callback):
         append = dict(self.append_info)
         append.update({"epoch_num": state.epoch, "step_num": state.global_step, "loss_scale": state.loss_scale})
         target = state.train_cell.network if self.network_only else state.train_cell
+        if self.trainable_only:
+            target = [{"name": p.name, "data": p} for p in state.train_cell.network.trainable_params()]
         save_checkpoint_atomic(target, path, append_dict=append, fmt=self.format)
         if state.extra.get("layout") and not os.path.exists(os.path.join(folder, LAYOUT_FILE)):
             write_layout_file(folder, state.extra["layout"])  # the strategy a later load is checked against

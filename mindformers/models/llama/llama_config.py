@@ -31,7 +31,8 @@ class LlamaConfig:
                  fine_grain_interleave=1, pp_interleave_num=1, checkpoint_name_or_path="", repetition_penalty=1.0,
                  max_decode_length=1024, max_new_tokens=None, top_k=5, top_p=1.0, do_sample=False,
                  temperature=1.0, num_beams=1, use_rope_slice=False, block_size=16, num_blocks=512,
-                 is_dynamic=False, parallel_config=None, moe_config=None, sliding_window=None, model_name=None):
+                 is_dynamic=False, parallel_config=None, moe_config=None, sliding_window=None, model_name=None,
+                 pet_config=None):
         self.batch_size = batch_size
         self.seq_length = seq_length
         self.hidden_size = hidden_size
@@ -84,6 +85,7 @@ class LlamaConfig:
         self.moe_config = moe_config
         self.sliding_window = sliding_window
         self.model_name = model_name
+        self.pet_config = pet_config  # LoRA / prefix tuning, applied to the built network (mindformers.pet)
         self.validate()
 
     @property

@@ -27,6 +27,8 @@ def project(attn, x, cos, sin):
 def attend(attn, query, key, value, blocked):
     """Output projection of attention of query over key/value; blocked (b, 1, s, keys) is 1 where not allowed."""
     batch, _, seq, _ = query.shape
+    if getattr(attn, "prefix_tokens", 0):  # prefix tuning (mindformers/pet/prefix_tuning.py): trained keys in front
+        key, value, blocked = attn.with_prefix(key, value, blocked)
     context = attn.exact_attention(query, attn.repeat_kv(key), attn.repeat_kv(value), blocked)
     context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, seq, attn.num_heads * attn.head_dim))
     return attn.wo(context)

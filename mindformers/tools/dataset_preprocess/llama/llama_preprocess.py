@@ -7,6 +7,10 @@ wiki mode: every document (see text_sources for how files split into documents) 
 [bos] text [eos]; the documents are concatenated and cut into rows of seq_length + 1 tokens (the model
 predicts tokens 1..n from tokens 0..n-1 of one row); the last partial row is dropped. Rows go to one int32
 column `input_ids`.
+
+qa mode (instruction fine-tuning): .json/.jsonl conversations (alpaca_converter.py output, ShareGPT
+`conversations`, or alpaca rows) rendered with an fschat template, one conversation per row of seq_length + 1
+tokens, with a `labels` column that carries -100 everywhere except assistant replies (see instruction_rows).
 """
 import argparse
 import os
@@ -15,6 +19,7 @@ import sys
 if __package__ in (None, ""):  # run as a script from a checkout that is not pip-installed
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 4)))
 
+from mindformers.tools.dataset_preprocess.instruction_rows import preprocess_qa, summary  # noqa: E402
 from mindformers.tools.dataset_preprocess.mindrecord_output import AtomicMindRecordWriter  # noqa: E402
 from mindformers.tools.dataset_preprocess.text_sources import find_input_files, iter_documents  # noqa: E402
 from mindformers.tools.dataset_preprocess.token_packing import TokenPacker  # noqa: E402
@@ -39,16 +44,16 @@ def parse_args(argv=None):
     parser.add_argument("--add_bos", action=argparse.BooleanOptionalAction, default=True,
                         help="start every document with bos (as MindFormers' LlamaTokenizer does)")
     parser.add_argument("--repeat", type=int, default=1, help="pass over the input this many times")
+    parser.add_argument("--template", default="vicuna_v1.1", help="qa: the fschat conversation template that "
+                        "renders each conversation (fastchat.conversation names: vicuna_v1.1, llama-2, alpaca, ...)")
     # accepted so MindFormers command lines keep working; the tokenizer is always the one in --model_file
     parser.add_argument("--tokenizer", default="llama", help=argparse.SUPPRESS)
-    parser.add_argument("--pad_token_id", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--pad_token_id", type=int, default=None, help="qa: id that pads rows (default: the "
+                        "tokenizer's pad token, else 0); padded positions are never learned")
     return parser.parse_args(argv)
 
 
 def check_args(args):
-    if args.dataset_type == "qa":
-        raise ConfigError("--dataset_type qa is not available yet (it comes with instruction-data fine-tuning); "
-                          "use --dataset_type wiki for pretraining text")
     for flag in ("seq_length", "workers", "file_partition", "repeat"):
         value = getattr(args, flag)
         if value < 1:
@@ -99,6 +104,11 @@ def preprocess_wiki(args):
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
+    if args.dataset_type == "qa":
+        counts = preprocess_qa(args)
+        print(summary(counts, args.seq_length))
+        print(f"wrote {', '.join(counts['files'])}")
+        return counts
     counts = preprocess_wiki(args)
     print(f"documents: {counts['documents']}  tokens: {counts['tokens']}  rows written: {counts['rows']} "
           f"x {args.seq_length + 1} tokens  tokens dropped at the tail: {counts['dropped']}")

@@ -4,10 +4,10 @@ import re
 
 import mindspore as ms
 
+from mindformers.checkpoint.atomic import TMP_PREFIX, atomic_files
 from mindformers.tools.errors import ConfigError
 
 CKPT_NAME = re.compile(r"^(?P<prefix>.+)_rank_(?P<rank>\d+)-(?P<epoch>\d+)_(?P<step>\d+)\.(ckpt|safetensors)$")
-TMP_PREFIX = ".tmp-"
 
 
 def rank_dir(output_dir, rank_id):
@@ -20,11 +20,8 @@ def checkpoint_name(prefix, rank_id, epoch, step, fmt="ckpt"):
 
 def save_checkpoint_atomic(save_obj, path, append_dict=None, fmt="ckpt"):
     """Write to a hidden temporary name beside `path`, then rename: a crash never leaves a partial checkpoint."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp_path = os.path.join(directory, TMP_PREFIX + os.path.basename(path))
-    ms.save_checkpoint(save_obj, tmp_path, append_dict=append_dict, format=fmt)
-    os.replace(tmp_path, path)
+    with atomic_files(path) as (tmp_path,):
+        ms.save_checkpoint(save_obj, tmp_path, append_dict=append_dict, format=fmt)
 
 
 def list_checkpoints(directory):

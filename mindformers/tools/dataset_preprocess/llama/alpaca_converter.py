@@ -12,11 +12,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 if __package__ in (None, ""):  # run as a script from a checkout that is not pip-installed
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 4)))
 
+from mindformers.checkpoint.atomic import atomic_files  # noqa: E402
 from mindformers.tools.dataset_preprocess.conversation_records import (  # noqa: E402
     UnusableRecord, alpaca_to_conversation, load_json_records)
 from mindformers.tools.errors import DataError, exit_on_user_error  # noqa: E402
@@ -52,17 +52,10 @@ def write_json_atomic(records, output_path):
         raise DataError(f"--output_path: {output_path} is a folder; expected a file name")
     try:
         os.makedirs(folder, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(output_path)}.tmp-", dir=folder)
     except OSError as error:
         raise DataError(f"--output_path: cannot write to {folder} ({error.strerror or error})") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(records, stream, ensure_ascii=False, indent=1)
-        os.replace(temp, output_path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+    with atomic_files(output_path) as (temp,), open(temp, "w", encoding="utf-8") as stream:
+        json.dump(records, stream, ensure_ascii=False, indent=1)
     return output_path
 
 

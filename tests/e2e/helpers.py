@@ -27,3 +27,38 @@ def assert_one_line_error(result, *fragments):
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+# The model the end-to-end tests train: small enough for seconds per run, large enough for the loss to fall.
+TINY_SIZES = dict(vocab_size=600, seq_length=32, num_layers=2, hidden_size=64, intermediate_size=128)
+
+
+def merge_sections(base, extra):
+    """Nested dicts merged key by key (extra wins); lists and scalars are replaced whole, as a YAML override is."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = merge_sections(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def plain_paths(value):
+    """Path objects (tmp_path fixtures) as strings, so the YAML holds plain text."""
+    if isinstance(value, dict):
+        return {key: plain_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain_paths(item) for item in value]
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def write_user_config(path, base_config, sp_model_file, sizes=None, **sections):
+    """A user's YAML over a shipped config: the tiny model sizes, the test tokenizer, and `sections` on top."""
+    import yaml  # pylint: disable=import-outside-toplevel
+    config = {"base_config": [os.path.join(REPO, "configs", base_config)],
+              "processor": {"tokenizer": {"vocab_file": str(sp_model_file)}},
+              "model": {"model_config": dict(TINY_SIZES if sizes is None else sizes)}}
+    config = plain_paths(merge_sections(config, sections))
+    with open(path, "w", encoding="utf-8") as stream:
+        yaml.safe_dump(config, stream, sort_keys=False)
+    return str(path)

@@ -1,30 +1,19 @@
 """End to end: run_mindformer.py --run_mode predict on the tiny config, with a saved checkpoint, in a subprocess."""
 import json
 import os
-import textwrap
 
 import pytest
 
-from tests.e2e.helpers import REPO, assert_one_line_error, run_cli
+from tests.e2e.helpers import REPO, TINY_SIZES, assert_one_line_error, run_cli, write_user_config
 
-SIZES = dict(vocab_size=600, seq_length=32, num_layers=2, hidden_size=64, intermediate_size=128)
+SIZES = TINY_SIZES
 
 
 @pytest.fixture(scope="module")
 def predict_config(tmp_path_factory, sp_model_file):
     folder = tmp_path_factory.mktemp("predict")
-    base = os.path.join(REPO, "configs", "llama2", "predict_llama2_tiny.yaml")
-    sizes = "\n".join(f"    {key}: {value}" for key, value in SIZES.items())
-    path = folder / "my_predict.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        base_config: ['{base}']
-        processor:
-          tokenizer:
-            vocab_file: '{sp_model_file}'
-        model:
-          model_config:
-            max_decode_length: 20
-    """) + sizes + "\n")
+    path = write_user_config(folder / "my_predict.yaml", "llama2/predict_llama2_tiny.yaml", sp_model_file,
+                             sizes=dict(SIZES, max_decode_length=20))
     pynative = folder / "my_predict_pynative.yaml"
     pynative.write_text(f"base_config: ['{path}']\ncontext:\n  mode: 1\n")
     return str(path), str(pynative)

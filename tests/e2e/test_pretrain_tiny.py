@@ -1,53 +1,22 @@
 """End to end: real text -> llama_preprocess.py -> run_mindformer.py train -> checkpoints -> resume."""
 import os
-import textwrap
 
 import pytest
 
-from tests.e2e.helpers import REPO, read_metrics, run_cli
-
-SEQ = 32
+from tests.e2e.helpers import read_metrics, run_cli, write_user_config
 
 
 @pytest.fixture(scope="module")
 def user_config(tmp_path_factory, sp_model_file, wiki_mindrecord):
     """A user's YAML that builds on the shipped tiny config and overrides what users override."""
-    folder = tmp_path_factory.mktemp("user")
-    base = os.path.join(REPO, "configs", "llama2", "pretrain_llama2_tiny.yaml")
-    path = folder / "my_pretrain.yaml"
-    path.write_text(textwrap.dedent(f"""
-        base_config: ['{base}']
-        seed: 42
-        context:
-          mode: 0
-        model:
-          model_config:
-            vocab_size: 600
-            seq_length: {SEQ}
-            num_layers: 2
-            hidden_size: 64
-            intermediate_size: 128
-        processor:
-          tokenizer:
-            vocab_file: '{sp_model_file}'
-        runner_config:
-          epochs: 2
-          batch_size: 2
-        train_dataset:
-          data_loader:
-            dataset_dir: '{wiki_mindrecord}'
-        lr_schedule:
-          learning_rate: 5.e-3
-          warmup_steps: 2
-        callbacks:
-          - type: MFLossMonitor
-            per_print_times: 5
-          - type: CheckpointMonitor
-            prefix: "mine"
-            save_checkpoint_steps: 4
-            keep_checkpoint_max: 100
-    """))
-    return str(path)
+    return write_user_config(
+        tmp_path_factory.mktemp("user") / "my_pretrain.yaml", "llama2/pretrain_llama2_tiny.yaml", sp_model_file,
+        seed=42, context={"mode": 0}, runner_config={"epochs": 2, "batch_size": 2},
+        train_dataset={"data_loader": {"dataset_dir": wiki_mindrecord}},
+        lr_schedule={"learning_rate": 5.e-3, "warmup_steps": 2},
+        callbacks=[{"type": "MFLossMonitor", "per_print_times": 5},
+                   {"type": "CheckpointMonitor", "prefix": "mine", "save_checkpoint_steps": 4,
+                    "keep_checkpoint_max": 100}])
 
 
 @pytest.fixture(scope="module")

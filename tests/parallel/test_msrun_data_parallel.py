@@ -2,91 +2,28 @@
 loss curve equals the single-process one with the same global batch, two "nodes" equal one node, and a failing
 worker fails the launch. Each msrun launch costs ~30 s, so the module makes three launches in all."""
 import os
-import socket
-import subprocess
-import sys
-import textwrap
 
 import mindspore as ms
 import numpy as np
 import pytest
 
-from tests.e2e.helpers import REPO, read_metrics, run_cli
+from tests.e2e.helpers import read_metrics, run_cli, write_user_config
+from tests.parallel.msrun import finish, free_port, launch, logs, train_command
 
-LAUNCHER = os.path.join(REPO, "scripts", "msrun_launcher.sh")
 STEPS = 6
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch(command, workers, local=None, node_rank=0, port=None, log_dir="", timeout=300):
-    """Start scripts/msrun_launcher.sh with the Python of this test run first on PATH (msrun runs `python`)."""
-    env = dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore",
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    args = ["bash", LAUNCHER, command, str(workers), str(local or workers), "127.0.0.1", str(port or free_port()),
-            str(node_rank), log_dir, "True", "120"]
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(process, timeout=300):
-    out, err = process.communicate(timeout=timeout)
-    return process.returncode, out, err
-
-
-def logs(log_dir):
-    text = []
-    for name in sorted(os.listdir(log_dir)):
-        with open(os.path.join(log_dir, name), encoding="utf-8", errors="replace") as stream:
-            text.append(f"--- {name}\n" + stream.read()[-3000:])
-    return "\n".join(text)
 
 
 @pytest.fixture(scope="module")
 def dp_config(tmp_path_factory, sp_model_file, wiki_mindrecord):
     """The tiny config (2 layers, hidden 64, seq 32), global batch 4, a few steps, a checkpoint at the end."""
-    folder = tmp_path_factory.mktemp("dp_config")
-    path = folder / "dp.yaml"
-    path.write_text(textwrap.dedent(f"""
-        base_config: ['{os.path.join(REPO, "configs", "llama2", "pretrain_llama2_tiny.yaml")}']
-        seed: 7
-        model:
-          model_config:
-            vocab_size: 600
-            seq_length: 32
-            num_layers: 2
-            hidden_size: 64
-            intermediate_size: 128
-        processor:
-          tokenizer:
-            vocab_file: '{sp_model_file}'
-        runner_config:
-          epochs: 1
-          global_batch_size: 4
-          batch_size: null
-        train_dataset:
-          data_loader:
-            dataset_dir: '{wiki_mindrecord}'
-        lr_schedule:
-          learning_rate: 5.e-3
-          warmup_steps: 2
-          total_steps: {STEPS}
-        callbacks:
-          - type: MFLossMonitor
-          - type: CheckpointMonitor
-            prefix: "dp"
-            save_checkpoint_steps: {STEPS}
-            keep_checkpoint_max: 1
-    """))
-    return str(path)
-
-
-def train_command(config, output, parallel, extra=""):
-    return (f"run_mindformer.py --config {config} --run_mode train --output_dir {output} --use_parallel {parallel}"
-            + extra)
+    return write_user_config(
+        tmp_path_factory.mktemp("dp_config") / "dp.yaml", "llama2/pretrain_llama2_tiny.yaml", sp_model_file,
+        seed=7, runner_config={"epochs": 1, "global_batch_size": 4, "batch_size": None},
+        train_dataset={"data_loader": {"dataset_dir": wiki_mindrecord}},
+        lr_schedule={"learning_rate": 5.e-3, "warmup_steps": 2, "total_steps": STEPS},
+        callbacks=[{"type": "MFLossMonitor"},
+                   {"type": "CheckpointMonitor", "prefix": "dp", "save_checkpoint_steps": STEPS,
+                    "keep_checkpoint_max": 1}])
 
 
 def weights(output, rank):

@@ -10,6 +10,7 @@ import logging
 
 from mindformers.checkpoint.hf_mapping import HFFamily, register_family, weight
 from mindformers.checkpoint.tensor_dtypes import YAML_NAME, canonical
+from mindformers.models.modules.rotary import LLAMA3_SCALING_KEYS
 from mindformers.tools.errors import ConfigError
 
 logger = logging.getLogger("mindformers")
@@ -46,17 +47,24 @@ def sizes(config):
 
 
 def rope_settings(hf, where):
-    """(theta, scaling_factor) from transformers 5's rope_parameters or the older rope_theta/rope_scaling."""
+    """{theta, scaling_factor, extend_method} from transformers 5's rope_parameters or the older rope_theta and
+    rope_scaling: linear interpolation is a number, Llama 3.1's scaling the mapping of extend_method LLAMA3."""
     rope = dict(hf.get("rope_parameters") or {})
-    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
     scaling = rope if rope.get("rope_type") not in (None, "default") else (hf.get("rope_scaling") or {})
     kind = scaling.get("rope_type", scaling.get("type", "default"))
     if kind == "linear":
-        return float(theta), float(scaling["factor"])
+        return {"theta": theta, "scaling_factor": float(scaling["factor"])}
+    if kind == "llama3":
+        missing = [key for key in LLAMA3_SCALING_KEYS if key not in scaling]
+        if missing:
+            raise ConfigError(f"{where}: rope scaling llama3 lacks {', '.join(missing)}")
+        return {"theta": theta, "extend_method": "LLAMA3",
+                "scaling_factor": {key: float(scaling[key]) for key in LLAMA3_SCALING_KEYS}}
     if kind != "default":
         logger.warning("%s: rope scaling '%s' is not implemented by this project's rotary embedding; weights "
                        "convert unchanged, but the model will not match transformers' positions", where, kind)
-    return float(theta), 1.0
+    return {"theta": theta}
 
 
 def llama_config_from_hf(hf, dtype, where="config.json"):
@@ -74,7 +82,7 @@ def llama_config_from_hf(hf, dtype, where="config.json"):
     kv_heads = hf.get("num_key_value_heads") or heads
     kwargs["n_kv_heads"] = None if kv_heads == heads else kv_heads
     kwargs["seq_length"] = hf.get("max_position_embeddings", 2048)
-    kwargs["theta"], kwargs["scaling_factor"] = rope_settings(hf, where)
+    kwargs.update(rope_settings(hf, where))
     kwargs["tie_word_embeddings"] = bool(hf.get("tie_word_embeddings", False))
     if hf.get("pad_token_id") is not None:
         kwargs["pad_token_id"] = hf["pad_token_id"]
@@ -87,7 +95,9 @@ def llama_config_to_hf(config, dtype, model_type="llama", architecture="LlamaFor
     if config.qkv_has_bias:
         raise ConfigError("model_config.qkv_has_bias: HF Llama has no q/k/v-only bias (expected false)")
     rope = {"rope_type": "default", "rope_theta": float(config.theta)}
-    if config.scaling_factor != 1.0:
+    if isinstance(config.scaling_factor, dict):  # extend_method LLAMA3 (validated by LlamaConfig)
+        rope.update(rope_type="llama3", **config.scaling_factor)
+    elif config.scaling_factor != 1.0:
         rope.update(rope_type="linear", factor=float(config.scaling_factor))
     hf = {"architectures": [architecture], "model_type": model_type}
     hf.update({theirs: getattr(config, ours) for ours, theirs in SAME_KEYS})

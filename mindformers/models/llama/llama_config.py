@@ -1,5 +1,6 @@
 """LlamaConfig: the sizes and numerics of a Llama-family model, as MindFormers' YAML `model_config` spells them."""
 from mindformers.models.modules.dtypes import DTYPES
+from mindformers.models.modules.rotary import LLAMA3_SCALING_KEYS
 from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
@@ -132,6 +133,27 @@ class LlamaConfig:
             fail("rms_norm_eps", "a positive number")
         if not isinstance(self.theta, (int, float)) or self.theta <= 0:
             fail("theta", "a positive number")
+        self.validate_rope_scaling(where)
+
+    def validate_rope_scaling(self, where):
+        """scaling_factor is a positive number (linear interpolation), or with extend_method LLAMA3 the mapping of
+        Llama 3.1's scaling (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)."""
+        if str(self.extend_method).upper() == "LLAMA3":
+            scaling = self.scaling_factor
+            missing = [key for key in LLAMA3_SCALING_KEYS if not isinstance(scaling, dict) or key not in scaling]
+            if missing:
+                raise ConfigError(f"{where}.scaling_factor: extend_method LLAMA3 expects a mapping with "
+                                  f"{', '.join(LLAMA3_SCALING_KEYS)} (missing {', '.join(missing)})")
+            values = {key: scaling[key] for key in LLAMA3_SCALING_KEYS}
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values.values()) \
+                    or values["high_freq_factor"] <= values["low_freq_factor"]:
+                raise ConfigError(f"{where}.scaling_factor: expected positive numbers with high_freq_factor > "
+                                  f"low_freq_factor, got {values}")
+            self.scaling_factor = {key: float(value) for key, value in values.items()}
+        elif isinstance(self.scaling_factor, bool) or not isinstance(self.scaling_factor, (int, float)) \
+                or self.scaling_factor <= 0:
+            raise ConfigError(f"{where}.scaling_factor: expected a positive number (or, with extend_method LLAMA3, "
+                              f"Llama 3.1's scaling mapping), got {self.scaling_factor!r}")
 
     def to_dict(self):
         return {key: value for key, value in vars(self).items() if key != "parallel_config"}

@@ -4,11 +4,30 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 
+LLAMA3_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def llama3_scaled(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
+    """Llama 3.1's frequency-dependent context extension: wavelengths shorter than the original context divided by
+    high_freq_factor keep their frequency, those longer than it divided by low_freq_factor are slowed by `factor`,
+    and the band between blends the two linearly in original_context / wavelength."""
+    wavelength = 2 * np.pi / inv_freq
+    blend = (original_max_position_embeddings / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    blend = np.clip(blend, 0.0, 1.0)  # 0: fully scaled (long wavelengths), 1: unchanged (short ones)
+    return (1.0 - blend) * inv_freq / factor + blend * inv_freq
+
+
 def rotary_tables(head_dim, max_positions, theta, scaling_factor=1.0):
-    """cos/sin tables of shape (max_positions, head_dim), computed in float64 then stored as float32."""
+    """cos/sin tables of shape (max_positions, head_dim), computed in float64 then stored as float32.
+
+    scaling_factor: a number for linear position interpolation (positions / factor), or a mapping of
+    LLAMA3_SCALING_KEYS for Llama 3.1's scaling (model_config extend_method "LLAMA3")."""
     inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
-    positions = np.arange(max_positions, dtype=np.float64) / scaling_factor
-    freqs = np.outer(positions, inv_freq)
+    if isinstance(scaling_factor, dict):
+        inv_freq = llama3_scaled(inv_freq, **{key: float(scaling_factor[key]) for key in LLAMA3_SCALING_KEYS})
+    else:
+        inv_freq = inv_freq / float(scaling_factor)
+    freqs = np.outer(np.arange(max_positions, dtype=np.float64), inv_freq)
     emb = np.concatenate([freqs, freqs], axis=-1)
     return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
 

@@ -1,0 +1,65 @@
+"""run_benchmark_task: one benchmark task on a model and tokenizer, its results written to
+<output_dir>/eval_<task>_results.json (and each question's outcome to eval_<task>_predictions.jsonl)."""
+import importlib
+import json
+import logging
+import os
+
+from mindformers.checkpoint.atomic import atomic_files
+from mindformers.evaluation.runner import BenchmarkRun
+from mindformers.tools.errors import ConfigError
+
+logger = logging.getLogger("mindformers")
+
+# Task name -> the module that reads its files and scores it (each has DEFAULT_MAX_NEW_TOKENS and evaluate()).
+BENCHMARK_TASKS = {name: f"mindformers.evaluation.{name}"
+                   for name in ("mmlu", "ceval", "boolq", "gsm8k", "bbh", "agieval", "human_eval")}
+
+
+def task_module(task):
+    if task not in BENCHMARK_TASKS:
+        raise ConfigError(f"eval_task: unknown task {task!r} (expected one of {', '.join(BENCHMARK_TASKS)})")
+    return importlib.import_module(BENCHMARK_TASKS[task])
+
+
+def default_max_new_tokens(task):
+    """ModelLink's recommended generation length for the task."""
+    return task_module(task).DEFAULT_MAX_NEW_TOKENS
+
+
+def check_positive(value, key):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+
+
+def results_paths(output_dir, task):
+    return (os.path.join(output_dir, f"eval_{task}_results.json"),
+            os.path.join(output_dir, f"eval_{task}_predictions.jsonl"))
+
+
+def run_benchmark_task(task, model, tokenizer, data_path, output_dir, batch_size=1, max_new_tokens=None):
+    """Evaluate `model` (a Llama-layout causal LM) on a benchmark task read from `data_path`; returns the results
+    dict that is also written to <output_dir>/eval_<task>_results.json."""
+    module = task_module(task)
+    check_positive(batch_size, "evaluation_batch_size")
+    if max_new_tokens is None:
+        max_new_tokens = module.DEFAULT_MAX_NEW_TOKENS
+    check_positive(max_new_tokens, "max_new_tokens")
+    if not data_path or not os.path.exists(data_path):
+        raise ConfigError(f"eval_data_path: {data_path or '(not set)'}: not found (expected {module.LAYOUT})")
+    run = BenchmarkRun(task, model, tokenizer, batch_size, max_new_tokens)
+    results, records = module.evaluate(run, os.fspath(data_path))
+    if not records:
+        raise ConfigError(f"eval_data_path: {data_path}: the {task} files hold no questions "
+                          f"(expected {module.LAYOUT})")
+    results["data_path"] = os.path.abspath(data_path)
+    results_path, predictions_path = results_paths(os.path.abspath(output_dir), task)
+    with atomic_files(results_path, predictions_path) as (results_tmp, predictions_tmp):
+        with open(results_tmp, "w", encoding="utf-8") as stream:
+            json.dump(results, stream, ensure_ascii=False, indent=2)
+        with open(predictions_tmp, "w", encoding="utf-8") as stream:
+            for record in records:
+                stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    logger.info("%s: accuracy %.4f over %d questions; results in %s", task, results["accuracy"],
+                results["total"], results_path)
+    return results

@@ -108,14 +108,17 @@ def rank_batch_size(config, settings):
     return global_batch // ranks
 
 
-def check_device(settings, device_target):
-    """CPU runs data parallelism only (MindSpore 2.10 cannot compile semi-auto parallel graphs for CPU)."""
+def check_device(settings, model_config, device_target):
+    """CPU runs data and tensor (model) parallelism written into the layers: MindSpore 2.10 cannot compile
+    semi-auto parallel graphs for CPU, and its CPU backend has no Send/Receive for pipeline stages."""
     if device_target != "CPU":
         return
-    for key, value in (("model_parallel", settings.model_parallel), ("pipeline_stage", settings.pipeline_stage)):
-        if value > 1:
-            raise ConfigError(f"parallel_config.{key}: {value} is not available on CPU yet (CPU runs data "
-                              f"parallelism only); set {key} to 1")
+    if settings.pipeline_stage > 1:
+        raise ConfigError(f"parallel_config.pipeline_stage: {settings.pipeline_stage} is not available on CPU "
+                          "(MindSpore's CPU backend has no Send/Receive between stages); set pipeline_stage to 1")
+    if settings.model_parallel > 1 and getattr(model_config, "pet_config", None):
+        raise ConfigError(f"model.model_config.pet_config: LoRA/prefix tuning with parallel_config.model_parallel "
+                          f"{settings.model_parallel} is not available on CPU; set model_parallel to 1")
 
 
 def check_parallel_config(config, model_config, world_size, device_target):
@@ -125,5 +128,5 @@ def check_parallel_config(config, model_config, world_size, device_target):
     check_model_split(settings, model_config)
     check_pipeline(settings, model_config)
     rank_batch_size(config, settings)
-    check_device(settings, device_target)
+    check_device(settings, model_config, device_target)
     return settings

@@ -1,6 +1,7 @@
 """Who am I in a distributed run: communication init (msrun workers) and rank / world size."""
 import os
 
+from mindformers.parallel.mesh import rank_coordinates
 from mindformers.tools.errors import ConfigError
 
 # msrun (and MindSpore's dynamic cluster) hand every worker these; without them init() would wait for peers.
@@ -30,6 +31,5 @@ def rank_and_size():
 
 
 def data_parallel_rank(rank_id, settings):
-    """Index of this rank's data-parallel replica: MindSpore orders devices as (stage, data, model)."""
-    per_stage = settings.data_parallel * settings.model_parallel
-    return (rank_id % per_stage) // settings.model_parallel
+    """Index of this rank's data-parallel replica in MindSpore's (stage, data, model) device order."""
+    return rank_coordinates(rank_id, settings.mesh())[1]

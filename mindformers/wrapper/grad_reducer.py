@@ -1,26 +1,27 @@
-"""Data-parallel averaging inside the train step: gradients and the logged loss, all-reduced over ranks.
+"""Data-parallel averaging inside the train step: gradients and the logged loss, all-reduced over the
+data-parallel group (the ranks holding the same model-parallel shards, mindformers/parallel/groups.py).
 
-Graph-mode friendly: a Cell whose construct is a fixed AllReduce per gradient. With one rank (no
-communication initialised) it is the identity, so single-process runs compile the same graph as before.
+Graph-mode friendly: a Cell whose construct is a fixed AllReduce per gradient. Without a data-parallel group
+(one process, or data_parallel 1) it is the identity, so single-process runs compile the same graph as before.
 """
 import mindspore as ms
 from mindspore import nn, ops
 
-from mindformers.parallel.world import rank_and_size
+from mindformers.parallel.groups import current_groups
 
 
 class DataParallelReducer(nn.Cell):
-    """construct(grads, loss) -> (grads averaged over ranks, loss averaged over ranks)."""
+    """construct(grads, loss) -> (grads averaged over the data-parallel group, loss averaged likewise)."""
 
-    def __init__(self, group_size=None):
+    def __init__(self, groups=None):
         super().__init__(auto_prefix=False)
-        self.group_size = rank_and_size()[1] if group_size is None else int(group_size)
+        groups = groups or current_groups()
         # Under Ascend semi-auto parallel MindSpore inserts the gradient all-reduce itself.
         stand_alone = ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE
-        self.reduce = self.group_size > 1 and stand_alone
+        self.reduce = groups.data_group is not None and stand_alone
         if self.reduce:
-            self.all_reduce = ops.AllReduce()  # sum over the world group; every rank gets the same result
-        self.scale = 1.0 / self.group_size
+            self.all_reduce = ops.AllReduce(group=groups.data_group)  # sum; every rank of the group gets the result
+        self.scale = 1.0 / groups.data_parallel
 
     def construct(self, grads, loss):
         if not self.reduce:

@@ -2,24 +2,13 @@
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from mindformers.models.modules.layout import parameter_layouts
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.wrapper.grad_norm import GlobalGradNorm
 from mindformers.wrapper.grad_reducer import DataParallelReducer
 
 MindFormerRegister.register_cls(nn.DynamicLossScaleUpdateCell, MindFormerModuleType.LOSS_SCALE)
 MindFormerRegister.register_cls(nn.FixedLossScaleUpdateCell, MindFormerModuleType.LOSS_SCALE)
-
-
-def square_sum(x):
-    """sum(x^2) in float32, reduced along the last axis first: a whole-tensor ReduceSum runs single-threaded
-    on CPU and costs ~5x more on an embedding-sized gradient."""
-    squares = ops.square(ops.cast(x, ms.float32))
-    if squares.ndim > 1:
-        squares = ops.sum(squares, -1)
-    return ops.sum(squares)
-
-
-def global_norm(grads):
-    return ops.sqrt(ops.addn([square_sum(g) for g in grads]))
 
 
 @MindFormerRegister.register(MindFormerModuleType.WRAPPER)
@@ -40,6 +29,8 @@ class MFTrainOneStepCell(nn.Cell):
         self.weights = optimizer.parameters
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
         self.data_parallel = DataParallelReducer()  # identity in a single process
+        split_dims = parameter_layouts(network)
+        self.grad_norm = GlobalGradNorm([split_dims.get(p.name) for p in self.weights])
         self.accumulation = int(gradient_accumulation_steps)
         self.use_clip_grad = use_clip_grad
         self.max_grad_norm = float(max_grad_norm)
@@ -76,7 +67,7 @@ class MFTrainOneStepCell(nn.Cell):
         grads, loss = self.data_parallel(grads, loss)
         # Unscaling and clipping are both one scalar factor: the norm of the unscaled gradients is the norm of the
         # summed ones over `divisor`, and the gradients are multiplied once (one pass over every gradient, not two).
-        grad_norm = global_norm(grads) / divisor
+        grad_norm = self.grad_norm(grads) / divisor
         overflow = ops.logical_not(ops.isfinite(grad_norm))
         if self.loss_scale_manager is not None:
             overflow = self.loss_scale_manager(self.scale_sense, overflow)

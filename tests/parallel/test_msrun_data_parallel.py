@@ -98,11 +98,12 @@ def test_rank_folders_hold_checkpoints_and_their_layout_file(runs):
 
 
 def test_a_failing_worker_fails_the_launch(tmp_path, dp_config):
-    """model_parallel 2 is refused on CPU by every worker, before anything is compiled: msrun exits non-zero."""
-    config = tmp_path / "mp.yaml"
+    """pipeline_stage 2 is refused on CPU by every worker, before anything is compiled: msrun exits non-zero."""
+    config = tmp_path / "pp.yaml"
     with open(dp_config, encoding="utf-8") as stream:
-        config.write_text(stream.read() + "parallel_config:\n  data_parallel: 1\n  model_parallel: 2\n")
+        config.write_text(stream.read() + "parallel_config:\n  data_parallel: 1\n  pipeline_stage: 2\n"
+                          "  micro_batch_num: 2\n")
     code, out, err = finish(launch(train_command(config, tmp_path / "out", True), 2, log_dir=str(tmp_path / "log")))
     assert code != 0
     assert "a worker failed" in err
-    assert "error: parallel_config.model_parallel: 2 is not available on CPU yet" in logs(tmp_path / "log")
+    assert "error: parallel_config.pipeline_stage: 2 is not available on CPU" in logs(tmp_path / "log")

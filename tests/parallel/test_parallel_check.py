@@ -69,11 +69,14 @@ def test_batch_semantics_per_rank_and_global():
                            ParallelSettings(data_parallel=2)) == 2
 
 
-def test_cpu_runs_data_parallel_only():
-    message = error(config(dp=1, mp=2), model(), 2, "CPU")
-    assert message == ("parallel_config.model_parallel: 2 is not available on CPU yet (CPU runs data parallelism "
-                       "only); set model_parallel to 1")
-    assert "pipeline_stage: 2 is not available on CPU yet" in error(config(pp=2, micro=2), model(), 2, "CPU")
+def test_cpu_runs_data_and_model_parallel_but_not_pipeline_stages():
+    assert check_parallel_config(config(dp=2, mp=2), model(), 4, "CPU").model_parallel == 2
+    assert error(config(pp=2, micro=2), model(), 2, "CPU") == (
+        "parallel_config.pipeline_stage: 2 is not available on CPU (MindSpore's CPU backend has no Send/Receive "
+        "between stages); set pipeline_stage to 1")
+    assert error(config(mp=2), model(pet_config={"pet_type": "lora"}), 2, "CPU") == (
+        "model.model_config.pet_config: LoRA/prefix tuning with parallel_config.model_parallel 2 is not available "
+        "on CPU; set model_parallel to 1")
 
 
 def test_bad_values_are_one_line():

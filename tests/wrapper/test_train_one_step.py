@@ -7,7 +7,7 @@ from mindspore import Tensor, nn
 from mindformers.core.optim import AdamW
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 from mindformers.wrapper import MFTrainOneStepCell
-from mindformers.wrapper.train_one_step import global_norm
+from mindformers.wrapper.grad_norm import global_norm
 
 
 @pytest.fixture(autouse=True)

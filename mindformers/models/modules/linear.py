@@ -5,6 +5,9 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from mindformers.models.modules.shape_only import building_shapes_only
+from mindformers.parallel.groups import current_groups
+from mindformers.parallel.tensor_parallel import (CopyToModelParallel, GatherFromModelParallel,
+                                                  ReduceFromModelParallel, keep_local_shards, local_size)
 
 # Megatron naming: a column-parallel layer splits its outputs (weight dim 0), a row-parallel one its inputs (dim 1).
 SPLIT_DIM = {"column": 0, "row": 1, None: None}
@@ -21,7 +24,7 @@ class Linear(nn.Cell):
     """y = x W^T (+ b) with W of shape (out_features, in_features), computed in `compute_dtype`."""
 
     def __init__(self, in_features, out_features, has_bias=False, parallel="column", init_std=0.02,
-                 compute_dtype=ms.float32, param_init_type=ms.float32):
+                 compute_dtype=ms.float32, param_init_type=ms.float32, gather_output=False):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
@@ -32,12 +35,49 @@ class Linear(nn.Cell):
         self.param_layout = {"weight": SPLIT_DIM[parallel], "bias": 0 if parallel == "column" else None}
         self.compute_dtype = compute_dtype
         self.matmul = ops.MatMul(transpose_b=True)
+        self.transposed_matmul = ops.MatMul()
+        # An (in, out) copy of the weight that generation on CPU attaches for the length of a generate() call
+        # (mindformers/generation/transposed_weights.py). Not a parameter of the cell: checkpoints, optimizers and
+        # graphs compiled outside generation never see it.
+        self.weight_t = None
+        self.split_over_model_parallel(parallel, gather_output)
+
+    def split_over_model_parallel(self, parallel, gather_output):
+        """In a stand-alone model-parallel run (CPU): keep this rank's slice of the weights and add the collectives
+        the split needs. A column-parallel layer takes the whole input (its gradient is summed over the group) and
+        yields its share of the outputs, joined to full width when `gather_output`; a row-parallel layer takes its
+        share of the inputs and sums the partial outputs."""
+        groups = current_groups()
+        self.column_split = groups.model_sharded and parallel == "column"
+        self.row_split = groups.model_sharded and parallel == "row"
+        self.gather_output = self.column_split and gather_output
+        self.output_size = local_size(self.out_features, groups) if self.column_split else self.out_features
+        if self.column_split:
+            self.copy_input = CopyToModelParallel(groups)
+        if self.row_split:
+            self.reduce_output = ReduceFromModelParallel(groups)
+        if self.gather_output:
+            self.gather = GatherFromModelParallel(groups)
+            self.output_size = self.out_features
+        keep_local_shards(self, groups)
+
+    def project(self, x):
+        """x (n, in) W^T in compute_dtype: through the attached (in, out) copy when there is one."""
+        if self.weight_t is None:
+            return self.matmul(x, ops.cast(self.weight, self.compute_dtype))
+        return self.transposed_matmul(x, ops.cast(self.weight_t, self.compute_dtype))
 
     def construct(self, x):
         shape = x.shape
         x = ops.reshape(ops.cast(x, self.compute_dtype), (-1, shape[-1]))
-        y = self.matmul(x, ops.cast(self.weight, self.compute_dtype))
-        if self.has_bias:
+        if self.column_split:
+            x = self.copy_input(x)
+        y = self.project(x)
+        if self.row_split:
+            y = self.reduce_output(y)
+        if self.has_bias:  # a row-parallel bias is whole: added once, after the partial outputs are summed
             y = y + ops.cast(self.bias, self.compute_dtype)
-        return ops.reshape(y, shape[:-1] + (self.out_features,))
+        if self.gather_output:
+            y = self.gather(y)
+        return ops.reshape(y, shape[:-1] + (self.output_size,))
 

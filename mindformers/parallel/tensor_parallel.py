@@ -1,0 +1,98 @@
+"""Megatron-style tensor parallelism written into the cells, for stand-alone graphs (CPU).
+
+The collectives are cells with a hand-written `bprop`, because the backward a layer needs is not the
+collective's own: entering a column-parallel layer the input is copied (forward identity) and its gradient summed
+over the model-parallel group; leaving a row-parallel layer the partial outputs are summed (forward all-reduce)
+and the gradient passes through unchanged. MindSpore's CPU backend all-reduces with SUM only and gathers only over
+the world group, so a gather is written as "pad my shard into place, then sum".
+
+Each rank keeps the slice `np.split(full, model_parallel, axis=split_dim)[model_rank]` of a weight, where the
+split dimension is the one the layer declares in `param_layout` (the declaration the Ascend shard strategies, the
+layout file and the dry run read too), so an mp=2 model is exactly the mp=1 model with the same seed, cut up.
+"""
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from mindformers.parallel.groups import current_groups
+
+
+class _ModelParallelCollective(nn.Cell):
+    """Holds the model-parallel group; without one (group None) the collective returns this rank's contribution."""
+
+    def __init__(self, groups=None):
+        super().__init__()
+        groups = groups or current_groups()
+        self.shards = groups.model_parallel
+        self.rank = groups.model_rank
+        self.communicate = groups.model_group is not None
+        if self.communicate:
+            self.all_reduce = ops.AllReduce(group=groups.model_group)
+
+    def sum_over_group(self, x):
+        if self.communicate:
+            return self.all_reduce(x)
+        return x
+
+
+class CopyToModelParallel(_ModelParallelCollective):
+    """Megatron's f: forward identity, backward sums the gradient over the model-parallel group."""
+
+    def construct(self, x):
+        return x
+
+    def bprop(self, x, out, dout):
+        return (self.sum_over_group(dout),)
+
+
+class ReduceFromModelParallel(_ModelParallelCollective):
+    """Megatron's g: forward sums the partial results over the group, backward passes the gradient through."""
+
+    def construct(self, x):
+        return self.sum_over_group(x)
+
+    def bprop(self, x, out, dout):
+        return (dout,)
+
+
+class GatherFromModelParallel(_ModelParallelCollective):
+    """Concatenates every rank's shard along the last axis (shards are equal in size); backward keeps this
+    rank's slice of the gradient, since every rank computes the same thing from the gathered tensor."""
+
+    def __init__(self, groups=None):
+        super().__init__(groups)
+        # Primitives: functional ops.pad / ops.amax do not compile inside a cell with a bprop (MindSpore 2.10).
+        self.zeros_like = ops.ZerosLike()
+        self.concat = ops.Concat(axis=-1)
+
+    def construct(self, x):
+        zeros = self.zeros_like(x)
+        parts = ()
+        for index in range(self.shards):
+            parts = parts + ((x if index == self.rank else zeros),)
+        return self.sum_over_group(self.concat(parts))
+
+    def bprop(self, x, out, dout):
+        width = x.shape[-1]
+        return (dout[..., self.rank * width:(self.rank + 1) * width],)
+
+
+def keep_local_shards(cell, groups=None):
+    """Replace every parameter `cell` declares as split (param_layout) by this rank's slice of it."""
+    groups = groups or current_groups()
+    if not groups.model_sharded:
+        return
+    for attr, split_dim in cell.param_layout.items():
+        param = cell._params.get(attr)  # pylint: disable=protected-access
+        if param is None or split_dim is None:
+            continue
+        if param.shape[split_dim] % groups.model_parallel:
+            raise ValueError(f"{param.name}: dimension {split_dim} of {tuple(param.shape)} does not split into "
+                             f"{groups.model_parallel} model-parallel shards")
+        full = param.asnumpy()
+        local = np.split(full, groups.model_parallel, axis=split_dim)[groups.model_rank]
+        param.set_data(Tensor(np.ascontiguousarray(local), dtype=param.dtype), True)
+
+
+def local_size(size, groups=None):
+    """The part of `size` (heads, features, vocabulary) one model-parallel rank holds."""
+    return size // (groups or current_groups()).model_parallel

@@ -52,12 +52,35 @@ def resolve_checkpoint(load_checkpoint, rank_id=0, resume_training=None, key="lo
     folder = next((c for c in candidates if list_checkpoints(c)), None)
     if folder is None:
         raise ConfigError(f"{key}: no .ckpt files in {load_checkpoint} (looked in rank_{rank_id}/ and the folder)")
-    if isinstance(resume_training, str) and resume_training not in ("", "True", "False"):
+    if names_a_file(resume_training):
         named = os.path.join(folder, resume_training)
-        if not os.path.isfile(named):
+        if os.path.isfile(named):
+            return named
+        if CKPT_NAME.match(resume_training) is None:
             raise ConfigError(f"resume_training: no checkpoint named {resume_training} in {folder}")
-        return named
+        return same_save(resume_training, rank_id, folder, "resume_training")  # another rank's name for that save
     return list_checkpoints(folder)[-1]
+
+
+def names_a_file(resume_training):
+    return isinstance(resume_training, str) and resume_training not in ("", "True", "False")
+
+
+def same_save(reference, rank, folder, key="load_checkpoint"):
+    """The file of rank `rank` in `folder` written by the same save as the file named `reference` (same prefix,
+    epoch and step in <prefix>_rank_<r>-<epoch>_<step>.ckpt); the newest when the name does not follow the pattern."""
+    match = CKPT_NAME.match(os.path.basename(reference))
+    candidates = list_checkpoints(folder)
+    if not candidates:
+        raise ConfigError(f"{key}: {folder} holds no checkpoint file (.ckpt or .safetensors)")
+    if match is None:
+        return candidates[-1]
+    wanted = f"{match.group('prefix')}_rank_{rank}-{match.group('epoch')}_{match.group('step')}"
+    for path in candidates:
+        if os.path.splitext(os.path.basename(path))[0] == wanted:
+            return path
+    raise ConfigError(f"{key}: {folder} has no {wanted}.* (the same save as {os.path.basename(reference)}); the "
+                      "ranks of a distributed checkpoint must come from one save")
 
 
 def read_checkpoint(path, key="load_checkpoint"):
@@ -82,6 +105,10 @@ def load_weights(cell, param_dict, path, require_all=True, key="load_checkpoint"
                               f"{tuple(param.shape)}")
     usable = {name: value for name, value in param_dict.items() if name in expected}
     ms.load_param_into_net(cell, usable, strict_load=False)
+    # generation's transposed weight copies must follow; imported here: generation imports the models, which
+    # import this module
+    from mindformers.generation.transposed_weights import weights_may_change  # pylint: disable=import-outside-toplevel
+    weights_may_change(cell)
     return sorted(set(expected) - set(usable))
 
 

@@ -47,7 +47,10 @@ class TensorInfo:
                     yield np.frombuffer(buffer, dtype=NUMPY[self.dtype])
 
     def read(self):
-        """The whole tensor as one array of its shape (for loading into a network, not for conversion)."""
-        parts = list(self.chunks())
-        flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return flat.reshape(self.shape)
+        """The whole tensor as one array of its shape, filled chunk by chunk (memory: the tensor and one chunk)."""
+        out = np.empty(self.shape, dtype=NUMPY[self.dtype])
+        flat, filled = out.reshape(-1), 0
+        for chunk in self.chunks():
+            flat[filled:filled + chunk.size] = chunk
+            filled += chunk.size
+        return out

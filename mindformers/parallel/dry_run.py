@@ -10,6 +10,7 @@ import re
 
 from mindformers.models.modules.layout import parameter_layouts
 from mindformers.models.modules.shape_only import shape_only
+from mindformers.parallel.mesh import layer_stage, stage_of
 from mindformers.parallel.parallel_check import (check_model_split, check_pipeline, parallel_settings,
                                                  rank_batch_size)
 from mindformers.tools.errors import ConfigError
@@ -57,14 +58,6 @@ def build_structure(config):
         network = build_from_config(model["arch"], MindFormerModuleType.MODELS, default_args={"config": small},
                                     where="model.arch")
     return real, network
-
-
-def stage_of(name, num_layers, stages):
-    """Decoder layer i sits on stage i*stages//num_layers; the embedding on the first, the head on the last."""
-    match = re.search(r"\blayers\.(\d+)\.", name)
-    if match:
-        return int(match.group(1)) * stages // num_layers
-    return 0 if "embedding" in name else stages - 1
 
 
 def local_shape(shape, split_dim, model_parallel):
@@ -122,7 +115,7 @@ def estimate(config, mc, network, settings, batch):
         row["optimizer"] += ADAM_MOMENTS * numel * size / (settings.data_parallel if settings.optimizer_shard else 1)
         weights.append((param.name, list(param.shape), str(param.dtype), split, shape, stage))
     for index, row in enumerate(rows):
-        on_stage = sum(1 for i in range(mc.num_layers) if i * stages // mc.num_layers == index)
+        on_stage = sum(1 for i in range(mc.num_layers) if layer_stage(i, mc.num_layers, stages) == index)
         row["activations"] = activation_bytes(config, mc, settings, batch, on_stage, index == stages - 1)
         row["total"] = row["params"] + row["grads"] + row["optimizer"] + row["activations"]
     return rows, weights

@@ -1,26 +1,62 @@
-"""The layout (strategy) file saved beside each rank's checkpoints, and the check made when one is loaded.
+"""The layout (strategy) file saved beside each rank's checkpoints, and the check made when one is loaded as is.
 
-The file records the mesh a checkpoint was trained under and, for every weight, its global shape and the
-dimension split over model_parallel, read from the layers' own declarations (`parameter_layouts`).
-Optimizer moments follow the layout of their weight.
+The file records the mesh, the rank and its pipeline stage and, for every weight of the model, its GLOBAL shape,
+the dimension split over model_parallel (from the layers' own declarations, `parameter_layouts`), into how many
+parts the checkpoint files split it, and its stage. A rank with model-parallel index m holds part m:
+np.split(full, parts, axis=split_dim)[m]. Optimizer moments follow their weight (rank_layout.weight_of).
 """
 import json
 import os
 
+import mindspore as ms
+
 from mindformers.checkpoint.atomic import atomic_files
+from mindformers.checkpoint.rank_layout import RankLayout
+from mindformers.checkpoint.tensor_pieces import Piece
 from mindformers.models.modules.layout import parameter_layouts
+from mindformers.parallel.mesh import count_layers, describe_mesh, mesh_sizes, rank_coordinates, stage_of
 from mindformers.tools.errors import ConfigError
 
 LAYOUT_FILE = "strategy.json"
-FORMAT = "mindformers-layout/1"
+FORMAT = "mindformers-layout/2"
+FIRST_FORMAT = "mindformers-layout/1"  # data parallelism only: local shapes were global, nothing split
 
 
-def layout_record(network, settings, rank_id, world_size):
+def network_holds_shards():
+    """CPU model parallelism builds each rank's network from its own shards; semi-auto parallel (Ascend) keeps
+    global shapes in Python and saves whole tensors (integrated_save)."""
+    return ms.get_auto_parallel_context("parallel_mode") in (ms.ParallelMode.STAND_ALONE,
+                                                             ms.ParallelMode.DATA_PARALLEL)
+
+
+def weight_entries(network, model_parallel, local_shards=None):
+    """name -> {shape (global), dtype, split_dim, parts} for every parameter of `network`."""
+    local_shards = network_holds_shards() if local_shards is None else local_shards
     split = parameter_layouts(network)
-    params = {p.name: {"shape": list(p.shape), "dtype": str(p.dtype), "split_dim": split.get(p.name)}
-              for p in network.get_parameters()}
-    return {"format": FORMAT, "mesh": settings.mesh(), "world_size": world_size, "rank": rank_id,
-            "parameters": params}
+    entries = {}
+    for param in network.get_parameters():
+        dim = split.get(param.name)
+        sharded = local_shards and dim is not None and model_parallel > 1
+        shape = list(param.shape)
+        if sharded:
+            shape[dim] *= model_parallel
+        entries[param.name] = {"shape": shape, "dtype": str(param.dtype), "split_dim": dim,
+                               "parts": model_parallel if sharded else 1}
+    return entries
+
+
+def mesh_record(entries, mesh, rank_id):
+    """The record of rank `rank_id` of `mesh` for weights described by `entries` (see weight_entries); each weight
+    is given its pipeline stage."""
+    dp, mp, pp = mesh_sizes(mesh)
+    num_layers = count_layers(entries)
+    params = {name: dict(entry, stage=stage_of(name, num_layers, pp)) for name, entry in entries.items()}
+    return {"format": FORMAT, "mesh": dict(mesh), "world_size": dp * mp * pp, "rank": rank_id,
+            "stage": rank_coordinates(rank_id, mesh)[0], "parameters": params}
+
+
+def layout_record(network, settings, rank_id, local_shards=None):
+    return mesh_record(weight_entries(network, settings.model_parallel, local_shards), settings.mesh(), rank_id)
 
 
 def write_layout_file(folder, record):
@@ -31,15 +67,37 @@ def write_layout_file(folder, record):
     return path
 
 
+def _upgrade_first_format(record):
+    for entry in record["parameters"].values():
+        entry.setdefault("parts", 1)
+        entry.setdefault("stage", 0)
+    record.setdefault("stage", 0)
+    return record
+
+
 def read_layout_file(path, key="src_strategy_path_or_dir"):
     try:
         with open(path, encoding="utf-8") as stream:
             record = json.load(stream)
     except (OSError, ValueError) as error:
         raise ConfigError(f"{key}: cannot read layout file {path}: {error}") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT or "mesh" not in record:
+    if not isinstance(record, dict) or record.get("format") not in (FORMAT, FIRST_FORMAT) or \
+            not isinstance(record.get("mesh"), dict) or not isinstance(record.get("parameters"), dict):
         raise ConfigError(f"{key}: {path} is not a layout file (expected format {FORMAT})")
-    return record
+    return _upgrade_first_format(record) if record["format"] == FIRST_FORMAT else record
+
+
+def rank_layout(record, path, rank=None):
+    """The RankLayout of `rank` (default: the record's own) under the record's mesh: a rank's pieces follow from
+    its model-parallel index, so one rank's file describes every rank of the mesh."""
+    rank = record.get("rank", 0) if rank is None else rank
+    stage, _, model = rank_coordinates(rank, record["mesh"])
+    weights, stages = {}, {}
+    for name, entry in record["parameters"].items():
+        dim, parts = entry.get("split_dim"), int(entry.get("parts", 1))
+        weights[name] = Piece(tuple(entry["shape"]), dim, parts, model % parts)  # parts 1: whole, dim as declared
+        stages[name] = frozenset([int(entry.get("stage", 0))])
+    return RankLayout(rank=rank, stage=stage, weights=weights, stages=stages, where=path)
 
 
 def find_layout_file(checkpoint_path, src_strategy=None, rank_id=0):
@@ -57,27 +115,29 @@ def find_layout_file(checkpoint_path, src_strategy=None, rank_id=0):
     return beside if os.path.isfile(beside) else None
 
 
-def describe(mesh):
-    return " ".join(f"{key}={mesh.get(key, 1)}" for key in ("data_parallel", "model_parallel", "pipeline_stage"))
-
-
-def check_checkpoint_strategy(checkpoint_path, settings, auto_trans_ckpt=False, src_strategy=None, rank_id=0,
+def check_checkpoint_strategy(checkpoint_path, settings, rank_id=0, src_strategy=None, local_shards=None,
                               key="load_checkpoint"):
-    """A checkpoint saved under another mesh needs auto_trans_ckpt; only whole (unsplit) weights can be
-    taken over as they are, so a model-parallel or pipeline source is refused until resharding exists."""
+    """Without auto_trans_ckpt a checkpoint loads as it is: it must come from the same mesh and from a rank at
+    the same place in it (same stage and model-parallel part; data-parallel replicas are interchangeable), and a
+    checkpoint of whole tensors cannot fill a network that holds shards. Returns the saved mesh (None: no layout)."""
     path = find_layout_file(checkpoint_path, src_strategy, rank_id)
-    if path is None:
-        return None
-    saved = read_layout_file(path)["mesh"]
     current = settings.mesh()
-    if {k: saved.get(k, 1) for k in current} == current:
-        return saved
-    if not auto_trans_ckpt:
-        raise ConfigError(f"{key}: {checkpoint_path} was saved under {describe(saved)} ({path}), this run uses "
-                          f"{describe(current)}; set auto_trans_ckpt True to transform it on load")
-    split = [k for k in ("model_parallel", "pipeline_stage") if max(saved.get(k, 1), current[k]) > 1
-             and saved.get(k, 1) != current[k]]
-    if split:
-        raise ConfigError(f"auto_trans_ckpt: resharding {split[0]} {saved.get(split[0], 1)} -> {current[split[0]]} "
-                          f"is not available yet ({checkpoint_path})")
+    hint = "; set auto_trans_ckpt True to transform it on load"
+    if path is None:
+        local_shards = network_holds_shards() if local_shards is None else local_shards
+        if local_shards and (settings.model_parallel > 1 or settings.pipeline_stage > 1):
+            raise ConfigError(f"{key}: {checkpoint_path} has no {LAYOUT_FILE} beside it, so it holds whole tensors, "
+                              f"but this run ({describe_mesh(current)}) holds shards{hint}")
+        return None
+    record = read_layout_file(path)
+    saved = record["mesh"]
+    if mesh_sizes(saved) != mesh_sizes(current):
+        raise ConfigError(f"{key}: {checkpoint_path} was saved under {describe_mesh(saved)} ({path}), this run uses "
+                          f"{describe_mesh(current)}{hint}")
+    saved_stage, _, saved_model = rank_coordinates(int(record.get("rank", 0)), saved)
+    stage, _, model = rank_coordinates(rank_id, current)
+    if (saved_stage, saved_model) != (stage, model):
+        raise ConfigError(f"{key}: {checkpoint_path} holds rank {record.get('rank')}'s shards (stage {saved_stage}, "
+                          f"model-parallel part {saved_model}), this is rank {rank_id} (stage {stage}, part {model}); "
+                          f"pass the folder holding rank_*/ or set auto_trans_ckpt True")
     return saved

@@ -4,7 +4,7 @@ import os
 
 from mindformers.checkpoint import checkpoint_name, list_checkpoints, rank_dir, save_checkpoint_atomic
 from mindformers.core.callback.callback import Callback
-from mindformers.parallel.layout_file import LAYOUT_FILE, write_layout_file
+from mindformers.parallel.layout_file import write_layout_file
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
 logger = logging.getLogger("mindformers")
@@ -36,6 +36,7 @@ class CheckpointMonitor(Callback):
         self.format = checkpoint_format
         self.append_info = dict(append_info or {})
         self.last_saved_step = None
+        self.layout_written_to = None
 
     def folder(self, state):
         if self.directory:
@@ -52,8 +53,11 @@ class CheckpointMonitor(Callback):
         if self.trainable_only:
             target = [{"name": p.name, "data": p} for p in state.train_cell.network.trainable_params()]
         save_checkpoint_atomic(target, path, append_dict=append, fmt=self.format)
-        if state.extra.get("layout") and not os.path.exists(os.path.join(folder, LAYOUT_FILE)):
-            write_layout_file(folder, state.extra["layout"])  # the strategy a later load is checked against
+        if state.extra.get("layout") and self.layout_written_to != folder:
+            # Once per run (an earlier run into the same folder may have used another mesh): the strategy a later
+            # load is checked against and resharded from.
+            write_layout_file(folder, state.extra["layout"])
+            self.layout_written_to = folder
         self.last_saved_step = state.global_step
         logger.info("saved checkpoint %s", path)
         if self.keep_checkpoint_max:

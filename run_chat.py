@@ -29,16 +29,9 @@ def main(argv=None):
     import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     from mindformers.core.context import build_context  # pylint: disable=import-outside-toplevel
     from mindformers.generation.chat import DEFAULT_TEMPLATE, ChatSession, chat_loop  # noqa: E501 pylint: disable=import-outside-toplevel
-    from mindformers.tools.errors import ConfigError  # pylint: disable=import-outside-toplevel
-    from mindformers.trainer.causal_language_modeling import build_network, build_tokenizer  # noqa: E501 pylint: disable=import-outside-toplevel
-    from mindformers.trainer.predict import load_model_weights  # pylint: disable=import-outside-toplevel
+    from mindformers.trainer.inference_model import build_inference_model  # noqa: E501 pylint: disable=import-outside-toplevel
     build_context(config)
-    _, network = build_network(config)
-    tokenizer = build_tokenizer(config)
-    if tokenizer is None:
-        raise ConfigError("processor.tokenizer.vocab_file: chat needs a tokenizer file (set it or pass --vocab_file)")
-    load_model_weights(network, config)
-    network.set_train(False)
+    _, network, tokenizer = build_inference_model(config, "chat")
     session = ChatSession(network, tokenizer, args.template or DEFAULT_TEMPLATE, max_new_tokens=args.max_new_tokens)
     chat_loop(session, sys.stdin)
     return 0

@@ -5,7 +5,7 @@ from mindformers.tools import (ConfigError, DataError, MindFormerConfig, MindFor
                                MindFormerUserError, build_from_config)
 from mindformers import checkpoint, core, models, trainer, wrapper
 from mindformers import dataset
-from mindformers.core import callback, lr, optim
+from mindformers.core import callback, lr, metric, optim
 from mindformers.models import LlamaConfig, LlamaForCausalLM
 from mindformers.trainer import CausalLanguageModelingTrainer
 from mindformers.pipeline import pipeline

@@ -53,6 +53,12 @@ def build_parser():
         help="True/False, or the name of the checkpoint file to resume from")
     add("--train_dataset_dir", default=None, help="MindRecord file or folder for training")
     add("--eval_dataset_dir", default=None, help="MindRecord file or folder for evaluation")
+    add("--eval_task", default=None, help="run_mode eval: run this benchmark task (e.g. mmlu, gsm8k) instead of "
+                                          "the YAML metric")
+    add("--eval_data_path", default=None, help="with --eval_task: the benchmark's local folder or file")
+    add("--evaluation_batch_size", type=int, default=None, help="run_mode eval: rows or questions per batch")
+    add("--max_new_tokens", type=int, default=None,
+        help="tokens to generate per prompt (predict, generating metrics, benchmark tasks: else their default)")
     add("--predict_data", nargs="+", default=None, help="prompt(s), or a file with one prompt per line")
     add("--predict_batch_size", type=int, default=None)
     add("--use_parallel", type=str2bool("--use_parallel"), default=None)
@@ -83,7 +89,8 @@ def flag_overrides(args):
         "device_id": "context.device_id", "device_target": "context.device_target",
         "epochs": "runner_config.epochs", "batch_size": "runner_config.batch_size", "seed": "seed",
         "output_dir": "output_dir", "profile": "profile", "vocab_file": "processor.tokenizer.vocab_file",
-        "dry_run": "dry_run",
+        "dry_run": "dry_run", "eval_task": "eval_task", "eval_data_path": "eval_data_path",
+        "evaluation_batch_size": "evaluation_batch_size", "max_new_tokens": "max_new_tokens",
     }
     return {key: getattr(args, flag) for flag, key in mapping.items() if getattr(args, flag) is not None}
 

@@ -21,22 +21,23 @@ class CausalLanguageModelDataset:
     """Batches of {'input_ids': int32 (batch, seq_length)} (+ 'labels' when the rows have them).
 
     Built by the trainer from `train_dataset_task`: `dataset_config` is the `train_dataset` section; the
-    other arguments (from the task section or the trainer) override its keys. Keys MindFormers YAMLs carry
-    for its MindSpore pipeline (prefetch_size, numa_enable, python_multiprocessing, ...) are accepted and
-    have no effect here, because batches are assembled in order by this class.
+    other arguments (from the task section or the trainer) override its keys; `section` is the section named
+    in error messages (`eval_dataset` when the evaluation builds it from `eval_dataset_task`). Keys MindFormers
+    YAMLs carry for its MindSpore pipeline (prefetch_size, numa_enable, python_multiprocessing, ...) are
+    accepted and have no effect here, because batches are assembled in order by this class.
     """
 
     def __init__(self, dataset_config=None, data_loader=None, input_columns=None, output_columns=None,
                  batch_size=None, drop_remainder=None, num_parallel_workers=None, python_multiprocessing=None,
                  repeat=None, seed=0, prefetch_size=None, numa_enable=None, eod_reset=None, eod_token_id=None,
                  pad_token_id=None, tokenizer=None, do_eval=None, construct_args_key=None, column_order=None,
-                 rank_id=0, rank_size=1):
+                 rank_id=0, rank_size=1, section=SECTION):
         config = dict(dataset_config or {})
         overrides = {"data_loader": data_loader, "input_columns": input_columns, "batch_size": batch_size,
                      "drop_remainder": drop_remainder, "num_parallel_workers": num_parallel_workers,
                      "repeat": repeat, "eod_reset": eod_reset}
         config.update({key: value for key, value in overrides.items() if value is not None})
-        self.batch_size = positive_int(config.get("batch_size") or 1, f"{SECTION}.batch_size")
+        self.batch_size = positive_int(config.get("batch_size") or 1, f"{section}.batch_size")
         self.drop_remainder = bool(config.get("drop_remainder", True))
         self.seed = int(seed or 0)
         self.rank_size = positive_int(int(rank_size or 1), "rank_size")
@@ -44,13 +45,13 @@ class CausalLanguageModelDataset:
         if not 0 <= self.rank_id < self.rank_size:
             raise ConfigError(f"rank_id: expected 0..{self.rank_size - 1}, got {self.rank_id}")
         if config.get("eod_reset"):
-            raise ConfigError(f"{SECTION}.eod_reset: resetting attention at end-of-document tokens is not "
+            raise ConfigError(f"{section}.eod_reset: resetting attention at end-of-document tokens is not "
                               "available yet; set it to False")
         if int(config.get("repeat") or 1) != 1:
-            raise ConfigError(f"{SECTION}.repeat: expected 1 (use runner_config.epochs to see the data again)")
+            raise ConfigError(f"{section}.repeat: expected 1 (use runner_config.epochs to see the data again)")
         loader_config = config.get("data_loader")
         if not isinstance(loader_config, dict):
-            raise ConfigError(f"{SECTION}.data_loader: expected a mapping with 'type' and 'dataset_dir', "
+            raise ConfigError(f"{section}.data_loader: expected a mapping with 'type' and 'dataset_dir', "
                               f"got {loader_config!r}")
         loader_config = dict(loader_config)
         if config.get("shuffle") is not None:  # train_dataset.shuffle, when data_loader does not say
@@ -58,8 +59,9 @@ class CausalLanguageModelDataset:
         self.loader = build_from_config(
             loader_config, MindFormerModuleType.DATASET_LOADER,
             default_args={"columns": list(config["input_columns"]) if config.get("input_columns") else None,
-                          "num_parallel_workers": config.get("num_parallel_workers")},
-            where=f"{SECTION}.data_loader")
+                          "num_parallel_workers": config.get("num_parallel_workers"),
+                          "where": f"{section}.data_loader.dataset_dir"},
+            where=f"{section}.data_loader")
 
     @property
     def num_rows(self):

@@ -6,25 +6,21 @@ import time
 import mindspore as ms
 from mindspore import Tensor
 
-from mindformers.checkpoint import load_weights, read_checkpoint, resolve_checkpoint
 from mindformers.checkpoint.checkpoint_io import scalar
 from mindformers.core.callback import ProfileMonitor, TrainState
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
-from mindformers.parallel.layout_file import check_checkpoint_strategy, layout_record
+from mindformers.parallel.groups import init_parallel_groups
+from mindformers.parallel.layout_file import layout_record
 from mindformers.parallel.parallel_check import rank_batch_size
 from mindformers.parallel.world import data_parallel_rank, rank_and_size
 from mindformers.pet import apply_pet
-from mindformers.pet.checkpoint import load_finetune_weights
 from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 from mindformers.tools.register.validate import check_train_sections
+from mindformers.trainer.checkpoint_loading import load_checkpoint_for
 
 logger = logging.getLogger("mindformers")
-
-NOT_YET = {
-    "eval": "run_mode eval is not available yet (it comes with the evaluation metrics)",
-}
 
 
 def is_enabled(flag):
@@ -34,13 +30,19 @@ def is_enabled(flag):
     return bool(flag)
 
 
-def build_network(config):
+def build_model_config(config):
+    """The model's config object (sizes, numerics) from model.model_config, without building the network."""
     model = config.get("model") or {}
     if not model.get("model_config") or not model.get("arch"):
         raise ConfigError(f"{config.where()}: model: expected model.model_config and model.arch sections")
-    model_config = build_from_config(model["model_config"], MindFormerModuleType.CONFIG,
-                                     default_args={"parallel_config": config.get("parallel_config")},
-                                     where="model.model_config")
+    return build_from_config(model["model_config"], MindFormerModuleType.CONFIG,
+                             default_args={"parallel_config": config.get("parallel_config")},
+                             where="model.model_config")
+
+
+def build_network(config):
+    model = config.get("model") or {}
+    model_config = build_model_config(config)
     network = build_from_config(model["arch"], MindFormerModuleType.MODELS,
                                 default_args={"config": model_config,
                                               "recompute_config": config.get("recompute_config")},
@@ -82,10 +84,10 @@ class CausalLanguageModelingTrainer:
         self.data_rank, self.data_ranks = 0, 1  # which share of each global batch this process reads
 
     def run(self, run_mode):
-        if run_mode in NOT_YET:
-            raise ConfigError(NOT_YET[run_mode])
         if run_mode == "predict":
             return self.predict()
+        if run_mode == "eval":
+            return self.evaluate()
         if run_mode == "finetune":
             if not self.config.get("load_checkpoint") and not is_enabled(self.config.get("resume_training")):
                 raise ConfigError("load_checkpoint: run_mode finetune starts from pretrained weights; pass "
@@ -97,8 +99,15 @@ class CausalLanguageModelingTrainer:
 
     def predict(self):
         from mindformers.trainer.predict import predict  # pylint: disable=import-outside-toplevel
-        tokenizer = (self.config.get("processor") or {}).get("tokenizer") or {}
-        return predict(self.config, build_network, build_tokenizer, tokenizer_file_key(tokenizer) or "vocab_file")
+        return predict(self.config)
+
+    def evaluate(self):
+        """The YAML's metric(s) over the eval dataset, or with eval_task a benchmark from mindformers.evaluation."""
+        if self.config.get("eval_task"):
+            from mindformers.trainer.eval_task import run_eval_task  # pylint: disable=import-outside-toplevel
+            return run_eval_task(self.config)
+        from mindformers.trainer.evaluate import evaluate  # pylint: disable=import-outside-toplevel
+        return evaluate(self.config)
 
     # ---- building -------------------------------------------------------------------------------------------
     def runner_settings(self):
@@ -165,40 +174,26 @@ class CausalLanguageModelingTrainer:
     def setup_parallel(self):
         """use_parallel: rank, world size and mesh, with every parallel check made before the network is built."""
         self.rank_id, self.world_size = rank_and_size()
-        model = self.config.get("model") or {}
-        model_config = build_from_config(model.get("model_config"), MindFormerModuleType.CONFIG,
-                                         default_args={"parallel_config": self.config.get("parallel_config")},
-                                         where="model.model_config")
+        model_config = build_model_config(self.config)
         self.parallel = check_parallel_config(self.config, model_config, self.world_size,
                                               ms.get_context("device_target"))
         if not (self.parallel.full_batch and ms.get_context("device_target") != "CPU"):
             # CPU data parallelism: each replica reads its own rows (full_batch only matters to semi-auto parallel).
             self.data_rank = data_parallel_rank(self.rank_id, self.parallel)
             self.data_ranks = self.parallel.data_parallel
-
-    def check_strategy(self, path):
-        check_checkpoint_strategy(path, self.parallel, bool(self.config.get("auto_trans_ckpt")),
-                                  self.config.get("src_strategy_path_or_dir") or None, self.rank_id)
+        if ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE:
+            # CPU: the layers and the train step carry their own model- and data-parallel collectives.
+            init_parallel_groups(self.parallel, self.rank_id)
 
     def restore(self, train_cell, network):
         """Resume (weights + optimizer + loss scale + position) or plain weight loading; returns the global step."""
-        load_checkpoint = self.config.get("load_checkpoint")
-        resume = self.config.get("resume_training")
-        if is_enabled(resume):
-            source = load_checkpoint or os.path.join(self.output_dir, "checkpoint")
-            path = resolve_checkpoint(source, self.rank_id, resume)
-            self.check_strategy(path)
-            params = read_checkpoint(path)
-            load_weights(train_cell, params, path, require_all=False)
-            load_weights(network, params, path, require_all=True)
-            step = int(scalar(params, "step_num", 0))
-            logger.info("resumed from %s at global step %d", path, step)
+        if is_enabled(self.config.get("resume_training")):
+            tensors = load_checkpoint_for(network, self.config, self.parallel, self.rank_id, resume_cell=train_cell,
+                                          source=os.path.join(self.output_dir, "checkpoint"))
+            step = int(scalar(tensors, "step_num", 0))
+            logger.info("resuming at global step %d", step)
             return step
-        if load_checkpoint:
-            path = resolve_checkpoint(load_checkpoint, self.rank_id)
-            self.check_strategy(path)
-            load_finetune_weights(network, path)  # with PET: base weights required, adapters optional
-            logger.info("loaded weights from %s", path)
+        load_checkpoint_for(network, self.config, self.parallel, self.rank_id)
         return 0
 
     # ---- the loop -------------------------------------------------------------------------------------------
@@ -241,7 +236,7 @@ class CausalLanguageModelingTrainer:
                            global_batch_size=batch_size * accumulation * self.parallel.data_parallel,
                            seq_length=model_config.seq_length, global_step=initial_step,
                            initial_step=initial_step)
-        state.extra["layout"] = layout_record(network, self.parallel, self.rank_id, self.world_size)
+        state.extra["layout"] = layout_record(network, self.parallel, self.rank_id)
         if initial_step:
             state.epoch = (initial_step - 1) // steps_per_epoch + 1
             state.step_in_epoch = (initial_step - 1) % steps_per_epoch + 1

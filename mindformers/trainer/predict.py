@@ -4,11 +4,9 @@ import json
 import logging
 import os
 
-from mindformers.checkpoint import resolve_checkpoint
 from mindformers.checkpoint.atomic import atomic_files
-from mindformers.models.tokenization_utils import check_tokenizer_fits_model
-from mindformers.pet.checkpoint import load_finetune_weights
 from mindformers.tools.errors import ConfigError
+from mindformers.trainer.inference_model import build_inference_model
 
 logger = logging.getLogger("mindformers")
 RESULTS_NAME = "predict_results.jsonl"
@@ -29,18 +27,6 @@ def read_prompts(predict_data):
     return items
 
 
-def load_model_weights(network, config, rank_id=0):
-    """--load_checkpoint (file or folder) into the network; without one the weights stay random (logged)."""
-    source = config.get("load_checkpoint")
-    if not source:
-        logger.warning("no load_checkpoint given: predicting with randomly initialised weights")
-        return None
-    path = resolve_checkpoint(source, rank_id)
-    load_finetune_weights(network, path)  # with pet_config: base weights + adapters (or adapter_checkpoint)
-    logger.info("loaded weights from %s", path)
-    return path
-
-
 def continuation(tokenizer, prompt_ids, output_ids):
     """The generated text: decoded with the prompt (so a leading space survives), the prompt's text cut off."""
     prompt_text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
@@ -50,27 +36,21 @@ def continuation(tokenizer, prompt_ids, output_ids):
     return tokenizer.decode(output_ids[len(prompt_ids):], skip_special_tokens=True)
 
 
-def predict(config, build_network, build_tokenizer, tokenizer_key):
-    """Runs prediction for a trainer; the trainer passes its network/tokenizer builders."""
+def predict(config):
+    """run_mode predict: the YAML's model and tokenizer, --load_checkpoint weights, --predict_data prompts."""
     prompts = read_prompts(config.get("predict_data"))
     batch_size = config.get("predict_batch_size") or 1
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"predict_batch_size: expected a positive integer, got {batch_size!r}")
-    model_config, network = build_network(config)
-    tokenizer = build_tokenizer(config)
-    if tokenizer is None:
-        raise ConfigError("processor.tokenizer.vocab_file: predict needs a tokenizer file (set it in the YAML or "
-                          "pass --vocab_file)")
-    check_tokenizer_fits_model(tokenizer, model_config.vocab_size, f"processor.tokenizer.{tokenizer_key}")
-    load_model_weights(network, config)
-    network.set_train(False)
+    _, network, tokenizer = build_inference_model(config, "predict")
     output_dir = os.path.abspath(config.get("output_dir") or "./output")
     records = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start:start + batch_size]
         ids = [tokenizer.encode(prompt) for prompt in batch]
         # A short last batch is filled up with copies, so graph mode reuses the graphs compiled for full batches.
-        outputs = network.generate(ids + [ids[-1]] * (batch_size - len(ids)), tokenizer=tokenizer)
+        outputs = network.generate(ids + [ids[-1]] * (batch_size - len(ids)), tokenizer=tokenizer,
+                                   max_new_tokens=config.get("max_new_tokens"))
         for prompt, prompt_ids, output_ids in zip(batch, ids, outputs):
             text = continuation(tokenizer, prompt_ids, output_ids)
             print(f"{prompt}{text}", flush=True)

@@ -55,13 +55,6 @@ def test_bad_flag_value(tmp_path):
     assert_one_line_error(run_cli(["run_mindformer.py", "--config", TINY, "--epochs", "many"]), "--epochs")
 
 
-def test_modes_not_available_yet(tmp_path):
-    for mode in ("eval",):
-        result = run_cli(["run_mindformer.py", "--config", TINY, "--run_mode", mode,
-                          "--output_dir", str(tmp_path)])
-        assert_one_line_error(result, f"run_mode {mode} is not available yet")
-
-
 def test_missing_dataset_dir(tmp_path):
     result = train(TINY, "--train_dataset_dir", str(tmp_path / "absent.mindrecord"), output=str(tmp_path / "o"))
     assert_one_line_error(result, "dataset_dir", "absent.mindrecord")

@@ -105,3 +105,28 @@ def test_published_architectures(path):
     }[os.path.basename(path)[:-5]]
     assert (llama.hidden_size, llama.num_layers, llama.num_heads, llama.kv_heads, llama.ffn_size,
             llama.vocab_size, llama.theta) == expected
+
+
+def test_a_later_file_may_swap_a_mapping_for_a_list(tmp_path):
+    """`metric: [...]` over a shipped `metric: {type: ...}` (and back, and a list over a value): the later value
+    replaces the earlier whole, while mappings on both sides still merge key by key."""
+    write(tmp_path / "base.yaml", """
+        metric: {type: PerplexityMetric}
+        predict_data: 'one prompt'
+        runner_config: {epochs: 1, batch_size: 2}
+    """)
+    listed = write(tmp_path / "listed.yaml", """
+        base_config: ['base.yaml']
+        metric: [{type: PerplexityMetric}, {type: EmF1Metric}]
+        predict_data: ['a', 'b']
+        runner_config: {epochs: 3}
+    """)
+    config = MindFormerConfig(listed)
+    assert config.metric == [{"type": "PerplexityMetric"}, {"type": "EmF1Metric"}]
+    assert config.predict_data == ["a", "b"]
+    assert config.runner_config == {"epochs": 3, "batch_size": 2}
+    back = write(tmp_path / "back.yaml", """
+        base_config: ['listed.yaml']
+        metric: {type: EmF1Metric}
+    """)
+    assert MindFormerConfig(back).metric == {"type": "EmF1Metric"}

@@ -80,7 +80,8 @@ class MindDataset:
             columns = ["input_ids"] + (["labels"] if "labels" in self.column_names else [])
         missing = [name for name in columns if name not in self.column_names]
         if missing:
-            raise ConfigError(f"train_dataset.input_columns: {', '.join(map(repr, missing))} not in {dataset_dir} "
+            section = where.split(".data_loader")[0]
+            raise ConfigError(f"{section}.input_columns: {', '.join(map(repr, missing))} not in {dataset_dir} "
                               f"(has: {', '.join(self.column_names)})")
         self.columns = list(columns)
         self.row_length = self._first_row_length()

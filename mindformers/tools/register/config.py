@@ -106,6 +106,31 @@ def _read_yaml(path, named_by):
     return node
 
 
+def _container_kind(node):
+    return "mapping" if OmegaConf.is_dict(node) else "list" if OmegaConf.is_list(node) else "value"
+
+
+def _drop_replaced_kinds(base, top):
+    """Remove from `base` the keys whose value `top` gives as another kind (a mapping for a list, a list for a
+    value, ...): OmegaConf cannot merge those, and a later file's value replaces the earlier one whole."""
+    for key in top.keys():
+        if key not in base:
+            continue
+        old, new = base._get_node(key), top._get_node(key)  # pylint: disable=protected-access
+        if OmegaConf.is_dict(old) and OmegaConf.is_dict(new):
+            _drop_replaced_kinds(old, new)
+        elif _container_kind(old) != _container_kind(new):
+            del base[key]
+
+
+def override(base, top):
+    """`top` merged over `base` (mappings key by key, anything else replaced), e.g. `metric: [...]` over a shipped
+    `metric: {type: ...}`."""
+    base = copy.deepcopy(base)
+    _drop_replaced_kinds(base, top)
+    return OmegaConf.merge(base, top)
+
+
 def load_yaml_chain(path, named_by="--config", _stack=()):
     """Load `path` with its base_config chain merged underneath it, checking each file on its own."""
     if path in _stack:
@@ -127,8 +152,8 @@ def load_yaml_chain(path, named_by="--config", _stack=()):
             raise ConfigError(f"{path}: base_config[{index}]: expected a file path, got {base!r}")
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
         base_tree = load_yaml_chain(os.path.abspath(base_path), f"{path}: base_config[{index}]", _stack + (path,))
-        merged = OmegaConf.merge(merged, base_tree)
-    merged = OmegaConf.merge(merged, node)
+        merged = override(merged, base_tree)
+    merged = override(merged, node)
     try:
         return OmegaConf.to_container(merged, resolve=True) if not _stack else merged
     except OmegaConfBaseException as error:

@@ -73,6 +73,7 @@ TOP_LEVEL = {
     "filepath_prefix": STR, "autotune_per_step": INT, "remote_save_url": STR, "do_eval": BOOL,
     "eval_step_interval": INT, "eval_epoch_interval": INT, "device_num": INT, "local_rank": INT,
     "register_path": STR, "predict_data": ANY, "predict_batch_size": INT, "eval_task": STR,
+    "eval_data_path": STR, "evaluation_batch_size": INT, "max_new_tokens": INT,
     "dry_run": BOOL, "deterministic": BOOL,
 }
 

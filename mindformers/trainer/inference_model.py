@@ -1,0 +1,43 @@
+"""The model that predict, chat and evaluation run: network, tokenizer and --load_checkpoint weights, built as the
+YAML says and switched to inference."""
+import logging
+
+from mindformers.checkpoint import resolve_checkpoint
+from mindformers.models.tokenization_utils import check_tokenizer_fits_model
+from mindformers.parallel import ParallelSettings
+from mindformers.tools.errors import ConfigError
+from mindformers.trainer.causal_language_modeling import build_network, build_tokenizer, tokenizer_file_key
+from mindformers.trainer.checkpoint_loading import load_checkpoint_for
+
+logger = logging.getLogger("mindformers")
+
+
+def checkpoint_to_load(config, purpose, required, rank_id=0):
+    """The checkpoint file --load_checkpoint names (a file, a folder, or an output folder with rank_<r>/), found
+    before anything is built; None when none is given and `purpose` can run without one."""
+    source = config.get("load_checkpoint")
+    if not source:
+        if required:
+            raise ConfigError(f"load_checkpoint: {purpose} scores trained weights; pass --load_checkpoint (a "
+                              "checkpoint file or folder)")
+        logger.warning("no load_checkpoint given: running %s with randomly initialised weights", purpose)
+        return None
+    return resolve_checkpoint(source, rank_id)
+
+
+def build_inference_model(config, purpose, need_tokenizer=True, need_checkpoint=False):
+    """(model_config, network, tokenizer) in inference mode; `purpose` ('predict', 'run_mode eval', ...) is named
+    in the one-line errors. The tokenizer is None when the config names no file and `need_tokenizer` is False."""
+    path = checkpoint_to_load(config, purpose, need_checkpoint)
+    tokenizer = build_tokenizer(config)
+    key = tokenizer_file_key((config.get("processor") or {}).get("tokenizer") or {}) or "vocab_file"
+    if tokenizer is None and need_tokenizer:
+        raise ConfigError(f"processor.tokenizer.{key}: {purpose} needs a tokenizer file (set it in the YAML or pass "
+                          "--vocab_file)")
+    model_config, network = build_network(config)
+    if tokenizer is not None:
+        check_tokenizer_fits_model(tokenizer, model_config.vocab_size, f"processor.tokenizer.{key}")
+    if path:  # with pet_config: base weights + adapters; with auto_trans_ckpt: from any strategy
+        load_checkpoint_for(network, config, ParallelSettings(), rank_id=0)
+    network.set_train(False)
+    return model_config, network, tokenizer

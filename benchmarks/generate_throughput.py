@@ -3,7 +3,7 @@ CPU, on the same weights, in one run.
 
 For each batch size: time to first token (the prompt's prefill plus choosing one token) and decode tokens/s
 (tokens generated after the first, over all rows, per second of decoding). Greedy, no eos, fp32, same threads.
-Graph compilation is excluded by a warm-up call with the same shapes; timed runs alternate between the sides.
+Graph compilation is excluded by warm-up calls with the same shapes; timed runs alternate between the sides.
 
     python benchmarks/generate_throughput.py                   # 8 layers, hidden 512, vocab 32000, 128+128, b 1, 8
     python benchmarks/generate_throughput.py --layers 1 --hidden 64 --heads 4 --vocab 256 --prompt 8 --new 4 \
@@ -65,11 +65,20 @@ def timed(fn):
     return time.perf_counter() - start
 
 
-def measure(run, batch, new, repeat):
-    """(ttft seconds, decode tokens/s): a 1-token run gives the first-token time, a full run the rest."""
-    first = statistics.median(timed(lambda: run(1)) for _ in range(repeat))
-    full = statistics.median(timed(lambda: run(new)) for _ in range(repeat))
-    return first, batch * (new - 1) / max(full - first, 1e-9)
+def measure(runs, batch, new, repeat):
+    """For each side in `runs`: (ttft seconds, decode tokens/s). A 1-token run gives the first-token time, a full
+    run the rest; the sides take turns within each repeat, so a change in machine load hits both alike."""
+    firsts = {side: [] for side in runs}
+    fulls = {side: [] for side in runs}
+    for _ in range(repeat):
+        for side, run in runs.items():
+            firsts[side].append(timed(lambda run=run: run(1)))
+            fulls[side].append(timed(lambda run=run: run(new)))
+    result = {}
+    for side in runs:
+        first, full = statistics.median(firsts[side]), statistics.median(fulls[side])
+        result[side] = (first, batch * (new - 1) / max(full - first, 1e-9))
+    return result
 
 
 def main(argv=None):
@@ -99,14 +108,15 @@ def main(argv=None):
                 return theirs.generate(torch_prompts, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
                                        do_sample=False, pad_token_id=0)
 
-        compile_time = timed(lambda: (run_ours(1), run_ours(2)))  # compiles prefill and decode for these shapes
-        run_theirs(2)
+        # The timed runs' own shapes: 1 and `new` tokens fall in different cache-length buckets, each compiled once.
+        warm_up = timed(lambda: (run_ours(1), run_ours(args.new)))
+        run_theirs(args.new)
         same = [row[args.prompt:] for row in run_ours(min(args.new, 8))] == \
             run_theirs(min(args.new, 8))[:, args.prompt:].tolist()
-        ours_ttft, ours_rate = measure(run_ours, batch, args.new, args.repeat)
-        theirs_ttft, theirs_rate = measure(run_theirs, batch, args.new, args.repeat)
+        timings = measure({"ours": run_ours, "theirs": run_theirs}, batch, args.new, args.repeat)
+        (ours_ttft, ours_rate), (theirs_ttft, theirs_rate) = timings["ours"], timings["theirs"]
         print(f"ours   batch {batch}: time to first token {ours_ttft * 1000:.1f} ms, decode {ours_rate:.1f} tokens/s "
-              f"(graph compile {compile_time:.1f} s)")
+              f"(warm-up with graph compiles {warm_up:.1f} s)")
         print(f"theirs batch {batch}: time to first token {theirs_ttft * 1000:.1f} ms, decode {theirs_rate:.1f} "
               f"tokens/s")
         print(f"same greedy tokens batch {batch}: {same}")

@@ -1,61 +1,34 @@
-"""The two compiled steps of generation for a Llama-layout causal LM: prefill (a whole prompt) and decode (one
-token per row against the KV cache).
+"""The compiled step of generation for a Llama-layout causal LM: new tokens through the model's own forward, with
+a key/value cache.
 
-They wrap the model with auto_prefix=False so its parameter names (and so checkpoint loading) stay as they are,
-and they mirror LlamaDecoderLayer (pre-norm attention, pre-norm SwiGLU, residuals) with the cached attention of
-mindformers/models/modules/kv_cache.py. Only the selected column goes through the LM head: at vocab 32000 the
-head is the largest matmul of a prefill.
+One cell serves prefill (the whole prompt grid at column 0), decode (one token per row) and the no-cache path
+(the whole grid again each step); graph mode compiles one graph per input shape. It wraps the model with
+auto_prefix=False so its parameter names (and so checkpoint loading) stay as they are, and only the selected
+column goes through the LM head: at vocab 32000 the head is the largest matmul of a prefill.
 """
 import mindspore as ms
 from mindspore import nn, ops
 
-from mindformers.models.modules.kv_cache import decode_attention, prefill_attention, rotary_at
+from mindformers.models.modules.kv_cache import KVCache, step_inputs
 
 
-class _StepBase(nn.Cell):
-    def __init__(self, model):
+class DecodingStep(nn.Cell):
+    """(input_ids (b, s), start (1,), first_columns (b,), select (1,)) -> logits (b, vocab) float32 of input column
+    `select`. The tokens sit at cache columns start .. start+s-1; a row's real tokens begin at first_columns[row]
+    (left padding before it is never attended to); their keys and values are written into `cache`."""
+
+    def __init__(self, model, batch, length):
         super().__init__(auto_prefix=False)
         self.lm = model
+        attention = model.model.layers[0].attention
+        self.cache = KVCache(len(model.model.layers), batch, attention.n_kv_heads, length, attention.head_dim,
+                             model.model.compute_dtype)
+        self.max_position = attention.rotary.cos.shape[0] - 1
+        self.window = attention.sliding_window
 
-    def embed(self, input_ids):
-        body = self.lm.model
-        return ops.cast(body.tok_embeddings(input_ids), body.compute_dtype)
-
-    def head(self, hidden):
-        return ops.cast(self.lm.logits(self.lm.model.norm_out(hidden)), ms.float32)
-
-
-class PrefillStep(_StepBase):
-    """(input_ids, positions (b, s), blocked (b, 1, s, s), select (1,)) -> logits (b, vocab) of column `select`,
-    and the keys and values of every layer (k0, v0, k1, v1, ...), each (b, kv_heads, s, head_dim)."""
-
-    def construct(self, input_ids, positions, blocked, select):
-        h = self.embed(input_ids)
-        caches = ()
-        for layer in self.lm.model.layers:
-            cos, sin = rotary_at(layer.attention.rotary, positions)
-            out, key, value = prefill_attention(layer.attention, layer.attention_norm(h), cos, sin, blocked)
-            h = h + out
-            h = h + layer.feed_forward(layer.ffn_norm(h))
-            caches = caches + (key, value)
-        last = ops.gather(h, select, 1)
-        return ops.reshape(self.head(last), (h.shape[0], -1)), caches
-
-
-class DecodeStep(_StepBase):
-    """(input_ids (b, 1), positions (b, 1), blocked (b, 1, 1, L), one_hot (1, 1, L, 1), caches) -> logits
-    (b, vocab) and the caches with the new column written."""
-
-    def construct(self, input_ids, positions, blocked, one_hot, caches):
-        h = self.embed(input_ids)
-        new_caches = ()
-        index = 0
-        for layer in self.lm.model.layers:
-            cos, sin = rotary_at(layer.attention.rotary, positions)
-            out, key, value = decode_attention(layer.attention, layer.attention_norm(h), cos, sin, blocked,
-                                               caches[index], caches[index + 1], one_hot)
-            h = h + out
-            h = h + layer.feed_forward(layer.ffn_norm(h))
-            new_caches = new_caches + (key, value)
-            index += 2
-        return ops.reshape(self.head(h), (h.shape[0], -1)), new_caches
+    def construct(self, input_ids, start, first_columns, select):
+        positions, blocked, slots = step_inputs(start, first_columns, input_ids.shape[1], self.cache,
+                                                self.max_position, self.window)
+        hidden = self.lm.model(input_ids, None, self.cache.layer_caches(positions, blocked, slots))
+        logits = self.lm.logits(ops.gather(hidden, select, 1))
+        return ops.reshape(ops.cast(logits, ms.float32), (input_ids.shape[0], -1))

@@ -27,6 +27,7 @@ class GenerationConfig:
     seed: Optional[int] = None
     use_past: bool = True                    # incremental decoding with the KV cache
     length_bucket: int = 16                  # prompt and cache lengths round up to this (fewer graph compiles)
+    transposed_weights: bool = True          # CPU: decode through (in, out) copies of the weights (faster, more memory)
 
     @classmethod
     def from_model_config(cls, model_config):
@@ -82,6 +83,8 @@ class GenerationConfig:
             fail("num_beams", "a positive integer")
         if self.num_beams > 1 and self.do_sample:
             fail("do_sample", "False with num_beams > 1 (beam sampling is not supported)")
+        if not isinstance(self.transposed_weights, bool):
+            fail("transposed_weights", "True or False")
         if not is_int(self.length_bucket) or self.length_bucket < 1:
             fail("length_bucket", "a positive integer")
         if self.seed is not None and not is_int(self.seed):

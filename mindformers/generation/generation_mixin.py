@@ -6,6 +6,7 @@ from mindformers.generation.beam_search import BeamSearch
 from mindformers.generation.decoding_state import DecodingState
 from mindformers.generation.generation_config import GenerationConfig
 from mindformers.generation.logits_process import apply_repetition_penalty, log_softmax, next_tokens
+from mindformers.generation.transposed_weights import mark_stale, transposed_weights
 from mindformers.tools.errors import ConfigError
 
 
@@ -37,6 +38,13 @@ class GenerationMixin:
     def generation_config(self):
         return GenerationConfig.from_model_config(self.config)
 
+    def add_flags(self, **flags):
+        """set_train(True) on the model or any wrapper around it lands here: training may change the weights, so
+        generation's transposed copies of them are refreshed before they are used again."""
+        if flags.get("training"):
+            mark_stale(self)
+        return super().add_flags(**flags)
+
     def generate(self, input_ids, attention_mask=None, streamer=None, tokenizer=None, generation_config=None,
                  **options):
         """Continue each prompt; returns one list per prompt: its tokens followed by the generated ones (ending at
@@ -54,9 +62,10 @@ class GenerationMixin:
         was_training = self.training
         self.set_train(False)
         try:
-            if config.num_beams > 1:
-                return self._beam_search(rows, budgets, config, tokenizer)
-            return self._decode(rows, budgets, config, tokenizer, streamer)
+            with transposed_weights(self, config.transposed_weights):
+                if config.num_beams > 1:
+                    return self._beam_search(rows, budgets, config, tokenizer)
+                return self._decode(rows, budgets, config, tokenizer, streamer)
         finally:
             self.set_train(was_training)
 
@@ -85,8 +94,7 @@ class GenerationMixin:
 
     def _decode(self, rows, budgets, config, tokenizer, streamer):
         """Greedy or sampling, all rows in step; a row that ends (eos, stop string, budget) stops growing."""
-        state = DecodingState(self, rows, int(budgets.max()), config.use_past, config.pad_token_id,
-                              config.length_bucket)
+        state = DecodingState(self, rows, int(budgets.max()), config)
         rng = np.random.default_rng(config.seed)
         eos = set(config.eos_ids)
         generated = [[] for _ in rows]
@@ -116,8 +124,7 @@ class GenerationMixin:
 
     def _beam_search(self, rows, budgets, config, tokenizer):
         beams = config.num_beams
-        state = DecodingState(self, [row for row in rows for _ in range(beams)], int(budgets.max()),
-                              config.use_past, config.pad_token_id, config.length_bucket)
+        state = DecodingState(self, [row for row in rows for _ in range(beams)], int(budgets.max()), config)
         search = BeamSearch(len(rows), beams, len(config.eos_ids), config.length_penalty, config.early_stopping)
         eos = set(config.eos_ids)
 

@@ -21,7 +21,7 @@ class LoRALinear(Linear):
     def construct(self, x):
         shape = x.shape
         flat = ops.reshape(ops.cast(x, self.compute_dtype), (-1, shape[-1]))
-        y = self.matmul(flat, ops.cast(self.weight, self.compute_dtype))
+        y = self.project(flat)
         if self.has_bias:
             y = y + ops.cast(self.bias, self.compute_dtype)
         low = self.matmul(self.lora_dropout(flat), ops.cast(self.lora_a, self.compute_dtype))

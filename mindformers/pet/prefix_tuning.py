@@ -35,7 +35,7 @@ class PrefixAttention(Attention):
 
     def with_prefix(self, key, value, blocked):
         """Keys/values (b, kv_heads, s, d) with the prefixes put in front, and blocked (b|1, 1, q, s) widened by
-        prefix columns that are never blocked. Generation's cached attention calls this too (kv_cache.attend)."""
+        prefix columns that are never blocked."""
         batch, queries = key.shape[0], blocked.shape[2]
         prefix_key, prefix_value = self.prefix_key_value()
         shape = (batch, self.n_kv_heads, self.prefix_tokens, self.head_dim)
@@ -44,13 +44,11 @@ class PrefixAttention(Attention):
         visible = ops.zeros((blocked.shape[0], 1, queries, self.prefix_tokens), blocked.dtype)
         return key, value, ops.concat((visible, blocked), -1)
 
-    def construct(self, x, attention_mask=None):
-        batch, seq, _ = x.shape
-        query, key, value = self.rotated_qkv(x, seq)
-        key, value, blocked = self.with_prefix(key, value, self.blocked_positions(seq, attention_mask))
+    def attend(self, query, key, value, blocked):
+        """Attention.attend over [prefix; keys], for full forwards and cached generation alike."""
+        key, value, blocked = self.with_prefix(key, value, blocked)
         # exact attention on every backend: the fused kernel's mask layout has no room for the prefix columns
-        context = self.exact_attention(query, self.repeat_kv(key), self.repeat_kv(value), blocked)
-        return self.output(context, batch, seq)
+        return self.exact_attention(query, key, value, blocked)
 
 
 def add_prefix(attention, prefix_tokens, mid_dim=0, dropout=0.0, init_std=0.02):

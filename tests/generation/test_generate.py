@@ -1,5 +1,6 @@
 """generate(): KV cache vs no cache, transformers parity (greedy, beam search, repetition penalty), batching,
-seeded sampling, defaults from the model config and clear errors for bad options. PyNative, tiny models."""
+seeded sampling, defaults from the model config and clear errors for bad options. PyNative and graph mode, tiny
+models."""
 import numpy as np
 import pytest
 
@@ -8,15 +9,18 @@ import mindspore as ms  # noqa: E402
 import torch  # noqa: E402
 
 from mindformers import ConfigError, LlamaConfig, LlamaForCausalLM  # noqa: E402
-from tests.fixtures.hf_models import hf_folders, load_hf  # noqa: E402,F401
+from tests.fixtures.hf_models import hf_folders, load_hf, register_mistral  # noqa: E402,F401
 
 PROMPTS = [[5, 6, 7, 8, 9, 1], [10, 11, 12]]  # different lengths: the batch is left padded
 NEW = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+@pytest.fixture(autouse=True, scope="module", params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
+def mode(request):
+    """Every test in both modes: graph mode compiles the decoding step once per shape, pynative runs it op by op."""
+    ms.set_context(mode=request.param, device_target="CPU")
+    yield request.param
+    ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,14 @@ def test_greedy_with_and_without_cache_equals_transformers(models, kind):
     cached = assert_same_as_hf(ours, hf_model, eos_token_id=2)
     assert ours.generate(PROMPTS, max_new_tokens=NEW, eos_token_id=2, use_past=False) == cached
     assert [ours.generate([p], max_new_tokens=NEW, eos_token_id=2)[0] for p in PROMPTS] == cached
+
+
+def test_mistral_sliding_window_equals_transformers(hf_folders):  # noqa: F811
+    """Prompts and continuations longer than the window of 4: the cache masks keys that slid out of it."""
+    ours = register_mistral().MistralForCausalLM.from_pretrained(hf_folders["mistral"], use_past=True)
+    assert ours.config.sliding_window == 4
+    cached = assert_same_as_hf(ours, load_hf(hf_folders["mistral"]), eos_token_id=2)
+    assert ours.generate(PROMPTS, max_new_tokens=NEW, eos_token_id=2, use_past=False) == cached
 
 
 @pytest.mark.parametrize("kind,eos", [("mha", 2), ("gqa", 45)])  # gqa: eos 45 ends beams early

@@ -11,9 +11,11 @@ from mindformers.generation.chat import ChatSession, encode_with_specials
 from mindformers.models.llama import LlamaTokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+@pytest.fixture(autouse=True, scope="module", params=[ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
+def mode(request):
+    ms.set_context(mode=request.param, device_target="CPU")
+    yield
+    ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
 @pytest.fixture(scope="module")

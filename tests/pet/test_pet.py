@@ -160,16 +160,22 @@ def test_pet_config_errors():
         tiny_model(pet={"pet_type": "adapter"})
 
 
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
 @pytest.mark.parametrize("pet", [LORA, {"pet_type": "prefixtuning", "prefix_token_num": 3, "mid_dim": 0}])
-def test_generation_uses_the_adapters(pet):
+def test_generation_uses_the_adapters(pet, mode):
     """Cached generation (prefill + decode steps) continues prompts exactly as greedy decoding on full forwards."""
     model = tiny_model(pet=pet)
     train(model)
     prompt = labelled_batch()[0].asnumpy()[:2, :3].tolist()
-    generated = model.generate(prompt, max_new_tokens=4, do_sample=False, num_beams=1, eos_token_id=VOCAB - 1)
-    for row, out in zip(prompt, generated):
-        tokens = list(row)
-        while len(tokens) < len(out):
-            logits = model(Tensor(np.asarray([tokens], np.int32))).asnumpy()
-            tokens.append(int(logits[0, -1].argmax()))
-        assert len(out) > len(row) and list(out) == tokens
+    ms.set_context(mode=mode)
+    try:
+        generated = model.generate(prompt, max_new_tokens=4, do_sample=False, num_beams=1, eos_token_id=VOCAB - 1)
+        for row, out in zip(prompt, generated):
+            tokens = list(row)
+            while len(tokens) < len(out):
+                grid = np.zeros((1, SEQ), np.int32)  # right padding leaves earlier logits alone: one graph compile
+                grid[0, :len(tokens)] = tokens
+                tokens.append(int(model(Tensor(grid)).asnumpy()[0, len(tokens) - 1].argmax()))
+            assert len(out) > len(row) and list(out) == tokens
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)

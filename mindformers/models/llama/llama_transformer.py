@@ -25,6 +25,7 @@ class LlamaDecoderLayer(nn.Cell):
                                               param_init_type=config.dtype("param_init_type"),
                                               init_std=config.initializer_range)
 
-    def construct(self, x, attention_mask=None):
-        h = x + self.attention(self.attention_norm(x), attention_mask)
+    def construct(self, x, attention_mask=None, cache=None):
+        """Training, full forwards and generation alike; `cache` is generation's (see Attention.construct)."""
+        h = x + self.attention(self.attention_norm(x), attention_mask, cache)
         return h + self.feed_forward(self.ffn_norm(h))

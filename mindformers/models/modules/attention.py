@@ -5,8 +5,10 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from mindformers.models.modules import kv_cache
 from mindformers.models.modules.linear import Linear
 from mindformers.models.modules.rotary import RotaryEmbedding
+from mindformers.parallel.tensor_parallel import local_size
 
 # Large enough to zero a softmax weight, small enough to stay finite in float16.
 MASK_VALUE = -10000.0
@@ -30,8 +32,10 @@ class Attention(nn.Cell):
                  init_std=0.02, use_flash_attention=False, sliding_window=None, has_bias=False,
                  rope_scaling_factor=1.0):
         super().__init__()
-        self.num_heads = num_heads
-        self.n_kv_heads = n_kv_heads
+        # Heads this rank computes: with stand-alone model parallelism (CPU) each rank takes a consecutive block of
+        # query heads and the key/value heads serving them, so GQA groups stay whole (wq/wk/wv split their outputs).
+        self.num_heads = local_size(num_heads)
+        self.n_kv_heads = local_size(n_kv_heads)
         self.head_dim = hidden_size // num_heads
         self.repeats = num_heads // n_kv_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
@@ -53,14 +57,6 @@ class Attention(nn.Cell):
         batch, seq, _ = x.shape
         return ops.transpose(ops.reshape(x, (batch, seq, heads, self.head_dim)), (0, 2, 1, 3))
 
-    def repeat_kv(self, x):
-        """(b, kv, s, d) -> (b, kv*repeats, s, d) with explicit copies: CPU BatchMatMul cannot broadcast batch dims."""
-        if self.repeats == 1:
-            return x
-        batch, kv, seq, dim = x.shape
-        x = ops.broadcast_to(ops.expand_dims(x, 2), (batch, kv, self.repeats, seq, dim))
-        return ops.reshape(x, (batch, kv * self.repeats, seq, dim))
-
     def blocked_positions(self, seq, attention_mask):
         """(b or 1, 1, s, s) with 1 where attention is blocked, from the causal mask and an optional padding mask."""
         # Built from positions on the fly rather than kept as a (seq_length, seq_length) buffer per layer: at 32K
@@ -76,38 +72,55 @@ class Attention(nn.Cell):
             blocked = ops.maximum(blocked, padding)
         return blocked
 
-    def rotated_qkv(self, x, seq):
-        """Query, key and value heads (b, heads, s, d) of x, query and key rotated."""
-        query = self.split_heads(self.wq(x), self.num_heads)
-        key = self.split_heads(self.wk(x), self.n_kv_heads)
-        value = self.split_heads(self.wv(x), self.n_kv_heads)
-        query, key = self.rotary(query, key, seq)
-        return query, key, value
-
     def output(self, context, batch, seq):
         """(b, heads, s, d) attention context -> (b, s, hidden) through the output projection."""
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, seq, self.num_heads * self.head_dim))
         return self.wo(context)
 
-    def construct(self, x, attention_mask=None):
+    def construct(self, x, attention_mask=None, cache=None):
+        """x (b, s, hidden) -> (b, s, hidden). Training and full forwards attend within x: causal, positions
+        0..s-1, keys blocked where attention_mask (b, s) is 0. Generation passes `cache` instead (built by
+        mindformers/models/modules/kv_cache.py): per-row positions (b, s), blocked (b, 1, s, L), the slots of the
+        new keys and this layer's key and value tables; the new keys and values are written into the tables in
+        place and the queries attend over all L cached columns."""
         batch, seq, _ = x.shape
-        query, key, value = self.rotated_qkv(x, seq)
-        blocked = self.blocked_positions(seq, attention_mask)
-        if self.use_flash_attention:
-            context = self.fused_attention(query, key, value, blocked)
+        query = self.split_heads(self.wq(x), self.num_heads)
+        key = self.split_heads(self.wk(x), self.n_kv_heads)
+        value = self.split_heads(self.wv(x), self.n_kv_heads)
+        if cache is None:
+            cos, sin = self.rotary.first(seq)
+            blocked = self.blocked_positions(seq, attention_mask)
         else:
-            context = self.exact_attention(query, self.repeat_kv(key), self.repeat_kv(value), blocked)
-        return self.output(context, batch, seq)
+            cos, sin = self.rotary.at(kv_cache.positions_of(cache))
+            blocked = kv_cache.blocked_of(cache)
+        query = self.rotary.rotate(query, cos, sin)
+        key = self.rotary.rotate(key, cos, sin)
+        if cache is not None:
+            key, value = kv_cache.write(cache, key, value)
+        return self.output(self.attend(query, key, value, blocked), batch, seq)
+
+    def attend(self, query, key, value, blocked):
+        """(b, heads, s, d) context of queries over keys/values (b, kv_heads, k, d); blocked (b|1, 1, s, k)."""
+        if self.use_flash_attention:
+            return self.fused_attention(query, key, value, blocked)
+        return self.exact_attention(query, key, value, blocked)
 
     def exact_attention(self, query, key, value, blocked):
-        scores = self.qk_matmul(query, key)
-        scores = ops.cast(scores, self.softmax_compute_type) * self.scale
-        scores = scores + ops.cast(blocked, self.softmax_compute_type) * MASK_VALUE
-        probs = ops.cast(ops.softmax(scores, -1), self.compute_dtype)
-        return self.pv_matmul(probs, value)
+        """Softmax attention in softmax_compute_type. The query heads that share a key/value head are stacked as
+        rows of one matrix product, so GQA makes no copies of the keys and values (CPU BatchMatMul cannot
+        broadcast batch dims)."""
+        batch, heads, seq, dim = query.shape
+        kv_heads, keys = key.shape[1], key.shape[2]
+        grouped = ops.reshape(query, (batch, kv_heads, self.repeats * seq, dim))
+        scores = ops.cast(self.qk_matmul(grouped, key), self.softmax_compute_type) * self.scale
+        scores = ops.reshape(scores, (batch, kv_heads, self.repeats, seq, keys))
+        mask = ops.reshape(ops.cast(blocked, self.softmax_compute_type), (blocked.shape[0], 1, 1, seq, keys))
+        probs = ops.cast(ops.softmax(scores + mask * MASK_VALUE, -1), self.compute_dtype)
+        context = self.pv_matmul(ops.reshape(probs, (batch, kv_heads, self.repeats * seq, keys)), value)
+        return ops.reshape(context, (batch, heads, seq, dim))
 
     def fused_attention(self, query, key, value, blocked):
         """MindSpore's FlashAttentionScore (Ascend only): handles GQA itself when given fewer key/value heads."""
-        mask = ops.cast(ops.broadcast_to(blocked, (query.shape[0], 1, query.shape[2], query.shape[2])), ms.uint8)
+        mask = ops.cast(ops.broadcast_to(blocked, (query.shape[0], 1, query.shape[2], key.shape[2])), ms.uint8)
         return ops.flash_attention_score(query, key, value, self.num_heads, attn_mask=mask,
                                          scalar_value=self.scale, input_layout="BNSD")

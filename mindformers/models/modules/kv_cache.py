@@ -1,53 +1,91 @@
-"""Attention over a key/value cache, for incremental decoding: the weights and math of an existing `Attention`.
+"""The key/value cache of incremental decoding, and the attention inputs a cached forward derives from it.
 
-Training never comes here: these functions read the Attention cell's projections, rotary tables and exact
-attention, so generation and training share one set of weights and one softmax. Shapes stay static (the cache
-is preallocated to its full length and written in place of a one-hot column), so graph mode compiles each step
-once. Positions are per row (left-padded rows start at 0), so a padded row decodes as it would alone.
+A cache is preallocated for one (batch, length) bucket and held as Parameters, so a step writes only its new
+columns, in place, and graph mode compiles each bucket once. Each layer's keys (and values) are one flat
+(batch * kv_heads * length, head_dim) table written with ScatterUpdate over its rows: MindSpore's CPU
+ScatterNdUpdate copies the whole tensor on every call, ScatterUpdate does not. Attention reads the table as
+(batch, kv_heads, length, head_dim).
+
+Masks, positions and write slots are built inside the compiled step from three small tensors (the first new
+column, each row's first real column, as rows are left padded), so the host sends O(batch) numbers per step.
+Positions count from a row's first real token, so a padded row decodes exactly as it would alone.
 """
-from mindspore import ops
+import mindspore as ms
+from mindspore import Parameter, ParameterTuple, nn, ops
 
 
-def rotary_at(rotary, positions):
-    """cos/sin of shape (batch, 1, seq, head_dim) at per-row `positions` (batch, seq)."""
-    batch, seq = positions.shape
-    cos = ops.reshape(ops.gather(rotary.cos, positions, 0), (batch, 1, seq, -1))
-    sin = ops.reshape(ops.gather(rotary.sin, positions, 0), (batch, 1, seq, -1))
-    return cos, sin
+class KVCache(nn.Cell):
+    """Keys and values of `num_layers` layers for `batch` rows of `length` columns."""
+
+    def __init__(self, num_layers, batch, kv_heads, length, head_dim, dtype=ms.float32):
+        super().__init__()
+        self.batch, self.kv_heads, self.length, self.head_dim = batch, kv_heads, length, head_dim
+        shape = (batch * kv_heads * length, head_dim)
+
+        def tables(kind):
+            return ParameterTuple(Parameter(ops.zeros(shape, dtype), name=f"kv_cache.{kind}.{layer}",
+                                            requires_grad=False) for layer in range(num_layers))
+
+        self.keys = tables("key")
+        self.values = tables("value")
+
+    def layer_caches(self, positions, blocked, slots):
+        """The `cache` argument of LlamaModel: shared step inputs, then every layer's key and value tables."""
+        return positions, blocked, slots, self.keys, self.values
+
+    def reorder(self, sources):
+        """Beam search: row r continues from row sources[r] (numpy ints); runs eagerly, outside the step."""
+        index = ms.Tensor(sources, ms.int32)
+        for table in tuple(self.keys) + tuple(self.values):
+            rows = ops.reshape(table, (self.batch, -1))
+            ops.assign(table, ops.reshape(ops.gather(rows, index, 0), table.shape))
 
 
-def project(attn, x, cos, sin):
-    """Rotated query (b, heads, s, d) and key, value (b, kv_heads, s, d) of hidden states x (b, s, hidden)."""
-    query = attn.rotary.rotate(attn.split_heads(attn.wq(x), attn.num_heads), cos, sin)
-    key = attn.rotary.rotate(attn.split_heads(attn.wk(x), attn.n_kv_heads), cos, sin)
-    value = attn.split_heads(attn.wv(x), attn.n_kv_heads)
-    return query, key, value
+def layer_cache(cache, index):
+    """Layer `index`'s share of LlamaModel's `cache`: (positions, blocked, slots, key table, value table)."""
+    if cache is None:
+        return None
+    positions, blocked, slots, keys, values = cache
+    return positions, blocked, slots, keys[index], values[index]
 
 
-def attend(attn, query, key, value, blocked):
-    """Output projection of attention of query over key/value; blocked (b, 1, s, keys) is 1 where not allowed."""
-    batch, _, seq, _ = query.shape
-    if getattr(attn, "prefix_tokens", 0):  # prefix tuning (mindformers/pet/prefix_tuning.py): trained keys in front
-        key, value, blocked = attn.with_prefix(key, value, blocked)
-    context = attn.exact_attention(query, attn.repeat_kv(key), attn.repeat_kv(value), blocked)
-    context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, seq, attn.num_heads * attn.head_dim))
-    return attn.wo(context)
+def step_inputs(start, first_columns, seq, cache, max_position, window):
+    """For `seq` new tokens per row at columns start .. start+seq-1 (start: (1,) int32) of rows whose real tokens
+    begin at first_columns (batch,) int32:
+      positions (batch, seq) for the rotary tables (clamped to the table),
+      blocked (batch, 1, seq, length) float32, 1 where a query must not see a cached column (the future, left
+      padding, beyond the sliding window),
+      slots (batch * kv_heads * seq,) the table rows the new keys and values go to."""
+    batch = first_columns.shape[0]
+    columns = ops.arange(seq, dtype=ms.int32) + start
+    first = ops.reshape(first_columns, (batch, 1))
+    positions = ops.clip_by_value(ops.reshape(columns, (1, seq)) - first, 0, max_position)
+    queries = ops.reshape(columns, (1, 1, seq, 1))
+    keys = ops.reshape(ops.arange(cache.length, dtype=ms.int32), (1, 1, 1, cache.length))
+    blocked = ops.logical_or(keys > queries, keys < ops.reshape(first, (batch, 1, 1, 1)))
+    if window:
+        blocked = ops.logical_or(blocked, queries - keys >= window)
+    rows = ops.reshape(ops.arange(batch * cache.kv_heads, dtype=ms.int32) * cache.length, (-1, 1))
+    slots = ops.reshape(rows + ops.reshape(columns, (1, seq)), (-1,))
+    return positions, ops.cast(blocked, ms.float32), slots
 
 
-def write_column(cache, new, one_hot):
-    """cache (b, kv, L, d) with column `one_hot` (1, 1, L, 1) replaced by new (b, kv, 1, d); exact for finite values."""
-    return cache * (1.0 - one_hot) + new * one_hot
+def positions_of(cache):
+    return cache[0]
 
 
-def prefill_attention(attn, x, cos, sin, blocked):
-    """Attention over the prompt itself; returns the output and the prompt's keys and values (to seed the cache)."""
-    query, key, value = project(attn, x, cos, sin)
-    return attend(attn, query, key, value, blocked), key, value
+def blocked_of(cache):
+    return cache[1]
 
 
-def decode_attention(attn, x, cos, sin, blocked, key_cache, value_cache, one_hot):
-    """One new token per row: write its key/value into the cache column, attend over the whole cache."""
-    query, key, value = project(attn, x, cos, sin)
-    key_cache = write_column(key_cache, key, one_hot)
-    value_cache = write_column(value_cache, value, one_hot)
-    return attend(attn, query, key_cache, value_cache, blocked), key_cache, value_cache
+def _write_table(table, slots, new):
+    batch, kv_heads, _, head_dim = new.shape
+    table = ops.scatter_update(table, slots, ops.reshape(new, (-1, head_dim)))
+    return ops.reshape(table, (batch, kv_heads, -1, head_dim))
+
+
+def write(cache, key, value):
+    """Put a layer's new keys and values (batch, kv_heads, seq, head_dim) into its tables (a layer_cache); the
+    tables as (batch, kv_heads, length, head_dim) after the write."""
+    slots, key_table, value_table = cache[2], cache[3], cache[4]
+    return _write_table(key_table, slots, key), _write_table(value_table, slots, value)

@@ -1,0 +1,77 @@
+"""The key/value cache: step inputs built in the graph, in-place writes, beam reordering, and a decoder layer fed
+through the cache computing what its full forward computes. PyNative, tiny shapes."""
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Tensor
+
+from mindformers.models.llama import LlamaConfig
+from mindformers.models.llama.llama_transformer import LlamaDecoderLayer
+from mindformers.models.modules.kv_cache import KVCache, layer_cache, step_inputs
+
+
+@pytest.fixture(autouse=True)
+def pynative():
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+
+
+def reference_inputs(start, first_columns, seq, length, kv_heads, max_position, window):
+    columns = start + np.arange(seq)
+    positions = np.clip(columns[None, :] - first_columns[:, None], 0, max_position)
+    keys = np.arange(length)
+    blocked = (keys[None, None, :] > columns[None, :, None]) | (keys[None, None, :] < first_columns[:, None, None])
+    if window:
+        blocked |= columns[None, :, None] - keys[None, None, :] >= window
+    rows = np.arange(len(first_columns) * kv_heads) * length
+    return positions, blocked[:, None].astype(np.float32), (rows[:, None] + columns[None, :]).reshape(-1)
+
+
+@pytest.mark.parametrize("start,seq,window", [(0, 6, None), (6, 1, None), (9, 1, 3), (0, 10, 3)])
+def test_step_inputs_match_numpy(start, seq, window):
+    first_columns = np.array([0, 4], np.int32)  # the second row is left padded by 4
+    cache = KVCache(1, batch=2, kv_heads=3, length=10, head_dim=2)
+    got = step_inputs(Tensor(np.array([start], np.int32)), Tensor(first_columns), seq, cache, 7, window)
+    expected = reference_inputs(start, first_columns, seq, 10, 3, 7, window)
+    for name, value, want in zip(("positions", "blocked", "slots"), got, expected):
+        np.testing.assert_array_equal(value.asnumpy(), want, err_msg=name)
+
+
+def test_reorder_moves_whole_rows():
+    cache = KVCache(2, batch=3, kv_heads=2, length=4, head_dim=5)
+    tables = tuple(cache.keys) + tuple(cache.values)
+    before = []
+    for index, table in enumerate(tables):
+        value = np.random.default_rng(index).normal(size=table.shape).astype(np.float32)
+        table.set_data(Tensor(value))
+        before.append(value.reshape(3, -1))
+    cache.reorder(np.array([2, 2, 0]))
+    for table, value in zip(tables, before):
+        np.testing.assert_array_equal(table.asnumpy().reshape(3, -1), value[[2, 2, 0]])
+
+
+@pytest.mark.parametrize("kv_heads,window", [(4, None), (2, None), (1, 3)], ids=["mha", "gqa", "mqa-window"])
+def test_layer_through_the_cache_equals_its_full_forward(kv_heads, window):
+    """A left-padded prompt run through the cache, then one token at a time, gives the full forward's outputs at
+    every real position (the same layer, the same weights)."""
+    np.random.seed(0)
+    config = LlamaConfig(seq_length=16, hidden_size=16, num_layers=1, num_heads=4, n_kv_heads=kv_heads,
+                         vocab_size=8, intermediate_size=32, compute_dtype="float32", sliding_window=window)
+    layer = LlamaDecoderLayer(config, 0)
+    pad, prompt, total = 2, 5, 9
+    x = np.random.default_rng(1).normal(size=(1, total - pad, 16)).astype(np.float32)
+    full = layer(Tensor(x)).asnumpy()
+    cache = KVCache(1, batch=1, kv_heads=kv_heads, length=total, head_dim=4)
+    first = Tensor(np.array([pad], np.int32))
+
+    def run(columns):
+        grid = np.zeros((1, len(columns), 16), np.float32)
+        real = [c - pad for c in columns]
+        grid[0, [i for i, r in enumerate(real) if r >= 0]] = x[0, [r for r in real if r >= 0]]
+        inputs = step_inputs(Tensor(np.array([columns[0]], np.int32)), first, len(columns), cache, 15, window)
+        return layer(Tensor(grid), None, layer_cache(cache.layer_caches(*inputs), 0))
+
+    out = run(list(range(prompt))).asnumpy()
+    np.testing.assert_allclose(out[0, pad:], full[0, :prompt - pad], rtol=1e-5, atol=1e-5)
+    for column in range(prompt, total):
+        out = run([column]).asnumpy()
+        np.testing.assert_allclose(out[0, 0], full[0, column - pad], rtol=1e-5, atol=1e-5)

@@ -55,10 +55,12 @@ class DecodingState:
         self.first_columns = np.array([self.prompt_columns - len(row) for row in rows], np.int32)
         for row, tokens in enumerate(rows):
             self.ids[row, self.first_columns[row]:self.prompt_columns] = tokens
+        self.first_columns_tensor = Tensor(self.first_columns)  # made once: input tensors cost per step too
+        self.select_first = _index(0)
 
     def _run(self, ids, start, select):
-        logits = self.step(Tensor(ids), _index(start), Tensor(self.first_columns), _index(select))
-        return logits.asnumpy()
+        select = self.select_first if select == 0 else _index(select)
+        return self.step(Tensor(ids), _index(start), self.first_columns_tensor, select).asnumpy()
 
     def first_logits(self):
         """Logits (batch, vocab) for the first new token, after running the prompt."""
@@ -77,5 +79,6 @@ class DecodingState:
     def reorder(self, sources):
         """Beam search: row r continues from row sources[r] (its tokens, padding and cache)."""
         self.ids, self.first_columns = self.ids[sources], self.first_columns[sources]
+        self.first_columns_tensor = Tensor(self.first_columns)
         if self.use_past:
             self.step.cache.reorder(sources)

@@ -18,7 +18,7 @@ def pynative():
 def reference_inputs(start, first_columns, seq, length, kv_heads, max_position, window):
     columns = start + np.arange(seq)
     positions = np.clip(columns[None, :] - first_columns[:, None], 0, max_position)
-    keys = np.arange(length)
+    keys = np.arange(seq if seq > 1 else length)  # a prefill attends within itself
     blocked = (keys[None, None, :] > columns[None, :, None]) | (keys[None, None, :] < first_columns[:, None, None])
     if window:
         blocked |= columns[None, :, None] - keys[None, None, :] >= window

@@ -88,13 +88,13 @@ class Attention(nn.Cell):
         key = self.split_heads(self.wk(x), self.n_kv_heads)
         value = self.split_heads(self.wv(x), self.n_kv_heads)
         if cache is None:
-            cos, sin = self.rotary.first(seq)
+            tables = self.rotary.first(seq)
             blocked = self.blocked_positions(seq, attention_mask)
         else:
-            cos, sin = self.rotary.at(kv_cache.positions_of(cache))
+            tables = self.rotary.at(kv_cache.positions_of(cache))
             blocked = kv_cache.blocked_of(cache)
-        query = self.rotary.rotate(query, cos, sin)
-        key = self.rotary.rotate(key, cos, sin)
+        query = self.rotary.rotate(query, tables)
+        key = self.rotary.rotate(key, tables)
         if cache is not None:
             key, value = kv_cache.write(cache, key, value)
         return self.output(self.attend(query, key, value, blocked), batch, seq)

@@ -3,8 +3,9 @@
 A cache is preallocated for one (batch, length) bucket and held as Parameters, so a step writes only its new
 columns, in place, and graph mode compiles each bucket once. Each layer's keys (and values) are one flat
 (batch * kv_heads * length, head_dim) table written with ScatterUpdate over its rows: MindSpore's CPU
-ScatterNdUpdate copies the whole tensor on every call, ScatterUpdate does not. Attention reads the table as
-(batch, kv_heads, length, head_dim).
+ScatterNdUpdate copies the whole tensor on every call, ScatterUpdate does not. A decode step reads the table as
+(batch, kv_heads, length, head_dim); that reshape of a Parameter is a copy on CPU, the one per-step cost that grows
+with the cache. A prefill attends to its own keys only.
 
 Masks, positions and write slots are built inside the compiled step from three small tensors (the first new
 column, each row's first real column, as rows are left padded), so the host sends O(batch) numbers per step.
@@ -49,19 +50,27 @@ def layer_cache(cache, index):
     return positions, blocked, slots, keys[index], values[index]
 
 
+def attends_within_step(seq):
+    """A step of several tokens is a prefill: it starts at column 0, so every key its queries may see is one of its
+    own, and it attends to those alone (not to the whole preallocated table). A one-token step attends to the
+    table."""
+    return seq > 1
+
+
 def step_inputs(start, first_columns, seq, cache, max_position, window):
-    """For `seq` new tokens per row at columns start .. start+seq-1 (start: (1,) int32) of rows whose real tokens
-    begin at first_columns (batch,) int32:
+    """For `seq` new tokens per row at columns start .. start+seq-1 (start: (1,) int32; 0 when seq > 1) of rows
+    whose real tokens begin at first_columns (batch,) int32:
       positions (batch, seq) for the rotary tables (clamped to the table),
-      blocked (batch, 1, seq, length) float32, 1 where a query must not see a cached column (the future, left
-      padding, beyond the sliding window),
+      blocked (batch, 1, seq, keys) float32, 1 where a query must not see a key column (the future, left padding,
+      beyond the sliding window); keys is seq for a prefill, else the table length (attends_within_step),
       slots (batch * kv_heads * seq,) the table rows the new keys and values go to."""
     batch = first_columns.shape[0]
     columns = ops.arange(seq, dtype=ms.int32) + start
     first = ops.reshape(first_columns, (batch, 1))
     positions = ops.clip_by_value(ops.reshape(columns, (1, seq)) - first, 0, max_position)
     queries = ops.reshape(columns, (1, 1, seq, 1))
-    keys = ops.reshape(ops.arange(cache.length, dtype=ms.int32), (1, 1, 1, cache.length))
+    width = seq if attends_within_step(seq) else cache.length
+    keys = ops.reshape(ops.arange(width, dtype=ms.int32), (1, 1, 1, width))
     blocked = ops.logical_or(keys > queries, keys < ops.reshape(first, (batch, 1, 1, 1)))
     if window:
         blocked = ops.logical_or(blocked, queries - keys >= window)
@@ -78,14 +87,16 @@ def blocked_of(cache):
     return cache[1]
 
 
-def _write_table(table, slots, new):
-    batch, kv_heads, _, head_dim = new.shape
-    table = ops.scatter_update(table, slots, ops.reshape(new, (-1, head_dim)))
-    return ops.reshape(table, (batch, kv_heads, -1, head_dim))
-
-
 def write(cache, key, value):
-    """Put a layer's new keys and values (batch, kv_heads, seq, head_dim) into its tables (a layer_cache); the
-    tables as (batch, kv_heads, length, head_dim) after the write."""
+    """Put a layer's new keys and values (batch, kv_heads, seq, head_dim) into its tables (a layer_cache). Returns
+    the keys and values to attend to: the tables as (batch, kv_heads, length, head_dim) after the write, or for a
+    prefill the new ones themselves (attends_within_step)."""
     slots, key_table, value_table = cache[2], cache[3], cache[4]
-    return _write_table(key_table, slots, key), _write_table(value_table, slots, value)
+    batch, kv_heads, seq, head_dim = key.shape
+    key_table = ops.scatter_update(key_table, slots, ops.reshape(key, (-1, head_dim)))
+    value_table = ops.scatter_update(value_table, slots, ops.reshape(value, (-1, head_dim)))
+    if attends_within_step(seq):
+        return ops.depend(key, key_table), ops.depend(value, value_table)
+    # a Parameter reshaped is a copy on CPU (as the one-hot rewrite was), but the write itself is in place
+    heads = (batch, kv_heads, -1, head_dim)
+    return ops.reshape(key_table, heads), ops.reshape(value_table, heads)

@@ -36,8 +36,9 @@ class RotaryEmbedding(nn.Cell):
     """Applies rotary embedding to (batch, heads, seq, head_dim) query/key tensors.
 
     rotate_half(x) = concat(-x2, x1) is computed as swap_halves(x) = concat(x2, x1), one gather, times a sin table
-    whose first half is negated: three fewer kernels per rotation than slicing, negating and concatenating, which
-    matters in a decode step where kernel launches cost more than the arithmetic."""
+    whose first half is negated: three fewer kernels per rotation than slicing, negating and concatenating. For one
+    token per row (a decode step) the rotation is a (head_dim, head_dim) matrix per row, so one matrix product
+    rotates every head: in a decode step kernel launches cost more than the arithmetic."""
 
     def __init__(self, head_dim, max_positions, theta=10000.0, rotary_dtype=ms.float32, scaling_factor=1.0):
         super().__init__()
@@ -47,27 +48,41 @@ class RotaryEmbedding(nn.Cell):
         self.cos = Tensor(cos, dtype=rotary_dtype)
         self.sin = Tensor(sin, dtype=rotary_dtype)
         self.signed_sin = Tensor(sin * sign, dtype=rotary_dtype)
-        self.swap_halves = Tensor(np.roll(np.arange(head_dim, dtype=np.int32), -self.half))
+        swap_halves = np.roll(np.arange(head_dim), -self.half)
+        self.swap_halves = Tensor(swap_halves.astype(np.int32))
+        # x @ (identity * cos + swapping * signed_sin) == x * cos + swap_halves(x) * signed_sin, for row vectors x
+        self.identity = Tensor(np.eye(head_dim, dtype=np.float32), dtype=rotary_dtype)
+        self.swapping = Tensor(np.eye(head_dim, dtype=np.float32)[swap_halves].T, dtype=rotary_dtype)
         self.rotary_dtype = rotary_dtype
+        self.rotate_rows = ops.BatchMatMul()
 
-    def rotate(self, x, cos, signed_sin):
-        """x rotated by tables from `first` or `at` (cos and the signed sin)."""
+    def rotate(self, x, tables):
+        """x (b, heads, s, d) rotated by the tables from `first` or `at`."""
         original_type = x.dtype
         x = ops.cast(x, self.rotary_dtype)
-        return ops.cast(x * cos + ops.gather(x, self.swap_halves, x.ndim - 1) * signed_sin, original_type)
+        if len(tables) == 1:  # a rotation matrix per row, for one token per row
+            batch, heads, seq, dim = x.shape
+            rotated = ops.reshape(self.rotate_rows(ops.reshape(x, (batch, heads * seq, dim)), tables[0]), x.shape)
+        else:
+            cos, signed_sin = tables
+            rotated = x * cos + ops.gather(x, self.swap_halves, x.ndim - 1) * signed_sin
+        return ops.cast(rotated, original_type)
 
     def first(self, seq_length):
-        """cos/signed sin (seq, head_dim) of positions 0 .. seq_length-1."""
+        """Tables of positions 0 .. seq_length-1: cos and signed sin (seq, head_dim)."""
         return self.cos[:seq_length], self.signed_sin[:seq_length]
 
     def at(self, positions):
-        """cos/signed sin (batch, 1, seq, head_dim) at per-row positions (batch, seq): rows may start at different
-        points."""
+        """Tables of per-row positions (batch, seq), as rows may start at different points: cos and signed sin
+        (batch, 1, seq, head_dim), or for seq 1 the rotation matrix of each row (batch, head_dim, head_dim)."""
         batch, seq = positions.shape
         cos = ops.reshape(ops.gather(self.cos, positions, 0), (batch, 1, seq, -1))
         sin = ops.reshape(ops.gather(self.signed_sin, positions, 0), (batch, 1, seq, -1))
-        return cos, sin
+        if seq > 1:
+            return cos, sin
+        cos, sin = ops.reshape(cos, (batch, 1, -1)), ops.reshape(sin, (batch, 1, -1))
+        return (self.identity * cos + self.swapping * sin,)
 
     def construct(self, query, key, seq_length):
-        cos, sin = self.first(seq_length)
-        return self.rotate(query, cos, sin), self.rotate(key, cos, sin)
+        tables = self.first(seq_length)
+        return self.rotate(query, tables), self.rotate(key, tables)

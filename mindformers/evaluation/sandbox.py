@@ -4,6 +4,7 @@ everything the program wrote) is removed afterwards."""
 import dataclasses
 import math
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -41,10 +42,17 @@ def _run_child(workdir, program_path, timeout, memory_bytes):
     # only); -B: no .pyc files written anywhere.
     command = [sys.executable, "-I", "-S", "-B", CHILD, workdir, program_path, str(cpu_seconds), str(memory_bytes)]
     env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
-    with open(os.path.join(workdir, "stdout.txt"), "wb") as out, open(os.path.join(workdir, "stderr.txt"), "wb") as err:
-        child = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+    token = secrets.token_hex(16)  # printed by the child only after the program's last line (sandbox_child.py)
+    stdout_path = os.path.join(workdir, "stdout.txt")
+    with open(stdout_path, "wb") as out, open(os.path.join(workdir, "stderr.txt"), "wb") as err:
+        child = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err,
                                  start_new_session=True, close_fds=True)
         try:
+            try:
+                child.stdin.write(f"{token}\n".encode())
+                child.stdin.close()
+            except BrokenPipeError:
+                pass  # the child is already gone; its exit status says why
             code = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             code = None
@@ -53,8 +61,10 @@ def _run_child(workdir, program_path, timeout, memory_bytes):
     detail = _tail(os.path.join(workdir, "stderr.txt"))
     if code is None:
         return ExecutionResult(False, "timed out", f"killed after {timeout:g} s")
-    if code == 0:
+    if code == 0 and _tail(stdout_path).endswith(token):
         return ExecutionResult(True, "passed", detail)
+    if code == 0:
+        return ExecutionResult(False, "failed", "the program ended the process before its last line")
     if code < 0:
         detail = f"killed by {signal.Signals(-code).name}" + (f": {detail}" if detail else "")
     return ExecutionResult(False, "failed", detail)

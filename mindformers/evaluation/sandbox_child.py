@@ -5,7 +5,10 @@ Before the program's first line runs: resource limits (CPU time, address space, 
 files), then an audit hook. Audit hooks cannot be removed by the code they watch; this one refuses writes outside
 WORKDIR, sockets, new processes (fork, exec, spawn, system, subprocess), signals to other processes, raising the
 limits, native code (ctypes) and the few modules that start processes or interpreters without an audit event.
-Exit status: 0 when the program ran to the end, 1 when it raised (or exited early), the signal when killed.
+A run counts as passed only when this file, after the program's last line, prints the one-time token sandbox.py
+wrote to its stdin (read, and stdin closed, before the program starts): a program that ends the process itself
+(os._exit(0), say) never gets there. Exit status: 0 when the program ran to the end, 1 when it raised, the signal
+when killed.
 """
 import os
 import resource
@@ -91,6 +94,9 @@ def install_guard(workdir):
 
 def main(argv):
     workdir, program_path, cpu_seconds, memory_bytes = argv[0], argv[1], int(argv[2]), int(argv[3])
+    token = sys.stdin.readline().strip()
+    sys.stdin.close()
+    os.close(0)
     with open(program_path, encoding="utf-8") as stream:
         source = stream.read()
     os.chdir(workdir)
@@ -102,6 +108,12 @@ def main(argv):
     except BaseException as error:  # noqa: B036  the program's failure, whatever it is, is the verdict
         print(f"{type(error).__name__}: {error}"[-2000:], file=sys.stderr, flush=True)
         return 1
+    for stream in (sys.stdout, sys.__stdout__):  # the program's buffered output goes first, the token last
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    os.write(1, f"\n{token}\n".encode())
     return 0
 
 

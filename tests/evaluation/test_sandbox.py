@@ -50,6 +50,15 @@ def test_an_endless_loop_is_killed_and_the_next_program_runs(temp_root):
 
 def test_exiting_early_is_not_a_pass(temp_root):
     assert not run("import sys\nsys.exit(0)\nassert False\n", temp_root).passed
+    for ending in ("os._exit(0)", "sys.stdout.write('x' * 50)\nsys.stdout.flush()\nos._exit(0)"):
+        ended = run(f"import os, sys\n{ending}\nassert False\n", temp_root)
+        assert (ended.passed, ended.status) == (False, "failed") and "before its last line" in ended.detail
+
+
+def test_a_program_may_print_and_replace_its_stdout(temp_root):
+    assert run("print('hello ' * 400)\n", temp_root).passed
+    assert run("import io, sys\nprint('buffered', end='')\nsys.stdout = io.StringIO()\nprint('lost')\n",
+               temp_root).passed
 
 
 def test_files_inside_its_folder_are_allowed(temp_root):

@@ -79,5 +79,5 @@ def load_questions(data_path):
     return questions
 
 
-def evaluate(run, data_path):
-    return run.choice_task(load_questions(data_path), "tasks")
+def evaluate(run, questions):
+    return run.choice_task(questions, "tasks")

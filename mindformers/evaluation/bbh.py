@@ -65,19 +65,22 @@ def task_examples(path):
     return data["examples"]
 
 
-def evaluate(run, data_path):
+def load_questions(data_path):
+    """(task, prompt, target) per example."""
     folder, paths = task_files(data_path)
-    groups, prompts, targets = [], [], []
+    questions = []
     for path in paths:
         task = os.path.basename(path)[:-len(".json")]
         prefix = read_prefix(folder, task)
-        for example in task_examples(path):
-            groups.append(task)
-            prompts.append(task_prompt(prefix, example["input"]))
-            targets.append(str(example["target"]).strip())
-    texts = run.generate(prompts, STOP_STRINGS)
+        questions += [(task, task_prompt(prefix, example["input"]), str(example["target"]).strip())
+                      for example in task_examples(path)]
+    return questions
+
+
+def evaluate(run, questions):
+    texts = run.generate([prompt for _, prompt, _ in questions], STOP_STRINGS)
     records = []
-    for group, text, target in zip(groups, texts, targets):
+    for (group, _, target), text in zip(questions, texts):
         answer = extract_answer(text)
         records.append({"group": group, "output": text, "predicted": answer, "answer": target,
                         "correct": answer == target})

@@ -37,21 +37,33 @@ def results_paths(output_dir, task):
             os.path.join(output_dir, f"eval_{task}_predictions.jsonl"))
 
 
-def run_benchmark_task(task, model, tokenizer, data_path, output_dir, batch_size=1, max_new_tokens=None):
-    """Evaluate `model` (a Llama-layout causal LM) on a benchmark task read from `data_path`; returns the results
-    dict that is also written to <output_dir>/eval_<task>_results.json."""
+def load_benchmark(task, data_path):
+    """The task's questions read from `data_path` (checked before any model is built: a wrong layout or a bad row
+    is a one-line error, not a failure after minutes of loading)."""
+    module = task_module(task)
+    if not data_path or not os.path.exists(data_path):
+        raise ConfigError(f"eval_data_path: {data_path or '(not set)'}: not found (expected {module.LAYOUT})")
+    questions = module.load_questions(os.fspath(data_path))
+    if not questions:
+        raise ConfigError(f"eval_data_path: {data_path}: the {task} files hold no questions "
+                          f"(expected {module.LAYOUT})")
+    return questions
+
+
+def run_benchmark_task(task, model, tokenizer, data_path, output_dir, batch_size=1, max_new_tokens=None,
+                       questions=None):
+    """Evaluate `model` (a Llama-layout causal LM) on a benchmark task read from `data_path` (or on `questions`
+    load_benchmark read from it); returns the results dict that is also written to
+    <output_dir>/eval_<task>_results.json."""
     module = task_module(task)
     check_positive(batch_size, "evaluation_batch_size")
     if max_new_tokens is None:
         max_new_tokens = module.DEFAULT_MAX_NEW_TOKENS
     check_positive(max_new_tokens, "max_new_tokens")
-    if not data_path or not os.path.exists(data_path):
-        raise ConfigError(f"eval_data_path: {data_path or '(not set)'}: not found (expected {module.LAYOUT})")
+    if questions is None:
+        questions = load_benchmark(task, data_path)
     run = BenchmarkRun(task, model, tokenizer, batch_size, max_new_tokens)
-    results, records = module.evaluate(run, os.fspath(data_path))
-    if not records:
-        raise ConfigError(f"eval_data_path: {data_path}: the {task} files hold no questions "
-                          f"(expected {module.LAYOUT})")
+    results, records = module.evaluate(run, questions)
     results["data_path"] = os.path.abspath(data_path)
     results_path, predictions_path = results_paths(os.path.abspath(output_dir), task)
     with atomic_files(results_path, predictions_path) as (results_tmp, predictions_tmp):

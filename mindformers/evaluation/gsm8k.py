@@ -52,16 +52,21 @@ def gold_number(record, path, number):
     return value
 
 
-def evaluate(run, data_path):
-    rows = []
+def load_questions(data_path):
+    """(group, prompt, gold number) per question."""
+    questions = []
     for path in jsonl_files(data_path, ("test.jsonl",), "GSM8K", LAYOUT):
-        rows += [(path, number, record) for number, record in read_jsonl(path, ("question", "answer"))]
-    golds = [gold_number(record, path, number) for path, number, record in rows]
-    prompts = [FewShotPrompt(f"Q: {record['question']}\nA:", shots=SHOTS) for _, _, record in rows]
-    texts = run.generate(prompts, STOP_STRINGS)
+        questions += [(file_stem(path), FewShotPrompt(f"Q: {record['question']}\nA:", shots=SHOTS),
+                       gold_number(record, path, number))
+                      for number, record in read_jsonl(path, ("question", "answer"))]
+    return questions
+
+
+def evaluate(run, questions):
+    texts = run.generate([prompt for _, prompt, _ in questions], STOP_STRINGS)
     records = []
-    for (path, _, _), text, gold in zip(rows, texts, golds):
+    for (group, _, gold), text in zip(questions, texts):
         predicted = extract_number(text)
-        records.append({"group": file_stem(path), "output": text, "predicted": predicted, "answer": gold,
+        records.append({"group": group, "output": text, "predicted": predicted, "answer": gold,
                         "correct": same_number(predicted, gold)})
     return run.summary(accuracy_tables(records, "files")), records

@@ -33,10 +33,15 @@ def execute_all(programs, desc):
     return results
 
 
-def evaluate(run, data_path):
+def load_questions(data_path):
+    """(group, problem record) per problem."""
     problems = []
     for path in jsonl_files(data_path, ("HumanEval.jsonl", "HumanEval.jsonl.gz"), "HumanEval", LAYOUT, gzipped=True):
         problems += [(file_stem(path), record) for _, record in read_jsonl(path, REQUIRED)]
+    return problems
+
+
+def evaluate(run, problems):
     completions = run.generate([FewShotPrompt(problem["prompt"]) for _, problem in problems], STOP_STRINGS)
     results = execute_all([test_program(problem, completion)
                            for (_, problem), completion in zip(problems, completions)], "human_eval tests")

@@ -78,8 +78,8 @@ class SubjectExam:
             questions += self.subject_questions(subject, path, os.path.join(dev_folder, f"{subject}_dev.csv"))
         return questions
 
-    def evaluate(self, run, data_path):
-        return run.choice_task(self.questions(data_path), "subjects", self.categories, self.category_of)
+    def evaluate(self, run, questions):
+        return run.choice_task(questions, "subjects", self.categories, self.category_of)
 
 
 def answer_letter(record, path, number):

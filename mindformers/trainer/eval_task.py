@@ -11,16 +11,16 @@ from mindformers.trainer.inference_model import build_inference_model
 logger = logging.getLogger("mindformers")
 
 
-def benchmark_runner():
-    """mindformers.evaluation.run_benchmark_task, imported only when a task is asked for."""
+def benchmark_functions():
+    """mindformers.evaluation's load_benchmark and run_benchmark_task, imported only when a task is asked for."""
     try:
-        from mindformers.evaluation import run_benchmark_task  # pylint: disable=import-outside-toplevel
+        from mindformers.evaluation import load_benchmark, run_benchmark_task  # pylint: disable=import-outside-toplevel
     except ModuleNotFoundError as error:
         if error.name != "mindformers.evaluation":
             raise
         raise ConfigError("eval_task: this build has no benchmark tasks (the mindformers.evaluation package is "
                           "missing)") from None
-    return run_benchmark_task
+    return load_benchmark, run_benchmark_task
 
 
 def run_eval_task(config):
@@ -33,11 +33,13 @@ def run_eval_task(config):
     if not os.path.exists(os.path.expanduser(str(data_path))):
         raise ConfigError(f"eval_data_path: not found: {data_path}")
     batch_size = eval_batch_size(config)
-    run_benchmark_task = benchmark_runner()
+    load_benchmark, run_benchmark_task = benchmark_functions()
+    data_path = os.path.expanduser(str(data_path))
+    questions = load_benchmark(task, data_path)  # a wrong layout fails here, before the model is built
     _, network, tokenizer = build_inference_model(config, f"eval_task {task}", need_checkpoint=True)
-    results = run_benchmark_task(task=task, model=network, tokenizer=tokenizer,
-                                 data_path=os.path.expanduser(str(data_path)),
+    results = run_benchmark_task(task=task, model=network, tokenizer=tokenizer, data_path=data_path,
                                  output_dir=os.path.abspath(config.get("output_dir") or "./output"),
-                                 batch_size=batch_size, max_new_tokens=config.get("max_new_tokens"))
+                                 batch_size=batch_size, max_new_tokens=config.get("max_new_tokens"),
+                                 questions=questions)
     logger.info("%s = %s", task, results)
     return results

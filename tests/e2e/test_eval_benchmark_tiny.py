@@ -73,3 +73,7 @@ def test_a_folder_without_mmlu_files_is_a_one_line_error(saved_model, benchmark_
                       "--eval_data_path", empty, "--load_checkpoint", saved_model[1], "--output_dir", tmp_path / "o"])
     assert_one_line_error(result, f"eval_data_path: {empty}: no MMLU files found", "data/test/<subject>_test.csv")
     assert not os.path.exists(tmp_path / "o" / "eval_mmlu_results.json")
+    # The files are read before the model is built: a checkpoint that is not there is never reached.
+    result = run_cli(["run_mindformer.py", "--config", config, "--run_mode", "eval", "--eval_task", "mmlu",
+                      "--eval_data_path", empty, "--load_checkpoint", tmp_path / "absent.ckpt"])
+    assert_one_line_error(result, f"eval_data_path: {empty}: no MMLU files found", "data/test/<subject>_test.csv")

@@ -294,11 +294,13 @@ def test_rows_shorter_than_seq_length_through_the_cli(trained, held_out_rows, tm
 
 
 def test_eval_task_gets_the_predict_model_and_the_flags(pynative_config, trained, tmp_path, capsys, monkeypatch):
-    """--eval_task hands mindformers.evaluation.run_benchmark_task the network with the checkpoint's weights, the
-    tokenizer and the flags (the tasks themselves are tested with that package)."""
+    """--eval_task hands mindformers.evaluation.run_benchmark_task the questions load_benchmark read, the network
+    with the checkpoint's weights, the tokenizer and the flags (the tasks themselves are tested with that
+    package)."""
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     calls = []
     package = types.ModuleType("mindformers.evaluation")
+    package.load_benchmark = lambda task, data_path: [f"questions of {task} in {data_path}"]
     package.run_benchmark_task = lambda **kwargs: calls.append(kwargs) or {"accuracy": 0.25}
     monkeypatch.setitem(sys.modules, "mindformers.evaluation", package)
     data = tmp_path / "mmlu_data"
@@ -311,6 +313,7 @@ def test_eval_task_gets_the_predict_model_and_the_flags(pynative_config, trained
     assert {key: call[key] for key in ("task", "data_path", "output_dir", "batch_size", "max_new_tokens")} == {
         "task": "mmlu", "data_path": str(data), "output_dir": str(tmp_path / "out"), "batch_size": 2,
         "max_new_tokens": 3}
+    assert call["questions"] == [f"questions of mmlu in {data}"]  # read before the model was built
     assert not call["model"].training and len(call["tokenizer"]) == TINY_SIZES["vocab_size"]
     saved = ms.load_checkpoint(trained[1])
     for name, param in call["model"].parameters_and_names():

@@ -30,8 +30,6 @@ def run_eval_task(config):
     if not data_path:
         raise ConfigError(f"eval_data_path: eval_task {task} reads the benchmark's files from a local folder or "
                           "file; pass --eval_data_path")
-    if not os.path.exists(os.path.expanduser(str(data_path))):
-        raise ConfigError(f"eval_data_path: not found: {data_path}")
     batch_size = eval_batch_size(config)
     load_benchmark, run_benchmark_task = benchmark_functions()
     data_path = os.path.expanduser(str(data_path))

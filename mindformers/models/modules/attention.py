@@ -63,9 +63,7 @@ class Attention(nn.Cell):
         # positions such a buffer is 4 GB per layer, while the comparison costs far less than the scores themselves.
         rows = ops.reshape(ops.arange(seq, dtype=ms.int32), (seq, 1))
         cols = ops.reshape(ops.arange(seq, dtype=ms.int32), (1, seq))
-        blocked = cols > rows
-        if self.sliding_window:
-            blocked = ops.logical_or(blocked, cols <= rows - self.sliding_window)
+        blocked = kv_cache.causally_blocked(rows, cols, self.sliding_window)
         blocked = ops.reshape(ops.cast(blocked, ms.float32), (1, 1, seq, seq))
         if attention_mask is not None:
             padding = 1.0 - ops.cast(ops.reshape(attention_mask, (attention_mask.shape[0], 1, 1, seq)), ms.float32)
@@ -80,9 +78,10 @@ class Attention(nn.Cell):
     def construct(self, x, attention_mask=None, cache=None):
         """x (b, s, hidden) -> (b, s, hidden). Training and full forwards attend within x: causal, positions
         0..s-1, keys blocked where attention_mask (b, s) is 0. Generation passes `cache` instead (built by
-        mindformers/models/modules/kv_cache.py): per-row positions (b, s), blocked (b, 1, s, L), the slots of the
-        new keys and this layer's key and value tables; the new keys and values are written into the tables in
-        place and the queries attend over all L cached columns."""
+        mindformers/models/modules/kv_cache.py): per-row positions (b, s), blocked (b, 1, s, keys), the slots of
+        the new keys and this layer's key and value tables; the new keys and values are written into the tables in
+        place. A decode step attends over all L cached columns, a prefill (which starts at column 0) over its own
+        keys only (kv_cache.attends_within_step)."""
         batch, seq, _ = x.shape
         query = self.split_heads(self.wq(x), self.num_heads)
         key = self.split_heads(self.wk(x), self.n_kv_heads)

@@ -50,6 +50,16 @@ def layer_cache(cache, index):
     return positions, blocked, slots, keys[index], values[index]
 
 
+def causally_blocked(queries, keys, window):
+    """True where a query at column `queries` must not see a key at column `keys` (int32 tensors that broadcast):
+    a later key, or with a sliding window one `window` or more columns back. The one rule for training forwards
+    (Attention.blocked_positions) and generation steps (step_inputs)."""
+    blocked = keys > queries
+    if window:
+        blocked = ops.logical_or(blocked, queries - keys >= window)
+    return blocked
+
+
 def attends_within_step(seq):
     """A step of several tokens is a prefill: it starts at column 0, so every key its queries may see is one of its
     own, and it attends to those alone (not to the whole preallocated table). A one-token step attends to the
@@ -71,9 +81,7 @@ def step_inputs(start, first_columns, seq, cache, max_position, window):
     queries = ops.reshape(columns, (1, 1, seq, 1))
     width = seq if attends_within_step(seq) else cache.length
     keys = ops.reshape(ops.arange(width, dtype=ms.int32), (1, 1, 1, width))
-    blocked = ops.logical_or(keys > queries, keys < ops.reshape(first, (batch, 1, 1, 1)))
-    if window:
-        blocked = ops.logical_or(blocked, queries - keys >= window)
+    blocked = ops.logical_or(causally_blocked(queries, keys, window), keys < ops.reshape(first, (batch, 1, 1, 1)))
     rows = ops.reshape(ops.arange(batch * cache.kv_heads, dtype=ms.int32) * cache.length, (-1, 1))
     slots = ops.reshape(rows + ops.reshape(columns, (1, seq)), (-1,))
     return positions, ops.cast(blocked, ms.float32), slots

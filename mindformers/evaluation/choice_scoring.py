@@ -51,7 +51,7 @@ def answer_cue(prompt_text):
 
 
 def next_token_logits(model, input_ids, attention_mask):
-    """(batch, vocab) float32 logits for the token after each row of a left-padded batch, from a Llama-layout
+    """(batch, vocab) float32 logits for the token after each row of a left-padded batch, from a
     causal LM (`model.model` is the decoder stack, `model.logits` the head). A MindSpore Cell runs through one
     cell kept on the model (graph mode reuses its compiled graphs); another object of that layout is called on
     NumPy arrays."""

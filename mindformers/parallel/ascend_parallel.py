@@ -37,6 +37,6 @@ def apply_shard_strategies(network, settings):
     for _, cell in network.cells_and_names():
         if isinstance(cell, Linear):
             cell.matmul.shard(linear_strategy(cell.param_layout.get("weight"), dp, mp))
-    layers = network.model.layers
+    layers = network.decoder_layers()
     for index, layer in enumerate(layers):
         layer.pipeline_stage = index * settings.pipeline_stage // len(layers)

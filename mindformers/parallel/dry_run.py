@@ -77,14 +77,15 @@ def recomputed_layers(config, layers_on_stage):
 
 
 def activation_bytes(config, mc, settings, batch, layers_on_stage, last_stage):
-    """Activations kept for the backward pass on one device (Megatron-style count, adapted to Llama):
-    per layer the norm inputs/outputs, q/k/v, the attention output, the four SwiGLU tensors and, without flash
-    attention, the softmax scores; a recomputed layer keeps only its input. 1F1B keeps min(pp, micro_batch_num)
-    micro-batches in flight on the first stage."""
+    """Activations kept for the backward pass on one device (Megatron-style count, widths from the model config):
+    per layer the norm inputs/outputs, q/k/v, the attention output, the MLP's kept tensors (four for a gated MLP)
+    and, without flash attention, the softmax scores; a recomputed layer keeps only its input. 1F1B keeps
+    min(pp, micro_batch_num) micro-batches in flight on the first stage."""
     t, s, b, h = settings.model_parallel, mc.seq_length, batch, mc.hidden_size
     c = BYTES[mc.compute_dtype.lower()]
     replicated = 4 * h / (t if settings.use_seq_parallel else 1)
-    per_layer = c * s * b * (replicated + (h + 2 * mc.kv_heads * mc.head_dim) / t + h / t + 4 * mc.ffn_size / t)
+    attention = (mc.q_size + 2 * mc.kv_size) / t + mc.q_size / t
+    per_layer = c * s * b * (replicated + attention + mc.mlp_activation_width() / t)
     if not mc.use_flash_attention:
         per_layer += b * (mc.num_heads / t) * s * s * (BYTES[mc.softmax_compute_type.lower()] + c)
     layer_input = c * s * b * h

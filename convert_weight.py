@@ -13,10 +13,6 @@ import sys
 
 os.environ.setdefault("GLOG_v", "3")  # keep MindSpore's C++ logging out of the CLI's output
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-MODELS = ("llama", "llama2", "llama3", "mistral")
-# Families that live under research/: --model NAME imports research/NAME unless --register_path says otherwise.
-RESEARCH = {"mistral": os.path.join(ROOT, "research", "mistral")}
 
 
 def parse_size(text):
@@ -32,7 +28,9 @@ def parse_size(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help=f"model family: {', '.join(MODELS)}")
+    parser.add_argument("--model", required=True, help="model family: one registered in mindformers/models (llama, "
+                                                         "qwen2, gemma, ...; an unknown name lists them all) or "
+                                                         "by --register_path")
     parser.add_argument("--input_path", required=True, help="HF folder (or our checkpoint with --reversed)")
     parser.add_argument("--output_path", required=True, help="OUT.ckpt / OUT.safetensors (or a HF folder)")
     parser.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: keep each tensor's dtype)")
@@ -46,13 +44,11 @@ def build_parser():
 
 
 def load_family(name, register_path):
-    from mindformers.checkpoint.hf_mapping import FAMILIES, get_family  # pylint: disable=import-outside-toplevel
+    from mindformers.checkpoint.hf_mapping import get_family  # pylint: disable=import-outside-toplevel
     from mindformers.run import register_path as import_folder  # pylint: disable=import-outside-toplevel
     if register_path:
         import_folder(register_path)
-    elif name not in FAMILIES and name in RESEARCH:
-        import_folder(RESEARCH[name])
-    return get_family(name, choices=MODELS)
+    return get_family(name)
 
 
 def main(argv=None):

@@ -1,0 +1,1 @@
+from mindformers.models.codellama.codellama import CODELLAMA, CodeLlamaConfig, CodeLlamaForCausalLM

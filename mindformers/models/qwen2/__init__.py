@@ -1,0 +1,1 @@
+from mindformers.models.qwen2.qwen2 import QWEN2, Qwen2Config, Qwen2ForCausalLM

@@ -24,7 +24,7 @@ def preprocess_qa(args):
             raise DataError(f"--input_glob: {path}: qa data must be .json (a list of records) or .jsonl")
     template = load_template(args.template)
     row_length = args.seq_length + 1
-    encoder = ConversationTokenizer(load_tokenizer(args.model_file), template, row_length,
+    encoder = ConversationTokenizer(load_tokenizer(args.model_file, need_eos=False), template, row_length,
                                     add_bos=args.add_bos, pad_token_id=args.pad_token_id)
     skipped, pending = {}, []
     from tqdm import tqdm

@@ -11,8 +11,9 @@ CHUNK_DOCUMENTS = 64          # documents per task: enough to amortise the inter
 CHUNK_CHARACTERS = 1 << 18    # ...but a task never carries much more than 256K characters
 
 
-def load_tokenizer(model_file, flag="--model_file"):
-    """A sentencepiece .model (LlamaTokenizer) or an HF tokenizer.json (LlamaTokenizerFast)."""
+def load_tokenizer(model_file, flag="--model_file", need_eos=True):
+    """A sentencepiece .model (LlamaTokenizer) or an HF tokenizer.json (LlamaTokenizerFast). Packed documents need
+    the eos token that separates them; conversation rows (qa) end with their template's own separators."""
     if not os.path.isfile(model_file):
         raise DataError(f"{flag}: file not found: {model_file} (expected a sentencepiece tokenizer.model "
                         "or an HF tokenizer.json)")
@@ -30,7 +31,7 @@ def load_tokenizer(model_file, flag="--model_file"):
         kind = "HF tokenizer.json" if fast else "sentencepiece model"
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise DataError(f"{flag}: cannot load {model_file} as a {kind} ({reason})") from None
-    if tokenizer.eos_token_id is None:
+    if need_eos and tokenizer.eos_token_id is None:
         raise DataError(f"{flag}: {model_file} defines no eos token (needed to mark where documents end)")
     return tokenizer
 

@@ -13,9 +13,9 @@ from mindformers.checkpoint.atomic import atomic_files
 from mindformers.checkpoint.checkpoint_io import load_weights, read_checkpoint
 from mindformers.checkpoint.ckpt_stream import CkptWriter
 from mindformers.checkpoint.gguf_file import is_gguf
-from mindformers.checkpoint.hf_convert import (DEFAULT_SHARD_BYTES, build_our_config, check_against_plan,
-                                               is_hf_folder, load_our_yaml, our_config_path, ours_to_hf,
-                                               read_hf_source, write_our_yaml)
+from mindformers.checkpoint.hf_convert import (DEFAULT_SHARD_BYTES, build_our_config, is_hf_folder, load_our_yaml,
+                                               our_config_path, ours_to_hf, read_hf_source, write_our_yaml)
+from mindformers.checkpoint.hf_weights import load_hf_weights
 from mindformers.checkpoint.hf_mapping import family_for_model_type
 from mindformers.checkpoint.tensor_dtypes import cast
 from mindformers.checkpoint.tensor_store import TensorInfo
@@ -72,20 +72,10 @@ class PreTrainedMixin:
         return model
 
     @classmethod
-    def _from_hf_source(cls, folder, overrides):
-        family = cls.hf_family()
-        config, tensors, _ = read_hf_source(family, folder, overrides=overrides, key="from_pretrained")
+    def _from_hf_source(cls, path, overrides):
+        config, _, _ = read_hf_source(cls.hf_family(), path, overrides=overrides, key="from_pretrained")
         model = cls(config)
-        plan = family.plan(config)
-        check_against_plan(plan, tensors, folder, "hf_to_ours")
-        params = {p.name: p for p in model.get_parameters()}
-        for planned in plan:
-            param = params.get(planned.ours)
-            if param is None:
-                raise ConfigError(f"from_pretrained: the model has no parameter '{planned.ours}' for {folder}")
-            parts = [tensors[part.hf_name] for part in planned.parts]
-            values = np.concatenate([cast(info.read().reshape(-1), info.dtype, "F32") for info in parts])
-            param.set_data(ms.Tensor(values.reshape(planned.our_shape), dtype=param.dtype))
+        load_hf_weights(model, config, path, key="from_pretrained")
         return model
 
     @classmethod

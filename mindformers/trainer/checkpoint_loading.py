@@ -15,7 +15,8 @@ from mindformers.checkpoint.rank_layout import whole_layout
 from mindformers.checkpoint.reshard import reshard_for
 from mindformers.parallel.layout_file import (check_checkpoint_strategy, layout_record, network_holds_shards,
                                               rank_layout)
-from mindformers.pet.checkpoint import load_finetune_weights
+from mindformers.checkpoint.hf_weights import is_hf_source, load_hf_weights
+from mindformers.pet.checkpoint import is_pet_network, load_adapters, load_finetune_weights
 
 logger = logging.getLogger("mindformers")
 
@@ -57,6 +58,12 @@ def load_checkpoint_for(network, config, settings, rank_id=0, resume_cell=None, 
     if not source:
         return None
     resume_name = config.get("resume_training") if resume_cell is not None else None
+    if resume_cell is None and is_hf_source(source):  # a HF folder or .gguf: converted on the fly, one tensor at a time
+        load_hf_weights(network, network.config, source)
+        if is_pet_network(network):
+            load_adapters(network)
+        logger.info("loaded weights from %s (converted from HuggingFace/GGUF layout)", source)
+        return {}
     if config.get("auto_trans_ckpt"):
         where, tensors = resharded_checkpoint(network, resume_cell or network, config, settings, rank_id, source,
                                               resume_name)

@@ -3,6 +3,7 @@ YAML says and switched to inference."""
 import logging
 
 from mindformers.checkpoint import resolve_checkpoint
+from mindformers.checkpoint.hf_weights import is_hf_source
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings
 from mindformers.tools.errors import ConfigError
@@ -22,6 +23,8 @@ def checkpoint_to_load(config, purpose, required, rank_id=0):
                               "checkpoint file or folder)")
         logger.warning("no load_checkpoint given: running %s with randomly initialised weights", purpose)
         return None
+    if is_hf_source(source):  # a HF folder or .gguf, converted while loading
+        return source
     return resolve_checkpoint(source, rank_id)
 
 

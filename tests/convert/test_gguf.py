@@ -119,3 +119,35 @@ def test_unsupported_architecture_is_one_line(tmp_path):
     writer.close()
     with pytest.raises(ConfigError, match="general.architecture is 'gemma'"):
         GGUFModel(str(tmp_path / "other.gguf"))
+
+
+def test_load_checkpoint_takes_a_gguf_file_or_hf_folder_directly(tiny_gguf, tmp_path):
+    """--load_checkpoint model.gguf (or a HF folder) converts while loading; a PET model gets its base weights so."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    import torch  # pylint: disable=import-outside-toplevel
+    from mindformers import LlamaForCausalLM  # pylint: disable=import-outside-toplevel
+    from mindformers.parallel import ParallelSettings  # pylint: disable=import-outside-toplevel
+    from mindformers.pet import apply_pet  # pylint: disable=import-outside-toplevel
+    from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
+    from mindformers.trainer.checkpoint_loading import load_checkpoint_for  # pylint: disable=import-outside-toplevel
+    import transformers  # pylint: disable=import-outside-toplevel
+    path, original = tiny_gguf
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    reference = transformers_from_gguf(path)
+    plain = transformers.LlamaForCausalLM(original.config)  # the dequantized weights, as an ordinary HF folder
+    plain.load_state_dict(reference.state_dict())
+    plain.save_pretrained(tmp_path / "hf")
+    ids = np.array([[7, 3, 99, 41, 250]])
+    with torch.no_grad():
+        expected = reference(torch.tensor(ids)).logits.numpy()
+    config = LlamaForCausalLM.from_pretrained(path).config
+    for source, pet in ((path, None), (str(tmp_path / "hf"), {"pet_type": "lora", "lora_rank": 4})):
+        network = LlamaForCausalLM(config)
+        if pet:
+            network = apply_pet(network, pet)  # LoRA's B starts at zero: the base model's logits
+        load_checkpoint_for(network, MindFormerConfig(load_checkpoint=source), ParallelSettings())
+        network.set_train(False)
+        np.testing.assert_allclose(network(ms.Tensor(ids, ms.int32)).asnumpy(), expected, atol=1e-5, rtol=0)
+    other = LlamaForCausalLM(type(config)(**dict(config.to_dict(), hidden_size=32, intermediate_size=64)))
+    with pytest.raises(ConfigError, match="expected"):
+        load_checkpoint_for(other, MindFormerConfig(load_checkpoint=path), ParallelSettings())

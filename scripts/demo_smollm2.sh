@@ -39,16 +39,16 @@ PY
 step "3/6 predict with the chat template"
 ask configs/smollm2/predict_smollm2_135m.yaml predict_before
 
-step "4/6 instruction rows: datasets/sample/python_docs_alpaca.json -> ChatML rows of 257 tokens"
+step "4/6 instruction rows: datasets/sample/python_docs_alpaca.json -> ChatML rows of 129 tokens"
 python mindformers/tools/dataset_preprocess/llama/alpaca_converter.py \
   --data_path datasets/sample/python_docs_alpaca.json --output_path "$OUT/python_docs_conv.json"
 python mindformers/tools/dataset_preprocess/llama/llama_preprocess.py --dataset_type qa --template qwen-7b-chat \
-  --input_glob "$OUT/python_docs_conv.json" --model_file "$TOKENIZER" --seq_length 256 \
-  --output_file "$OUT/qa256.mindrecord"
+  --input_glob "$OUT/python_docs_conv.json" --model_file "$TOKENIZER" --seq_length 128 \
+  --output_file "$OUT/qa128.mindrecord"
 
 step "5/6 LoRA fine-tuning (configs/smollm2/lora_smollm2_135m.yaml)"
 python run_mindformer.py --config configs/smollm2/lora_smollm2_135m.yaml --run_mode finetune \
-  --load_checkpoint "$OUT/smollm2.ckpt" --vocab_file "$TOKENIZER" --train_dataset_dir "$OUT/qa256.mindrecord" \
+  --load_checkpoint "$OUT/smollm2.ckpt" --vocab_file "$TOKENIZER" --train_dataset_dir "$OUT/qa128.mindrecord" \
   --output_dir "$OUT/lora"
 python - "$OUT/lora/log/train_metrics.jsonl" <<'PY'
 import json, sys

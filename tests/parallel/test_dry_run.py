@@ -99,3 +99,21 @@ def test_parallel_optimizer_shards_weights_grads_and_moments(capsys):
     (capped,) = dry_config(capsys, "finetune_llama2_7b", device_num=8, overrides={
         "parallel.parallel_optimizer_config.optimizer_weight_shard_size": 2})
     assert abs(capped["params"] * 2 - whole["params"]) < 0.05
+
+
+SEVEN_B = {"seq_length": 4096, "hidden_size": 4096, "num_layers": 32, "num_heads": 32, "vocab_size": 32000,
+           "compute_dtype": "float16", "param_init_type": "float16", "softmax_compute_type": "float16",
+           "rotary_dtype": "float16"}
+
+
+@pytest.mark.parametrize("name,devices", [("pretrain", 8), ("finetune", 8), ("lora", 8), ("predict", 1)])
+def test_mindformers_7b_configs_fit_where_mindformers_runs_them(capsys, name, devices):
+    """MindFormers' own 7b configs (tests/fixtures/mindformers_configs with their CPU edits undone: 7b sizes, fp16,
+    FP32StateAdamWeightDecay, the parallel optimizer) on the devices MindFormers publishes them for."""
+    args = build_parser().parse_args(["--config", f"{REPO}/tests/fixtures/mindformers_configs/{name}_llama2_7b.yaml",
+                                      "--dry_run"])
+    config = load_config(args)
+    config.merge_from_dict({f"model.model_config.{key}": value for key, value in SEVEN_B.items()})
+    run_dry_run(config, device_num=devices, device_memory="64GB", show_layouts=False)
+    out = capsys.readouterr().out
+    assert f"-> {devices} devices" in out and "fits in 64.00 GiB" in out, out[-600:]

@@ -35,7 +35,8 @@ def parse_size(text):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help=f"model family: {', '.join(MODELS)}")
-    parser.add_argument("--input_path", required=True, help="HF folder or .gguf file (or our checkpoint with --reversed)")
+    parser.add_argument("--input_path", required=True,
+                        help="HF folder or .gguf file (or our checkpoint with --reversed)")
     parser.add_argument("--output_path", required=True, help="OUT.ckpt / OUT.safetensors (or a HF folder)")
     parser.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: keep each tensor's dtype)")
     parser.add_argument("--reversed", action="store_true", help="convert our checkpoint to a HF folder")

@@ -16,7 +16,8 @@ DIGIT_SPLITTING_PRE = ("smollm",)
 
 
 def _bpe_tokenizer(metadata, path):
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors  # noqa: E501 pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
     tokens = list(metadata["tokenizer.ggml.tokens"])
     merges = [tuple(merge.split(" ", 1)) for merge in metadata.get("tokenizer.ggml.merges") or []]
     if any(len(merge) != 2 for merge in merges):

@@ -36,6 +36,7 @@ def load_hf_weights(network, model_config, path, key="load_checkpoint"):
         parts = [tensors[part.hf_name] for part in planned.parts]
         values = np.concatenate([cast(info.read().reshape(-1), info.dtype, "F32") for info in parts])
         param.set_data(ms.Tensor(values.reshape(planned.our_shape), dtype=param.dtype))
-    from mindformers.generation.transposed_weights import weights_may_change  # noqa: E501 pylint: disable=import-outside-toplevel
+    # generation's transposed weight copies must follow; imported here because generation imports the models
+    from mindformers.generation.transposed_weights import weights_may_change  # pylint: disable=import-outside-toplevel
     weights_may_change(network)
     return [planned.ours for planned in plan]

@@ -7,6 +7,7 @@ otherwise), or an execution-only setting named in the run's log.
 uses (not just deletes), and an argument stored as `self.<name>` must be read back somewhere.
 """
 import ast
+import functools
 import glob
 import inspect
 import os
@@ -46,11 +47,12 @@ def names_read(tree):
 
 @pytest.fixture(scope="module")
 def code_reads():
-    reads = {}
+    """{"files": ((path, names read), ...), "*": every name read anywhere}."""
+    reads = []
     for path in product_sources():
         with open(path, encoding="utf-8") as stream:
-            reads[path] = names_read(ast.parse(stream.read()))
-    return reads
+            reads.append((path, frozenset(names_read(ast.parse(stream.read())))))
+    return {"files": tuple(reads), "*": set().union(*(names for _, names in reads))}
 
 
 def table_entry(table, section, key, class_name=None):
@@ -73,6 +75,12 @@ def shipped_configs():
     return sorted(found)
 
 
+@functools.lru_cache(maxsize=None)
+def class_reads(cls):
+    return names_read(ast.parse(textwrap.dedent(inspect.getsource(cls))))
+
+
+@functools.lru_cache(maxsize=None)
 def constructor_use(cls, param):
     """'used' when the constructor reads the argument other than to delete it; 'stored:<attr>' when it only keeps
     it as self.<attr>; 'unused' otherwise."""
@@ -159,9 +167,14 @@ def fixed_keys(config):
                     yield f"{section}.{key}".lstrip("."), inner, value[inner]
 
 
-def unread_keys(path, code_reads):
-    config = MindFormerConfig(path)
-    all_reads = set().union(*code_reads.values())
+@functools.lru_cache(maxsize=None)
+def reads_outside(source_file, attr, all_files):
+    return any(attr in reads for file, reads in all_files if file != source_file)
+
+
+def unread_keys(config, code_reads):
+    all_reads = code_reads["*"]
+    files = code_reads["files"]
     problems = []
     for section, key, _ in fixed_keys(config):
         if (section, key) in TYPED_INSIDE_FIXED or key == "base_config":
@@ -187,10 +200,7 @@ def unread_keys(path, code_reads):
                 problems.append(f"{where}.{key} (unused by {cls.__name__})")
             elif use.startswith("stored:"):
                 attr = use.split(":", 1)[1]
-                source_file = inspect.getsourcefile(owner)
-                elsewhere = any(attr in reads for file, reads in code_reads.items() if file != source_file)
-                in_class = attr in names_read(ast.parse(textwrap.dedent(inspect.getsource(owner))))
-                if not (elsewhere or in_class):
+                if not (attr in class_reads(owner) or reads_outside(inspect.getsourcefile(owner), attr, files)):
                     problems.append(f"{where}.{key} (stored by {cls.__name__}, never read)")
     return problems
 
@@ -199,7 +209,7 @@ def unread_keys(path, code_reads):
 def test_every_key_is_read_or_declared(path, code_reads):
     config = MindFormerConfig(path)
     check_unimplemented(config, path)  # shipped configs keep not-implemented keys at their neutral values
-    assert unread_keys(path, code_reads) == []
+    assert unread_keys(config, code_reads) == []
 
 
 def test_the_walk_finds_an_ignored_key(tmp_path, code_reads):
@@ -207,13 +217,13 @@ def test_the_walk_finds_an_ignored_key(tmp_path, code_reads):
     path = tmp_path / "ignored.yaml"
     path.write_text(f"base_config: ['{REPO}/configs/llama2/pretrain_llama2_tiny.yaml']\n"
                     "callbacks:\n  - type: SummaryMonitor\n    max_file_size: 10\n", encoding="utf-8")
-    assert unread_keys(str(path), code_reads) == []
+    assert unread_keys(MindFormerConfig(str(path)), code_reads) == []
     from mindformers.tools.register import config_schema
     config_schema.RUNNER_CONFIG["nobody_reads_this"] = config_schema.INT
     try:
         path.write_text(f"base_config: ['{REPO}/configs/llama2/pretrain_llama2_tiny.yaml']\n"
                         "runner_config:\n  nobody_reads_this: 3\n", encoding="utf-8")
-        assert unread_keys(str(path), code_reads) == ["runner_config.nobody_reads_this"]
+        assert unread_keys(MindFormerConfig(str(path)), code_reads) == ["runner_config.nobody_reads_this"]
     finally:
         del config_schema.RUNNER_CONFIG["nobody_reads_this"]
 

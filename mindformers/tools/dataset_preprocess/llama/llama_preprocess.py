@@ -54,7 +54,7 @@ def parse_args(argv=None):
                         "names none or another one (e.g. '<|endoftext|>' for a chat model whose eos is <|im_end|>)")
     parser.add_argument("--repeat", type=int, default=1, help="pass over the input this many times")
     parser.add_argument("--template", default="vicuna_v1.1", help="qa: the template that renders each conversation: "
-                        "an fschat name (vicuna_v1.1, llama-2, alpaca, qwen-7b-chat, gemma, ...), 'tokenizer' for the "
+                        "an fschat name (vicuna_v1.1, llama-2, alpaca, qwen-7b-chat, Yi-34b-chat, ...), 'tokenizer' for the "
                         "model folder's own Jinja chat_template, or a .jinja file")
     # accepted so MindFormers command lines keep working; the tokenizer is always the one in --model_file
     parser.add_argument("--tokenizer", default="llama", help=argparse.SUPPRESS)

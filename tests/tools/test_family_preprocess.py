@@ -108,3 +108,19 @@ def test_qa_rows_with_the_folders_chat_template(name, turn_end, family_folders, 
         replies = [m["content"].strip() if name == "gemma" else m["content"] for m in messages
                    if m["role"] == "assistant"]
         assert theirs.decode(ids[labels != IGNORE].tolist()) == "".join(reply + turn_end for reply in replies)
+
+
+def test_template_errors_are_one_line(family_folders, sample_text_files, tmp_path, capsys):
+    source = tmp_path / "chat.json"
+    source.write_text(json.dumps(sharegpt_records(sample_text_files[0], limit=2)), encoding="utf-8")
+    args = ["--dataset_type", "qa", "--input_glob", str(source), "--seq_length", "64",
+            "--output_file", str(tmp_path / "qa.mindrecord")]
+    line = run_failing(args + ["--model_file", family_folders("aquila2").folder, "--template", "tokenizer"], capsys)
+    assert line.startswith("error: --template tokenizer: chat_template: the tokenizer has none")
+    line = run_failing(args + ["--model_file", family_folders("qwen2").folder, "--template", "absent.jinja"], capsys)
+    assert line == "error: --template: chat template file not found: absent.jinja"
+    broken = tmp_path / "broken.jinja"
+    broken.write_text("{% for message in messages %}{{ message['content'] }}")
+    line = run_failing(args + ["--model_file", family_folders("qwen2").folder, "--template", str(broken)], capsys)
+    assert line.startswith("error: chat_template: line 1: not a valid Jinja template")
+    assert not list(tmp_path.glob("qa.mindrecord*"))

@@ -5,23 +5,15 @@ import shutil
 
 import numpy as np
 import pytest
-from mindspore.mindrecord import FileReader
 
 from mindformers.tools.dataset_preprocess.llama.llama_preprocess import main
 from mindformers.tools.dataset_preprocess.text_sources import iter_documents
 from tests.fixtures.instruction_data import sharegpt_records
+from tests.tools.test_instruction_data import read_rows
 
 transformers = pytest.importorskip("transformers")
 SEQ = 48
 IGNORE = -100
-
-
-def read_rows(path):
-    reader = FileReader(str(path))
-    try:
-        return [record for _, record in zip(range(10 ** 6), reader.get_next())]
-    finally:
-        reader.close()
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,18 @@ step "2/6 convert: GGUF -> $OUT/smollm2.ckpt + smollm2.yaml + smollm2_tokenizer/
 python convert_weight.py --model llama --input_path "$GGUF" --output_path "$OUT/smollm2.ckpt"
 TOKENIZER="$OUT/smollm2_tokenizer/tokenizer.json"
 
-# The questions, rendered with the model's own chat template (tokenizer_config.json, Jinja); the prompts hold
-# newlines, so they go to run_mindformer's main() as arguments rather than through a one-prompt-per-line file.
+# The questions, rendered with the model's own chat template (tokenizer_config.json); the prompts hold newlines, so
+# they go to run_mindformer's main() as arguments rather than through a one-prompt-per-line file.
 ask() {  # $1: config, $2: results folder
   python - "$1" "$OUT" "$TOKENIZER" "$2" <<'PY'
-import json, sys
-import jinja2
+import sys
+from mindformers.models.auto_tokenizer import tokenizer_from_path
 from mindformers.run import main
 config, out, tokenizer, results = sys.argv[1:]
-chat = json.load(open(f"{out}/smollm2_tokenizer/tokenizer_config.json", encoding="utf-8"))["chat_template"]
-template = jinja2.Environment(keep_trailing_newline=True).from_string(chat)
+chat = tokenizer_from_path(f"{out}/smollm2_tokenizer")
 questions = ["What is the capital of France?", "What does the assert statement do in Python?"]
-prompts = [template.render(messages=[{"role": "user", "content": q}], add_generation_prompt=True) for q in questions]
+prompts = [chat.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+           for q in questions]
 sys.exit(main(["--config", config, "--run_mode", "predict", "--load_checkpoint", f"{out}/smollm2.ckpt",
                "--vocab_file", tokenizer, "--output_dir", f"{out}/{results}", "--max_new_tokens", "48",
                "--predict_data", *prompts]))
@@ -39,11 +39,11 @@ PY
 step "3/6 predict with the chat template"
 ask configs/smollm2/predict_smollm2_135m.yaml predict_before
 
-step "4/6 instruction rows: datasets/sample/python_docs_alpaca.json -> ChatML rows of 129 tokens"
+step "4/6 instruction rows: datasets/sample/python_docs_alpaca.json -> rows of 129 tokens in the model's chat format"
 python mindformers/tools/dataset_preprocess/llama/alpaca_converter.py \
   --data_path datasets/sample/python_docs_alpaca.json --output_path "$OUT/python_docs_conv.json"
-python mindformers/tools/dataset_preprocess/llama/llama_preprocess.py --dataset_type qa --template qwen-7b-chat \
-  --input_glob "$OUT/python_docs_conv.json" --model_file "$TOKENIZER" --seq_length 128 \
+python mindformers/tools/dataset_preprocess/llama/llama_preprocess.py --dataset_type qa --template tokenizer \
+  --input_glob "$OUT/python_docs_conv.json" --model_file "$OUT/smollm2_tokenizer" --seq_length 128 \
   --output_file "$OUT/qa128.mindrecord"
 
 step "5/6 LoRA fine-tuning (configs/smollm2/lora_smollm2_135m.yaml)"

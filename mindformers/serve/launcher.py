@@ -1,0 +1,205 @@
+"""python -m mindformers.serve: an OpenAI-compatible server for the model of a YAML config, in one command.
+
+    python -m mindformers.serve --config CONFIG --load_checkpoint CKPT [--vocab_file F] [--host 127.0.0.1]
+                                [--port 8000] [--template llama-2] [--max_batch_size 8]
+
+It builds the model as predict does (same flags, same checks), then brings up FastChat's controller (a child
+process), our model worker (in this process, next to the model) and FastChat's OpenAI API server (a child process,
+on --host:--port), and serves /v1/chat/completions, /v1/completions and /v1/models under the model name
+trainer.model_name. Ctrl-C or SIGTERM stops all three. Logs: <output_dir>/log/serve/.
+"""
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from mindformers.run import OneLineParser, load_config_with
+from mindformers.serve.processes import ChildProcesses, free_port, http_json, port_error
+from mindformers.tools.errors import ConfigError, exit_on_user_error
+
+logger = logging.getLogger("mindformers")
+
+STARTUP_TIMEOUT = 120.0  # seconds for each part to answer once started
+API_SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openai_api_server.py")
+
+
+def port_number(text):
+    import argparse  # pylint: disable=import-outside-toplevel
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number (1-65535), got {text!r}")
+    return value
+
+
+def positive_int(text):
+    import argparse  # pylint: disable=import-outside-toplevel
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser():
+    parser = OneLineParser(prog="python -m mindformers.serve",
+                           description="OpenAI-compatible API (FastChat controller, worker and API server) for the "
+                                       "model of a YAML config.")
+    add = parser.add_argument
+    add("--config", required=True, help="YAML config (model, processor.tokenizer, trainer.model_name)")
+    add("--load_checkpoint", default=None, help="checkpoint file or folder")
+    add("--vocab_file", default=None, help="tokenizer file, overriding processor.tokenizer.vocab_file")
+    add("--host", default="127.0.0.1", help="address the API listens on (default 127.0.0.1)")
+    add("--port", type=port_number, default=8000, help="port of the API (default 8000)")
+    add("--template", default=None, help="fschat conversation template of chat requests (default llama-2)")
+    add("--max_batch_size", type=positive_int, default=8, help="requests continued together (default 8)")
+    add("--device_target", choices=("Ascend", "CPU", "GPU"), default=None)
+    add("--output_dir", default=None, help="where log/serve/ goes (default: output_dir of the YAML)")
+    return parser
+
+
+class WorkerServer:
+    """Uvicorn serving FastChat's worker app in a thread of this process (the model lives here). Its event loop
+    runs blocking /worker_generate calls in a pool as large as the worker's concurrency, so that many requests
+    reach the engine together (asyncio's default pool has os.cpu_count() + 4 threads)."""
+
+    def __init__(self, port, concurrency):
+        import uvicorn  # pylint: disable=import-outside-toplevel
+        from fastchat.serve.base_model_worker import app  # pylint: disable=import-outside-toplevel
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                    access_log=False))
+        self.concurrency = concurrency
+        self.thread = threading.Thread(target=self._run, name="worker-http", daemon=True)
+
+    def _run(self):
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.set_default_executor(ThreadPoolExecutor(self.concurrency, thread_name_prefix="worker-request"))
+        loop.run_until_complete(self.server.serve())  # not the main thread: uvicorn leaves signals to us
+
+    def start(self):
+        self.thread.start()
+
+    @property
+    def started(self):
+        return self.server.started
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def model_name_of(config):
+    return str((config.get("trainer") or {}).get("model_name") or "llama")
+
+
+def check_template(template):
+    from mindformers.generation.chat import new_conversation  # pylint: disable=import-outside-toplevel
+    new_conversation(template)  # an unknown name is a one-line error naming --template
+
+
+def build_model(config):
+    """(network, tokenizer) as predict builds them, with the YAML's context."""
+    from mindformers.core.context import build_context  # pylint: disable=import-outside-toplevel
+    from mindformers.trainer.inference_model import build_inference_model  # noqa: E501 pylint: disable=import-outside-toplevel
+    build_context(config)
+    _, network, tokenizer = build_inference_model(config, "serve")
+    return network, tokenizer
+
+
+def install_stop_handlers(stopping):
+    def handler(signum, _frame):
+        logger.info("%s: stopping the server", signal.Signals(signum).name)
+        stopping.set()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+
+
+def serve(args):
+    from mindformers.generation.chat import DEFAULT_TEMPLATE  # pylint: disable=import-outside-toplevel
+    from mindformers.serve.engine import BatchingEngine  # pylint: disable=import-outside-toplevel
+    from mindformers.serve.worker import create_worker  # pylint: disable=import-outside-toplevel
+    from mindformers.tools.logger import setup_logging  # pylint: disable=import-outside-toplevel
+
+    config = load_config_with(args.config, load_checkpoint=args.load_checkpoint, vocab_file=args.vocab_file,
+                              device_target=args.device_target, output_dir=args.output_dir)
+    template = args.template or DEFAULT_TEMPLATE
+    check_template(template)
+    if config.get("load_checkpoint"):  # a wrong path: one line now, before the context and model are built
+        from mindformers.checkpoint import resolve_checkpoint  # pylint: disable=import-outside-toplevel
+        resolve_checkpoint(config.get("load_checkpoint"), 0)
+    busy = port_error(args.host, args.port)
+    if busy:
+        raise ConfigError(f"--port: cannot listen on {args.host}:{args.port} ({busy})")
+    output_dir = os.path.abspath(config.get("output_dir") or "./output")
+    log_dir = os.path.join(output_dir, "log", "serve")
+    os.makedirs(log_dir, exist_ok=True)
+    setup_logging(output_dir)
+    model_name = model_name_of(config)
+    network, tokenizer = build_model(config)
+
+    stopping = threading.Event()
+    install_stop_handlers(stopping)
+    engine = BatchingEngine(network, tokenizer, args.max_batch_size)
+    concurrency = 4 * args.max_batch_size
+    children = ChildProcesses(log_dir)
+    # LOGDIR='': FastChat's parts log to their stdout (our log files) instead of writing files in the cwd.
+    env = dict(os.environ, LOGDIR="")
+    controller_url = f"http://127.0.0.1:{free_port()}"
+    worker_port = free_port()
+    worker_server = WorkerServer(worker_port, concurrency)
+    api_url = f"http://{args.host}:{args.port}"
+    try:
+        logger.info("starting FastChat's controller at %s", controller_url)
+        children.start("controller", ["-m", "fastchat.serve.controller", "--host", "127.0.0.1",
+                                      "--port", controller_url.rsplit(":", 1)[1]], env)
+        children.wait_for("the controller", lambda: http_json(f"{controller_url}/list_models", {}) is not None,
+                          stopping, STARTUP_TIMEOUT)
+        worker = create_worker(engine, tokenizer, model_name, network.config.seq_length, template, controller_url,
+                               f"http://127.0.0.1:{worker_port}", concurrency)
+        worker_server.start()
+        children.wait_for("the model worker", lambda: worker_server.started, stopping, STARTUP_TIMEOUT)
+        worker.init_heart_beat()  # registers with the controller, then beats every 45 s
+        logger.info("model worker for %s (template %s, batches of up to %d) at http://127.0.0.1:%d", model_name,
+                    template, args.max_batch_size, worker_port)
+        children.start("openai_api_server", [API_SERVER_SCRIPT, "--controller-address", controller_url,
+                                             "--host", args.host, "--port", str(args.port)], env)
+
+        def api_lists_model():
+            answer = http_json(f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:"
+                               f"{args.port}/v1/models")
+            return bool(answer) and model_name in [card.get("id") for card in answer.get("data") or []]
+
+        children.wait_for("the OpenAI API server", api_lists_model, stopping, STARTUP_TIMEOUT)
+        print(f"serving {model_name} at {api_url}/v1 (chat/completions, completions, models); Ctrl-C stops",
+              flush=True)
+        while not stopping.wait(0.5):
+            children.check()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        children.stop()
+        worker_server.stop()
+        engine.stop()
+        logger.info("server stopped")
+    return 0
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return serve(args)
+    except KeyboardInterrupt:  # Ctrl-C while the model was being built
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""FastChat's OpenAI-compatible API server (fastchat.serve.openai_api_server), run for `python -m mindformers.serve`.
+
+It is started by its path, not as a module of the package, so it imports FastChat only (not mindformers and
+MindSpore): it needs no model and starts in a fraction of a second.
+
+Two changes are made first. fschat 0.2.36 writes each streamed chunk with `chunk.json(exclude_unset=True,
+ensure_ascii=False)`, which pydantic 2 rejects (TypeError: `dumps_kwargs` keyword arguments are no longer supported;
+lm-sys/FastChat#3140, fixed upstream after the last release): the stream chunk classes get a `json` that accepts
+those arguments and writes the same JSON. And the worker parameters of chat requests carry "mindformers_chat":
+true, so our worker knows a reply follows a template's role tag (the parameters are otherwise the same for
+/v1/completions).
+"""
+import argparse
+import functools
+import json
+
+CHAT_FLAG = "mindformers_chat"  # mindformers.serve.worker.CHAT_FLAG (not imported: that would load MindSpore)
+
+
+def _json_with_dumps_arguments(self, ensure_ascii=False, **options):
+    return json.dumps(self.model_dump(mode="json", **options), ensure_ascii=ensure_ascii)
+
+
+def patch_stream_chunks():
+    import pydantic  # pylint: disable=import-outside-toplevel
+    from fastchat.protocol import openai_api_protocol as protocol  # pylint: disable=import-outside-toplevel
+    if int(pydantic.VERSION.split(".", 1)[0]) < 2:
+        return
+    for cls in (protocol.ChatCompletionStreamResponse, protocol.CompletionStreamResponse):
+        cls.json = _json_with_dumps_arguments
+
+
+def mark_chat_requests(fastchat_api):
+    original = fastchat_api.get_gen_params
+
+    @functools.wraps(original)
+    async def get_gen_params(model_name, worker_addr, messages, **options):
+        params = await original(model_name, worker_addr, messages, **options)
+        params[CHAT_FLAG] = not isinstance(messages, str)  # a chat sends a list of messages, a completion a prompt
+        return params
+
+    fastchat_api.get_gen_params = get_gen_params
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--controller-address", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    patch_stream_chunks()
+    import uvicorn  # pylint: disable=import-outside-toplevel
+    from fastchat.serve import openai_api_server as fastchat_api  # pylint: disable=import-outside-toplevel
+    mark_chat_requests(fastchat_api)
+    fastchat_api.app_settings.controller_address = args.controller_address
+    uvicorn.run(fastchat_api.app, host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

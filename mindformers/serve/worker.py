@@ -1,0 +1,153 @@
+"""A FastChat model worker backed by our generate: FastChat's worker app and controller protocol (register,
+heart beat, /worker_generate_stream, /worker_generate, /count_token, /worker_get_conv_template, /model_details),
+with generation done by the batching engine.
+
+FastChat's API server turns a chat into one prompt with the worker's conversation template and sends it with the
+sampling parameters; the worker tokenizes it (a template's literal <s> / </s> as the bos / eos ids), queues it for
+the engine and streams back the reply text so far, NUL-separated JSON as FastChat's workers do.
+"""
+import json
+import logging
+import uuid
+
+from mindformers.generation.chat import encode_with_specials
+from mindformers.generation.row_decoding import LENGTH, token_budget
+from mindformers.serve.engine import GenerationRequest
+from mindformers.serve.reply import ReplyText
+from mindformers.tools.errors import ConfigError
+
+logger = logging.getLogger("mindformers.serve")
+
+# Set by our API server on chat requests (mindformers/serve/openai_api_server.py): the reply drops the space its
+# template puts after the assistant's role tag. FastChat's API server alone does not set it.
+CHAT_FLAG = "mindformers_chat"
+GREEDY_TEMPERATURE = 1e-5  # FastChat's rule: a temperature (or top_p) this small means greedy decoding
+
+
+class RequestError(ValueError):
+    """A request the worker cannot serve; its text goes back to the client."""
+
+
+def _number(params, key, default, kind=float):
+    value = params.get(key)
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise RequestError(f"{key}: expected a number, got {value!r}") from None
+
+
+def generation_options(params):
+    """GenerationConfig options from FastChat's worker parameters (OpenAI's, as its API server passes them)."""
+    for key in ("presence_penalty", "frequency_penalty"):
+        if _number(params, key, 0.0):
+            raise RequestError(f"{key}: not supported by this server (leave it at 0)")
+    if params.get("logprobs") is not None:
+        raise RequestError("logprobs: not supported by this server")
+    if params.get("use_beam_search") or _number(params, "best_of", 1, int) > 1:
+        raise RequestError("use_beam_search / best_of: not supported by this server")
+    if params.get("images"):
+        raise RequestError("images: this model reads text only")
+    temperature = _number(params, "temperature", 1.0)
+    top_p = _number(params, "top_p", 1.0)
+    stops = params.get("stop") or []
+    stops = [stop for stop in ([stops] if isinstance(stops, str) else stops) if stop]
+    options = {"max_new_tokens": _number(params, "max_new_tokens", 256, int),
+               "repetition_penalty": _number(params, "repetition_penalty", 1.0), "stop_strings": stops or None}
+    if temperature > GREEDY_TEMPERATURE and top_p > 1e-8:
+        top_k = _number(params, "top_k", -1, int)
+        options.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=max(top_k, 0))
+    else:
+        options["do_sample"] = False
+    return options
+
+
+def chunk(payload):
+    return json.dumps(payload).encode() + b"\0"
+
+
+def _base_worker_class():
+    """FastChat's BaseModelWorker, with its module logger set first: left unset, the worker's constructor calls
+    fastchat.utils.build_logger, which redirects this process's stdout and stderr into logging."""
+    from fastchat.serve import base_model_worker  # pylint: disable=import-outside-toplevel
+    if base_model_worker.logger is None:
+        worker_logger = logging.getLogger("mindformers.serve.fastchat_worker")
+        worker_logger.setLevel(logging.WARNING)  # its heart-beat lines every 45 s are noise on a console
+        base_model_worker.logger = worker_logger
+    return base_model_worker.BaseModelWorker
+
+
+def create_worker(engine, tokenizer, model_name, context_len, template, controller_address, worker_address,
+                  concurrency):
+    """The worker object FastChat's worker app (fastchat.serve.base_model_worker.app) serves."""
+
+    class MindFormersWorker(_base_worker_class()):
+        def __init__(self):
+            super().__init__(controller_address, worker_address, uuid.uuid4().hex[:8], model_name, [model_name],
+                             concurrency, conv_template=template)
+            self.engine, self.tokenizer, self.context_len = engine, tokenizer, context_len
+            self.defaults = engine.model.generation_config()
+
+        def prompt_ids(self, prompt):
+            if not isinstance(prompt, str):
+                raise RequestError(f"prompt: expected text, got {type(prompt).__name__}")
+            return encode_with_specials(self.tokenizer, prompt)
+
+        def count_token(self, params):
+            return {"count": len(self.prompt_ids(params["prompt"])), "error_code": 0}
+
+        def request(self, params):
+            ids = self.prompt_ids(params.get("prompt"))
+            options = generation_options(params)
+            stop_ids = [int(i) for i in params.get("stop_token_ids") or []]
+            options["eos_token_id"] = sorted(set(self.defaults.eos_ids) | set(stop_ids))
+            try:
+                config = self.defaults.updated(**options)
+                budget = token_budget(len(ids), config, self.context_len)
+            except ConfigError as error:
+                raise RequestError(str(error).replace("generate: ", "")) from None
+            return GenerationRequest(ids, budget, config)
+
+        def generate_stream_gate(self, params):
+            from fastchat.constants import ErrorCode  # pylint: disable=import-outside-toplevel
+            try:
+                request = self.request(params)
+            except RequestError as error:
+                yield chunk({"text": str(error), "error_code": int(ErrorCode.PARAM_OUT_OF_RANGE)})
+                return
+            row = request.row
+            reply = ReplyText(self.tokenizer, row.prompt, row.config.stop_list, row.config.eos_ids,
+                              chat=bool(params.get(CHAT_FLAG)))
+            prefix = params["prompt"] if params.get("echo") else ""
+            self.engine.submit(request)
+            try:
+                for _ in iter_tokens(request, reply):
+                    yield chunk({"text": prefix + reply.released, "error_code": 0, "usage": usage(row),
+                                 "finish_reason": None})
+                yield chunk({"text": prefix + reply.final(), "error_code": 0, "usage": usage(row),
+                             "finish_reason": "length" if row.finish_reason == LENGTH else "stop"})
+            except RuntimeError as error:
+                yield chunk({"text": str(error), "error_code": int(ErrorCode.INTERNAL_ERROR)})
+            finally:
+                request.cancel()  # the client may have gone mid-stream: stop spending steps on it
+
+        def generate_gate(self, params):
+            last = None
+            for last in self.generate_stream_gate(params):
+                pass
+            return json.loads(last[:-1].decode())
+
+    return MindFormersWorker()
+
+
+def iter_tokens(request, reply):
+    """Yields each time the request's released text grows."""
+    for token in request.tokens():
+        if reply.add(token) is not None:
+            yield reply.released
+
+
+def usage(row):
+    return {"prompt_tokens": len(row.prompt), "completion_tokens": len(row.generated),
+            "total_tokens": len(row.prompt) + len(row.generated)}

@@ -37,7 +37,8 @@ def parse_args(argv=None):
     add("--concurrency", type=int, nargs="+", default=[1, 8])
     add("--requests", type=int, default=32, help="timed requests per concurrency level")
     add("--max_tokens", type=int, default=64)
-    add("--prompt_words", type=int, default=24, help="words of sample text per prompt")
+    add("--prompt_words", type=int, default=24, help="words of sample text per prompt (their token count is made "
+                                                     "equal)")
     add("--layers", type=int, default=8)
     add("--hidden", type=int, default=512)
     add("--heads", type=int, default=8)
@@ -46,12 +47,23 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def sample_prompts(count, words):
-    """Different prompts of `words` words each, taken from the shipped sample text."""
+def equal_length_prompts(url, model, count, words, max_tokens):
+    """`count` different prompts of the same token length: windows of `words` words of the shipped sample text,
+    counted by the server (FastChat's /api/v1/token_check), keeping the most common length."""
     with open(SAMPLE_TEXT, encoding="utf-8") as stream:
-        tokens = stream.read().split()
-    step = max(words, len(tokens) // (count + 1))
-    return [" ".join(tokens[i * step:i * step + words]) for i in range(count)]
+        text = stream.read().split()
+    candidates = 20 * count
+    step = max(1, (len(text) - words) // candidates)
+    windows = [" ".join(text[i * step:i * step + words]) for i in range(candidates)]
+    checks = post(f"{url[:-len('/v1')] if url.endswith('/v1') else url}/api/v1/token_check",
+                  {"prompts": [{"model": model, "prompt": w, "max_tokens": max_tokens} for w in windows]})["prompts"]
+    lengths = [check["tokenCount"] for check in checks if check["fits"]]
+    if not lengths:
+        raise SystemExit(f"no prompt of {words} words leaves room for {max_tokens} new tokens in this model")
+    length = max(set(lengths), key=lengths.count)
+    chosen = [w for w, check in zip(windows, checks) if check["fits"] and check["tokenCount"] == length]
+    print(f"prompts: {len(chosen)} different ones of {length} tokens", flush=True)
+    return [chosen[i % len(chosen)] for i in range(count)]
 
 
 def post(url, payload):
@@ -149,7 +161,8 @@ def main(argv=None):
             server = Server(*build_served_model(args, folder))
             url = server.url
         try:
-            prompts = sample_prompts(args.requests + max(args.concurrency), args.prompt_words)
+            prompts = equal_length_prompts(url, args.model, args.requests + max(args.concurrency), args.prompt_words,
+                                           args.max_tokens)
             results = {}
             for level in args.concurrency:
                 run_level(url, args.model, prompts[-level:], level, args.max_tokens)  # warm-up: compiles the shapes

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from mindformers.serve.launcher import main
-from tests.e2e.helpers import TINY_SIZES, assert_one_line_error, run_cli, write_user_config
+from tests.e2e.helpers import TINY_SIZES, assert_one_line_error, main_one_line_error, run_cli, write_user_config
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +29,7 @@ def test_the_command_names_a_missing_tokenizer_file_and_starts_nothing(serve_con
 
 
 def one_line_error(capsys, argv):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
+    return main_one_line_error(capsys, main, argv)
 
 
 def test_bad_flags_and_paths(serve_config, tmp_path, capsys):

@@ -1,11 +1,16 @@
 """Dynamic batching of generation requests.
 
-Requests wait in a queue. One engine thread takes the first, waits a moment (`gather_seconds`) for others to join,
-and continues up to `max_batch_size` of them in one `generate_rows` call: one batched step per new token for all of
-them, each request with its own sampling options, stop strings and budget. A batch is filled up to a power of two
-with finished rows, so graph mode compiles a few batch shapes rather than one per count. Each request's tokens are
-handed back through its own queue as they come, so replies stream while the batch runs. Requests that arrive
-during a batch wait for the next one.
+Requests wait in a queue. One engine thread takes the first and gathers company for it, then continues up to
+`max_batch_size` of them in one `generate_rows` call: one batched step per new token for all of them, each request
+with its own sampling options, stop strings and budget. A batch is filled up to a power of two with finished rows,
+so graph mode compiles a few batch shapes rather than one per count. Each request's tokens are handed back through
+its own queue as they come, so replies stream while the batch runs. Requests that arrive during a batch wait for
+the next one.
+
+Gathering: clients whose replies came in one batch tend to send their next requests together, but those arrive
+spread over the time the API server and the controller take to pass them on. So the engine waits (at most
+`max_wait_seconds` after the first) until as many requests as the last batch held have come, and after that only
+as long as more keep coming within `gather_seconds` of each other (a burst): a lone client waits gather_seconds.
 """
 import logging
 import queue
@@ -61,11 +66,13 @@ def batch_buckets(max_batch_size):
 
 
 class BatchingEngine:
-    def __init__(self, model, tokenizer, max_batch_size=8, gather_seconds=0.02):
+    def __init__(self, model, tokenizer, max_batch_size=8, gather_seconds=0.02, max_wait_seconds=0.25):
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size = max_batch_size
         self.buckets = batch_buckets(max_batch_size)
         self.gather_seconds = gather_seconds
+        self.max_wait_seconds = max_wait_seconds
+        self.expected = 1  # requests the last batch held: about as many are likely on their way back
         self.waiting = queue.Queue()
         self.batch_sizes = []  # requests per batch run so far (the benchmark and tests read it)
         self._thread = threading.Thread(target=self._serve, name="generation-engine", daemon=True)
@@ -80,12 +87,14 @@ class BatchingEngine:
         self._thread.join(timeout=60)
 
     def _next_batch(self):
-        """The requests to run now (None: stop): the first to arrive and whoever joins within gather_seconds."""
+        """The requests to run now (None: stop): the first to arrive and the company gathered for it."""
         batch = [self.waiting.get()]
-        deadline = time.monotonic() + self.gather_seconds
+        deadline = time.monotonic() + self.max_wait_seconds
         while batch[-1] is not None and len(batch) < self.max_batch_size:
+            left = deadline - time.monotonic()
+            wait = left if len(batch) < self.expected else min(left, self.gather_seconds)
             try:
-                batch.append(self.waiting.get(timeout=max(0.0, deadline - time.monotonic())))
+                batch.append(self.waiting.get(timeout=wait) if wait > 0 else self.waiting.get_nowait())
             except queue.Empty:
                 break
         if batch[-1] is None:
@@ -121,6 +130,7 @@ class BatchingEngine:
                 request.finish(error)
             return
         self.batch_sizes.append(len(batch))
+        self.expected = len(batch)
         logger.info("batch of %d request(s) (as %d rows): %d tokens in %.2f s", len(batch), size,
                     sum(len(row.generated) for row in rows), time.perf_counter() - start)
         for request in batch:

@@ -39,6 +39,10 @@ class ReplyText:
         self.tokens = []
         self.released = ""
 
+    def keep(self, token):
+        """Take a token without working out the text (a reply that is not streamed)."""
+        self.tokens.append(token)
+
     def add(self, token):
         """Take a token; returns the text released so far when it grew, else None."""
         self.tokens.append(token)

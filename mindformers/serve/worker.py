@@ -63,10 +63,6 @@ def generation_options(params):
     return options
 
 
-def chunk(payload):
-    return json.dumps(payload).encode() + b"\0"
-
-
 def _base_worker_class():
     """FastChat's BaseModelWorker, with its module logger set first: left unset, the worker's constructor calls
     fastchat.utils.build_logger, which redirects this process's stdout and stderr into logging."""
@@ -109,12 +105,14 @@ def create_worker(engine, tokenizer, model_name, context_len, template, controll
                 raise RequestError(str(error).replace("generate: ", "")) from None
             return GenerationRequest(ids, budget, config)
 
-        def generate_stream_gate(self, params):
+        def replies(self, params, stream):
+            """The reply's states as FastChat's worker protocol has them: while `stream`, one each time the text
+            grows; always a last one with the finish reason (or one with an error code)."""
             from fastchat.constants import ErrorCode  # pylint: disable=import-outside-toplevel
             try:
                 request = self.request(params)
             except RequestError as error:
-                yield chunk({"text": str(error), "error_code": int(ErrorCode.PARAM_OUT_OF_RANGE)})
+                yield {"text": str(error), "error_code": int(ErrorCode.PARAM_OUT_OF_RANGE)}
                 return
             row = request.row
             reply = ReplyText(self.tokenizer, row.prompt, row.config.stop_list, row.config.eos_ids,
@@ -122,30 +120,28 @@ def create_worker(engine, tokenizer, model_name, context_len, template, controll
             prefix = params["prompt"] if params.get("echo") else ""
             self.engine.submit(request)
             try:
-                for _ in iter_tokens(request, reply):
-                    yield chunk({"text": prefix + reply.released, "error_code": 0, "usage": usage(row),
-                                 "finish_reason": None})
-                yield chunk({"text": prefix + reply.final(), "error_code": 0, "usage": usage(row),
-                             "finish_reason": "length" if row.finish_reason == LENGTH else "stop"})
+                for token in request.tokens():
+                    if not stream:
+                        reply.keep(token)
+                    elif reply.add(token) is not None:
+                        yield {"text": prefix + reply.released, "error_code": 0, "usage": usage(row),
+                               "finish_reason": None}
+                yield {"text": prefix + reply.final(), "error_code": 0, "usage": usage(row),
+                       "finish_reason": "length" if row.finish_reason == LENGTH else "stop"}
             except RuntimeError as error:
-                yield chunk({"text": str(error), "error_code": int(ErrorCode.INTERNAL_ERROR)})
+                yield {"text": str(error), "error_code": int(ErrorCode.INTERNAL_ERROR)}
             finally:
                 request.cancel()  # the client may have gone mid-stream: stop spending steps on it
 
+        def generate_stream_gate(self, params):
+            for state in self.replies(params, stream=True):
+                yield json.dumps(state).encode() + b"\0"
+
         def generate_gate(self, params):
-            last = None
-            for last in self.generate_stream_gate(params):
-                pass
-            return json.loads(last[:-1].decode())
+            *_, last = self.replies(params, stream=False)
+            return last
 
     return MindFormersWorker()
-
-
-def iter_tokens(request, reply):
-    """Yields each time the request's released text grows."""
-    for token in request.tokens():
-        if reply.add(token) is not None:
-            yield reply.released
 
 
 def usage(row):

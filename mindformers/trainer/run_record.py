@@ -6,6 +6,7 @@ import logging
 import os
 
 from mindformers.checkpoint.atomic import atomic_files
+from mindformers.tools.errors import MindFormerUserError
 
 logger = logging.getLogger("mindformers")
 
@@ -45,13 +46,13 @@ def checkpoint_step(config):
     from mindformers.checkpoint.checkpoint_io import resolve_checkpoint  # pylint: disable=import-outside-toplevel
     from mindformers.checkpoint.ckpt_stream import read_ckpt  # pylint: disable=import-outside-toplevel
     source = config.get("load_checkpoint")
-    if not source:
+    try:
+        path = resolve_checkpoint(source, 0) if source else ""
+        info = read_ckpt(path).get("step_num") if path.endswith(".ckpt") else None  # indexes the file, reads one
+        return int(info.read().reshape(-1)[0]) if info is not None else 0
+    except (MindFormerUserError, OSError) as error:  # the results are written already: do not fail the run here
+        logger.warning("TensorBoard eval scalars at step 0: no training step found in %s (%s)", source, error)
         return 0
-    path = resolve_checkpoint(source, 0)
-    if not path.endswith(".ckpt"):
-        return 0
-    info = read_ckpt(path).get("step_num")  # an index of the file: only this tensor's bytes are read
-    return int(info.read().reshape(-1)[0]) if info is not None else 0
 
 
 def record_eval_results(config, results):

@@ -36,7 +36,7 @@ def test_one_batch_of_requests_with_different_options_equals_each_alone(model_an
     if greedy:  # a stop string out of the greedy reply itself: the row ends where it appears
         options[0]["stop_strings"] = [greedy]
 
-    engine = BatchingEngine(model, tokenizer, max_batch_size=4, gather_seconds=0.5)
+    engine = BatchingEngine(model, tokenizer, max_batch_size=4, gather_seconds=0.5, max_wait_seconds=0.5)
     try:
         requests = [GenerationRequest(ids, opts["max_new_tokens"], defaults.updated(**opts))
                     for ids, opts in zip(prompts, options)]

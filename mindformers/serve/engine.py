@@ -75,6 +75,7 @@ class BatchingEngine:
         self.expected = 1  # requests the last batch held: about as many are likely on their way back
         self.waiting = queue.Queue()
         self.batch_sizes = []  # requests per batch run so far (the benchmark and tests read it)
+        self.running = []
         self._thread = threading.Thread(target=self._serve, name="generation-engine", daemon=True)
         self._thread.start()
 
@@ -83,6 +84,9 @@ class BatchingEngine:
         return request
 
     def stop(self):
+        """Cancel the running batch (it ends at its next step), refuse what waits, end the thread."""
+        for request in self.running:
+            request.cancel()
         self.waiting.put(None)
         self._thread.join(timeout=60)
 
@@ -122,6 +126,7 @@ class BatchingEngine:
         for filler in fillers:
             filler.cancel()  # done from the start: the step computes it, nothing reads it
         start = time.perf_counter()
+        self.running = batch
         try:
             self.model.generate_rows(rows + fillers, self.tokenizer)
         except Exception as error:  # pylint: disable=broad-except  (the server outlives one failed batch)
@@ -129,6 +134,8 @@ class BatchingEngine:
             for request in batch:
                 request.finish(error)
             return
+        finally:
+            self.running = []
         self.batch_sizes.append(len(batch))
         self.expected = len(batch)
         logger.info("batch of %d request(s) (as %d rows): %d tokens in %.2f s", len(batch), size,

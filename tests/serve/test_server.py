@@ -54,7 +54,7 @@ def free_port():
 
 
 @pytest.fixture(scope="module")
-def server(served_model):
+def server(served_model, request):
     config, checkpoint, output = served_model
     port = free_port()
     env = dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore")
@@ -64,6 +64,7 @@ def server(served_model):
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
     reader.start()
+    request.getfixturevalue("greedy_replies")  # the reference answers, while the server comes up
     deadline = time.monotonic() + 300
     while not any(line.startswith("serving ") for line in lines):
         assert process.poll() is None, "".join(lines)[-3000:]

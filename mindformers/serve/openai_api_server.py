@@ -10,9 +10,17 @@ those arguments and writes the same JSON. And the worker parameters of chat requ
 true, so our worker knows a reply follows a template's role tag (the parameters are otherwise the same for
 /v1/completions).
 """
-import argparse
-import functools
-import json
+import os
+import sys
+
+# Run by path, this file's folder is first on sys.path: its neighbours (engine.py, worker.py, ...) must not shadow
+# what FastChat and uvicorn import.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import argparse  # noqa: E402
+import functools  # noqa: E402
+import json  # noqa: E402
 
 CHAT_FLAG = "mindformers_chat"  # mindformers.serve.worker.CHAT_FLAG (not imported: that would load MindSpore)
 

@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from mindformers.run import OneLineParser, load_config_with
-from mindformers.serve.processes import ChildProcesses, free_port, http_json, port_error
+from mindformers.serve.processes import ChildProcesses, ServeError, free_port, http_json, port_error
 from mindformers.tools.errors import ConfigError, exit_on_user_error
 
 logger = logging.getLogger("mindformers")
@@ -87,8 +87,10 @@ class WorkerServer:
     def start(self):
         self.thread.start()
 
-    @property
-    def started(self):
+    def ready(self):
+        if not self.server.started and not self.thread.is_alive():
+            raise ServeError(f"the model worker's HTTP server stopped while starting (port "
+                             f"{self.server.config.port}); see the log above")
         return self.server.started
 
     def stop(self):
@@ -165,7 +167,7 @@ def serve(args):
         worker = create_worker(engine, tokenizer, model_name, network.config.seq_length, template, controller_url,
                                f"http://127.0.0.1:{worker_port}", concurrency)
         worker_server.start()
-        children.wait_for("the model worker", lambda: worker_server.started, stopping, STARTUP_TIMEOUT)
+        children.wait_for("the model worker", worker_server.ready, stopping, STARTUP_TIMEOUT)
         worker.init_heart_beat()  # registers with the controller, then beats every 45 s
         logger.info("model worker for %s (template %s, batches of up to %d) at http://127.0.0.1:%d", model_name,
                     template, args.max_batch_size, worker_port)

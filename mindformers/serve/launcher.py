@@ -3,10 +3,10 @@
     python -m mindformers.serve --config CONFIG --load_checkpoint CKPT [--vocab_file F] [--host 127.0.0.1]
                                 [--port 8000] [--template llama-2] [--max_batch_size 8]
 
-It builds the model as predict does (same flags, same checks), then brings up FastChat's controller (a child
-process), our model worker (in this process, next to the model) and FastChat's OpenAI API server (a child process,
-on --host:--port), and serves /v1/chat/completions, /v1/completions and /v1/models under the model name
-trainer.model_name. Ctrl-C or SIGTERM stops all three. Logs: <output_dir>/log/serve/.
+After checking flags and paths, it starts FastChat's controller and OpenAI API server (child processes; the API on
+--host:--port) and, meanwhile, builds the model as predict does (same flags, same checks); then our model worker
+serves it from this process and registers with the controller. /v1/chat/completions, /v1/completions and /v1/models
+answer under the model name trainer.model_name. Ctrl-C or SIGTERM stops all three. Logs: <output_dir>/log/serve/.
 """
 import asyncio
 import logging
@@ -16,6 +16,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from mindformers.generation.chat import DEFAULT_TEMPLATE
 from mindformers.run import OneLineParser, load_config_with
 from mindformers.serve.processes import ChildProcesses, ServeError, free_port, http_json, port_error
 from mindformers.tools.errors import ConfigError, exit_on_user_error
@@ -58,7 +59,8 @@ def build_parser():
     add("--vocab_file", default=None, help="tokenizer file, overriding processor.tokenizer.vocab_file")
     add("--host", default="127.0.0.1", help="address the API listens on (default 127.0.0.1)")
     add("--port", type=port_number, default=8000, help="port of the API (default 8000)")
-    add("--template", default=None, help="fschat conversation template of chat requests (default llama-2)")
+    add("--template", default=DEFAULT_TEMPLATE, help="fschat conversation template of chat requests (default "
+                                                      f"{DEFAULT_TEMPLATE}, as run_chat.py)")
     add("--max_batch_size", type=positive_int, default=8, help="requests continued together (default 8)")
     add("--device_target", choices=("Ascend", "CPU", "GPU"), default=None)
     add("--output_dir", default=None, help="where log/serve/ goes (default: output_dir of the YAML)")
@@ -116,80 +118,100 @@ def build_model(config):
     return network, tokenizer
 
 
-def install_stop_handlers(stopping):
-    def handler(signum, _frame):
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM: while the model is being built they interrupt it; once the server runs they set
+    `stopping`, and the main thread shuts everything down in order."""
+
+    def __init__(self):
+        self.stopping = threading.Event()
+        self.interrupt = True
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.handle)
+
+    def handle(self, signum, _frame):
         logger.info("%s: stopping the server", signal.Signals(signum).name)
-        stopping.set()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, handler)
+        self.stopping.set()
+        if self.interrupt:
+            raise KeyboardInterrupt
+
+
+def preflight(args):
+    """The config, once everything that needs no model is checked: a bad flag or path is one line before anything
+    starts."""
+    from mindformers.checkpoint import resolve_checkpoint  # pylint: disable=import-outside-toplevel
+    from mindformers.trainer.causal_language_modeling import build_tokenizer  # noqa: E501 pylint: disable=import-outside-toplevel
+    config = load_config_with(args.config, load_checkpoint=args.load_checkpoint, vocab_file=args.vocab_file,
+                              device_target=args.device_target, output_dir=args.output_dir)
+    check_template(args.template)
+    if config.get("load_checkpoint"):
+        resolve_checkpoint(config.get("load_checkpoint"), 0)
+    build_tokenizer(config)  # a missing tokenizer file
+    busy = port_error(args.host, args.port)
+    if busy:
+        raise ConfigError(f"--port: cannot listen on {args.host}:{args.port} ({busy})")
+    return config
 
 
 def serve(args):
-    from mindformers.generation.chat import DEFAULT_TEMPLATE  # pylint: disable=import-outside-toplevel
     from mindformers.serve.engine import BatchingEngine  # pylint: disable=import-outside-toplevel
     from mindformers.serve.worker import create_worker  # pylint: disable=import-outside-toplevel
     from mindformers.tools.logger import setup_logging  # pylint: disable=import-outside-toplevel
 
-    config = load_config_with(args.config, load_checkpoint=args.load_checkpoint, vocab_file=args.vocab_file,
-                              device_target=args.device_target, output_dir=args.output_dir)
-    template = args.template or DEFAULT_TEMPLATE
-    check_template(template)
-    if config.get("load_checkpoint"):  # a wrong path: one line now, before the context and model are built
-        from mindformers.checkpoint import resolve_checkpoint  # pylint: disable=import-outside-toplevel
-        resolve_checkpoint(config.get("load_checkpoint"), 0)
-    busy = port_error(args.host, args.port)
-    if busy:
-        raise ConfigError(f"--port: cannot listen on {args.host}:{args.port} ({busy})")
+    config = preflight(args)
     output_dir = os.path.abspath(config.get("output_dir") or "./output")
     log_dir = os.path.join(output_dir, "log", "serve")
     os.makedirs(log_dir, exist_ok=True)
     setup_logging(output_dir)
     model_name = model_name_of(config)
-    network, tokenizer = build_model(config)
-
-    stopping = threading.Event()
-    install_stop_handlers(stopping)
-    engine = BatchingEngine(network, tokenizer, args.max_batch_size)
-    concurrency = 4 * args.max_batch_size
+    signals = StopSignals()
     children = ChildProcesses(log_dir)
     # LOGDIR='': FastChat's parts log to their stdout (our log files) instead of writing files in the cwd.
     env = dict(os.environ, LOGDIR="")
     controller_url = f"http://127.0.0.1:{free_port()}"
-    worker_port = free_port()
-    worker_server = WorkerServer(worker_port, concurrency)
-    api_url = f"http://{args.host}:{args.port}"
+    local_api = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    concurrency = 4 * args.max_batch_size
+    engine = worker_server = None
     try:
-        logger.info("starting FastChat's controller at %s", controller_url)
+        # FastChat's controller and API server start while the model is built: they need no model.
+        logger.info("starting FastChat's controller at %s and OpenAI API server at %s:%d", controller_url, args.host,
+                    args.port)
         children.start("controller", ["-m", "fastchat.serve.controller", "--host", "127.0.0.1",
                                       "--port", controller_url.rsplit(":", 1)[1]], env)
-        children.wait_for("the controller", lambda: http_json(f"{controller_url}/list_models", {}) is not None,
-                          stopping, STARTUP_TIMEOUT)
-        worker = create_worker(engine, tokenizer, model_name, network.config.seq_length, template, controller_url,
-                               f"http://127.0.0.1:{worker_port}", concurrency)
-        worker_server.start()
-        children.wait_for("the model worker", worker_server.ready, stopping, STARTUP_TIMEOUT)
-        worker.init_heart_beat()  # registers with the controller, then beats every 45 s
-        logger.info("model worker for %s (template %s, batches of up to %d) at http://127.0.0.1:%d", model_name,
-                    template, args.max_batch_size, worker_port)
         children.start("openai_api_server", [API_SERVER_SCRIPT, "--controller-address", controller_url,
                                              "--host", args.host, "--port", str(args.port)], env)
+        network, tokenizer = build_model(config)
+        signals.interrupt = False
+        engine = BatchingEngine(network, tokenizer, args.max_batch_size)
+        children.wait_for("the controller", lambda: http_json(f"{controller_url}/list_models", {}) is not None,
+                          signals.stopping, STARTUP_TIMEOUT)
+        worker_port = free_port()
+        worker = create_worker(engine, tokenizer, model_name, network.config.seq_length, args.template,
+                               controller_url, f"http://127.0.0.1:{worker_port}", concurrency)
+        worker_server = WorkerServer(worker_port, concurrency)
+        worker_server.start()
+        children.wait_for("the model worker", worker_server.ready, signals.stopping, STARTUP_TIMEOUT)
+        worker.init_heart_beat()  # registers with the controller, then beats every 45 s
+        logger.info("model worker for %s (template %s, batches of up to %d) at http://127.0.0.1:%d", model_name,
+                    args.template, args.max_batch_size, worker_port)
 
         def api_lists_model():
-            answer = http_json(f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:"
-                               f"{args.port}/v1/models")
+            answer = http_json(f"{local_api}/v1/models")
             return bool(answer) and model_name in [card.get("id") for card in answer.get("data") or []]
 
-        children.wait_for("the OpenAI API server", api_lists_model, stopping, STARTUP_TIMEOUT)
-        print(f"serving {model_name} at {api_url}/v1 (chat/completions, completions, models); Ctrl-C stops",
-              flush=True)
-        while not stopping.wait(0.5):
+        children.wait_for("the OpenAI API server", api_lists_model, signals.stopping, STARTUP_TIMEOUT)
+        print(f"serving {model_name} at http://{args.host}:{args.port}/v1 (chat/completions, completions, models); "
+              "Ctrl-C stops", flush=True)
+        while not signals.stopping.wait(0.5):
             children.check()
     except KeyboardInterrupt:
         pass
     finally:
+        signals.interrupt = False
         children.stop()
-        worker_server.stop()
-        engine.stop()
+        if worker_server is not None:
+            worker_server.stop()
+        if engine is not None:
+            engine.stop()
         logger.info("server stopped")
     return 0
 
@@ -199,7 +221,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return serve(args)
-    except KeyboardInterrupt:  # Ctrl-C while the model was being built
+    except KeyboardInterrupt:  # Ctrl-C before the server was set up to stop by itself
         return 130
 
 

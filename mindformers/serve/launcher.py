@@ -59,8 +59,9 @@ def build_parser():
     add("--vocab_file", default=None, help="tokenizer file, overriding processor.tokenizer.vocab_file")
     add("--host", default="127.0.0.1", help="address the API listens on (default 127.0.0.1)")
     add("--port", type=port_number, default=8000, help="port of the API (default 8000)")
-    add("--template", default=DEFAULT_TEMPLATE, help="fschat conversation template of chat requests (default "
-                                                      f"{DEFAULT_TEMPLATE}, as run_chat.py)")
+    add("--template", default=DEFAULT_TEMPLATE, help=f"chat template: an fschat conversation template (default "
+                                                      f"{DEFAULT_TEMPLATE}, as run_chat.py) or 'tokenizer' for the "
+                                                      "model folder's own Jinja chat_template")
     add("--max_batch_size", type=positive_int, default=8, help="requests continued together (default 8)")
     add("--device_target", choices=("Ascend", "CPU", "GPU"), default=None)
     add("--output_dir", default=None, help="where log/serve/ goes (default: output_dir of the YAML)")
@@ -104,9 +105,12 @@ def model_name_of(config):
     return str((config.get("trainer") or {}).get("model_name") or "llama")
 
 
-def check_template(template):
-    from mindformers.generation.chat import new_conversation  # pylint: disable=import-outside-toplevel
-    new_conversation(template)  # an unknown name is a one-line error naming --template
+def check_template(template, tokenizer):
+    """An unknown name, or a tokenizer without a chat_template: one line (without a tokenizer at all, building the
+    model says so)."""
+    from mindformers.generation.chat import TOKENIZER_TEMPLATE, new_conversation  # noqa: E501 pylint: disable=import-outside-toplevel
+    if tokenizer is not None or template != TOKENIZER_TEMPLATE:
+        new_conversation(template, tokenizer)
 
 
 def build_model(config):
@@ -142,10 +146,9 @@ def preflight(args):
     from mindformers.trainer.causal_language_modeling import build_tokenizer  # noqa: E501 pylint: disable=import-outside-toplevel
     config = load_config_with(args.config, load_checkpoint=args.load_checkpoint, vocab_file=args.vocab_file,
                               device_target=args.device_target, output_dir=args.output_dir)
-    check_template(args.template)
     if config.get("load_checkpoint"):
         resolve_checkpoint(config.get("load_checkpoint"), 0)
-    build_tokenizer(config)  # a missing tokenizer file
+    check_template(args.template, build_tokenizer(config))  # a missing tokenizer file; an unusable --template
     busy = port_error(args.host, args.port)
     if busy:
         raise ConfigError(f"--port: cannot listen on {args.host}:{args.port} ({busy})")

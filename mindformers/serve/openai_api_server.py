@@ -6,9 +6,9 @@ MindSpore): it needs no model and starts in a fraction of a second.
 Two changes are made first. fschat 0.2.36 writes each streamed chunk with `chunk.json(exclude_unset=True,
 ensure_ascii=False)`, which pydantic 2 rejects (TypeError: `dumps_kwargs` keyword arguments are no longer supported;
 lm-sys/FastChat#3140, fixed upstream after the last release): the stream chunk classes get a `json` that accepts
-those arguments and writes the same JSON. And the worker parameters of chat requests carry "mindformers_chat":
-true, so our worker knows a reply follows a template's role tag (the parameters are otherwise the same for
-/v1/completions).
+those arguments and writes the same JSON. And a chat request reaches the worker as its messages (CHAT_PROMPT_MARK
+followed by their JSON, in place of the prompt FastChat renders): our worker renders them with the model's
+template, an fschat one or the model folder's own Jinja chat_template, for counting tokens and for generating.
 """
 import os
 import sys
@@ -22,7 +22,7 @@ import argparse  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 
-CHAT_FLAG = "mindformers_chat"  # mindformers.serve.worker.CHAT_FLAG (not imported: that would load MindSpore)
+CHAT_PROMPT_MARK = "\x00mindformers-chat\x00"  # = mindformers.serve.worker's (not imported: that loads MindSpore)
 
 
 def _json_with_dumps_arguments(self, ensure_ascii=False, **options):
@@ -38,13 +38,14 @@ def patch_stream_chunks():
         cls.json = _json_with_dumps_arguments
 
 
-def mark_chat_requests(fastchat_api):
+def send_chats_as_messages(fastchat_api):
     original = fastchat_api.get_gen_params
 
     @functools.wraps(original)
     async def get_gen_params(model_name, worker_addr, messages, **options):
         params = await original(model_name, worker_addr, messages, **options)
-        params[CHAT_FLAG] = not isinstance(messages, str)  # a chat sends a list of messages, a completion a prompt
+        if not isinstance(messages, str):  # a chat sends a list of messages, a completion a prompt
+            params["prompt"] = CHAT_PROMPT_MARK + json.dumps(messages, ensure_ascii=False)
         return params
 
     fastchat_api.get_gen_params = get_gen_params
@@ -59,7 +60,7 @@ def main(argv=None):
     patch_stream_chunks()
     import uvicorn  # pylint: disable=import-outside-toplevel
     from fastchat.serve import openai_api_server as fastchat_api  # pylint: disable=import-outside-toplevel
-    mark_chat_requests(fastchat_api)
+    send_chats_as_messages(fastchat_api)
     fastchat_api.app_settings.controller_address = args.controller_address
     uvicorn.run(fastchat_api.app, host=args.host, port=args.port, log_level="info")
 

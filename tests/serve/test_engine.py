@@ -17,7 +17,7 @@ def model_and_tokenizer(sp_model_file):
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
     np.random.seed(5)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=600, seq_length=48, hidden_size=32, num_layers=1, num_heads=4,
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=600, seq_length=96, hidden_size=32, num_layers=1, num_heads=4,
                                          intermediate_size=64, compute_dtype="float32", initializer_range=0.3,
                                          use_past=True))
     yield model, LlamaTokenizer(vocab_file=sp_model_file)
@@ -102,3 +102,37 @@ def test_generation_options_follow_fastchat():
                              ({"use_beam_search": True}, "beam"), ({"temperature": "hot"}, "temperature")):
         with pytest.raises(RequestError, match=fragment):
             generation_options(params)
+
+
+def worker_for(model, tokenizer, template):
+    """The FastChat worker object, without its HTTP server or a controller (it registers only when told to)."""
+    from mindformers.serve.worker import create_worker  # pylint: disable=import-outside-toplevel
+    engine = BatchingEngine(model, tokenizer, max_batch_size=2, gather_seconds=0.0)
+    return create_worker(engine, tokenizer, "tiny", model.config.seq_length, template, "http://127.0.0.1:9",
+                         "http://127.0.0.1:9", 4), engine
+
+
+def test_the_worker_renders_chats_with_the_folders_jinja_template(model_and_tokenizer, sp_model_file):
+    """--template tokenizer: a chat is rendered by the tokenizer's own chat_template (as apply_chat_template does),
+    counted and answered with what generate() answers that prompt."""
+    import json  # pylint: disable=import-outside-toplevel
+    from mindformers.serve.worker import CHAT_PROMPT_MARK  # pylint: disable=import-outside-toplevel
+    from tests.fixtures.family_tokenizers import LLAMA2_TEMPLATE  # pylint: disable=import-outside-toplevel
+    model, _ = model_and_tokenizer
+    tokenizer = LlamaTokenizer(vocab_file=sp_model_file, chat_template=LLAMA2_TEMPLATE)
+    worker, engine = worker_for(model, tokenizer, "tokenizer")
+    try:
+        messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is a list?"}]
+        prompt = CHAT_PROMPT_MARK + json.dumps(messages)
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        assert worker.count_token({"prompt": prompt})["count"] == len(ids)
+        assert worker.conv.name == "raw"  # FastChat's API server is told a template that adds nothing
+        answer = worker.generate_gate({"prompt": prompt, "temperature": 0, "max_new_tokens": 4})
+        output = model.generate([ids], max_new_tokens=4)[0]
+        generated = [t for t in output[len(ids):] if t != tokenizer.eos_token_id]
+        assert answer["text"] == continuation(tokenizer, ids, ids + generated).lstrip()
+        assert answer["usage"]["prompt_tokens"] == len(ids) and answer["error_code"] == 0
+        refused = worker.generate_gate({"prompt": CHAT_PROMPT_MARK + json.dumps(messages[1:] * 2)})
+        assert refused["error_code"] != 0 and "alternate" in refused["text"]  # the template's own exception
+    finally:
+        engine.stop()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from mindformers.checkpoint.atomic import atomic_folder
 from mindformers.tools.errors import ConfigError, DataError, exit_on_user_error
+from mindformers.tools.json_file import load_json
 
 METRICS_FILE = os.path.join("log", "train_metrics.jsonl")
 
@@ -67,19 +68,11 @@ def read_metrics(folder):
     return [by_step[step] for step in sorted(by_step)]
 
 
-def read_json(path):
-    try:
-        with open(path, encoding="utf-8") as stream:
-            return json.load(stream)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not JSON ({error.msg}, line {error.lineno})") from None
-
-
 def read_evals(folder):
     """{file name: results} for eval_results.json and the benchmark tasks' eval_<task>_results.json."""
     paths = sorted(glob.glob(os.path.join(folder, "eval_results.json")) +
                    glob.glob(os.path.join(folder, "eval_*_results.json")))
-    return {os.path.basename(path): read_json(path) for path in paths}
+    return {os.path.basename(path): load_json(path) for path in paths}
 
 
 def unique_labels(folders):
@@ -100,7 +93,7 @@ def load_runs(folders):
         if not os.path.isdir(folder):
             raise ConfigError(f"{folder}: not a folder (expected a training run's output_dir)")
         info_path = os.path.join(folder, "log", "run_info.json")
-        info = read_json(info_path) if os.path.isfile(info_path) else None
+        info = load_json(info_path) if os.path.isfile(info_path) else None
         runs.append(Run(folder, label, read_metrics(folder), info, read_evals(folder)))
     return runs
 

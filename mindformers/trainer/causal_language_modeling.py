@@ -179,24 +179,15 @@ class CausalLanguageModelingTrainer:
                                  where="runner_wrapper")
 
     def build_callbacks(self):
-<<<<<<< HEAD
         callbacks = build_callback_list(self.config, "callbacks")
+        if self.config.get("tensorboard") is not None:  # after the YAML's callbacks: it plots MFLossMonitor's record
+            callbacks.append(TensorBoardMonitor(**(self.config.get("tensorboard") or {})))
         if self.config.get("profile"):  # init_start_profile: from the first step, whatever profile_start_step says
             start = 1 if self.config.get("init_start_profile") else self.config.get("profile_start_step") or 1
             callbacks.append(ProfileMonitor(start_step=start, stop_step=self.config.get("profile_stop_step") or 10,
                                             output_path=self.config.get("profile_output") or None,
                                             profile_memory=bool(self.config.get("profile_memory")),
                                             profile_communication=bool(self.config.get("profile_communication"))))
-=======
-        callbacks = [build_from_config(item, MindFormerModuleType.CALLBACK, where=f"callbacks[{index}]")
-                     for index, item in enumerate(self.config.get("callbacks") or [])]
-        if self.config.get("tensorboard") is not None:  # after the YAML's callbacks: it plots MFLossMonitor's record
-            callbacks.append(TensorBoardMonitor(**(self.config.get("tensorboard") or {})))
-        if self.config.get("profile"):
-            callbacks.append(ProfileMonitor(start_step=self.config.get("profile_start_step") or 1,
-                                            stop_step=self.config.get("profile_stop_step") or 10,
-                                            profile_memory=bool(self.config.get("profile_memory"))))
->>>>>>> main
         return callbacks
 
     def setup_parallel(self):

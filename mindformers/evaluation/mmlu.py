@@ -31,7 +31,8 @@ LAYOUT = ("data/test/<subject>_test.csv with headerless rows question,A,B,C,D,an
           "data/dev/<subject>_dev.csv for the 5 shots), or the test folder itself")
 EXAM = SubjectExam(task="MMLU", split="test", layout=LAYOUT, has_header_row=False, subject_names={},
                    header="The following are multiple choice questions (with answers) about {subject}.\n\n",
-                   cue="\nAnswer:", answer_prefix=" ", categories=CATEGORIES, category_of=CATEGORY_OF)
+                   cue="\nAnswer:", categories=CATEGORIES, category_of=CATEGORY_OF,
+                   reports_acc_norm=False)
 
 load_questions = EXAM.questions
 evaluate = EXAM.evaluate

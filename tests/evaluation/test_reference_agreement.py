@@ -196,3 +196,21 @@ def test_same_prompts_predictions_verdicts_and_score_as_the_reference(task, lm, 
             verdicts = check_choices(questions, records, samples)
     assert results["correct"] == sum(verdicts) and results["total"] == len(verdicts)
     assert results["accuracy"] == pytest.approx(np.mean(verdicts))
+
+
+def test_subject_tables_are_lm_evals(lm):
+    """MMLU's categories are lm-eval's mmlu groups; C-Eval's descriptions are lm-eval's, subject by subject."""
+    import glob  # pylint: disable=import-outside-toplevel
+    groups = {"mmlu_stem_tasks": "STEM", "mmlu_other_tasks": "other", "mmlu_social_sciences_tasks": "social sciences",
+              "mmlu_humanities_tasks": "humanities"}
+    theirs = {}
+    for path in glob.glob(os.path.join(lm.tasks_dir, "mmlu", "default", "mmlu_*.yaml")):
+        config = lm.load_yaml(path, resolve_func=False, recursive=False)
+        theirs[config["dataset_name"]] = groups[config["tag"]]
+    assert len(theirs) == 57 and theirs == mmlu.CATEGORY_OF
+    descriptions = {}
+    for path in glob.glob(os.path.join(lm.tasks_dir, "ceval", "ceval-valid_*.yaml")):
+        config = lm.load_yaml(path, resolve_func=False, recursive=False)
+        descriptions[config["dataset_name"]] = config["description"]
+    assert len(descriptions) == 52
+    assert descriptions == {subject: ceval.EXAM.header_text(subject) for subject in ceval.SUBJECTS}

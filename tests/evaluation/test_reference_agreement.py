@@ -65,9 +65,9 @@ def hf_folder(tmp_path_factory, benchmark_tokenizer_file):
 @pytest.fixture(scope="module")
 def ours(hf_folder):
     from mindformers import LlamaForCausalLM  # pylint: disable=import-outside-toplevel
-    from mindformers.models.llama import LlamaTokenizer  # pylint: disable=import-outside-toplevel
+    from mindformers.models.auto_tokenizer import tokenizer_from_path  # pylint: disable=import-outside-toplevel
     model = LlamaForCausalLM.from_pretrained(hf_folder, compute_dtype="float32", seq_length=SEQ_LENGTH)
-    return model, LlamaTokenizer(vocab_file=os.path.join(hf_folder, "tokenizer.model"))
+    return model, tokenizer_from_path(hf_folder)  # the folder's tokenizer, as --vocab_file FOLDER picks it
 
 
 @pytest.fixture(scope="module")
@@ -236,15 +236,10 @@ def smollm2_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smollm2_ours(smollm2_folder):
-    import transformers  # pylint: disable=import-outside-toplevel
     from mindformers import LlamaForCausalLM  # pylint: disable=import-outside-toplevel
-    from mindformers.models.llama import LlamaTokenizerFast  # pylint: disable=import-outside-toplevel
-    theirs = transformers.AutoTokenizer.from_pretrained(smollm2_folder)
-    tokenizer = LlamaTokenizerFast(tokenizer_file=os.path.join(smollm2_folder, "tokenizer.json"),
-                                   bos_token=theirs.bos_token, eos_token=theirs.eos_token,
-                                   add_bos_token=theirs("a").input_ids[0] == theirs.bos_token_id)
+    from mindformers.models.auto_tokenizer import tokenizer_from_path  # pylint: disable=import-outside-toplevel
     model = LlamaForCausalLM.from_pretrained(smollm2_folder, compute_dtype="float32", seq_length=SMOLLM2_SEQ_LENGTH)
-    return model, tokenizer
+    return model, tokenizer_from_path(smollm2_folder)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from tests.fixtures.benchmark_data import (AGIEVAL, BBH, BOOLQ, CEVAL, GSM8K, GS
 SEQ_LENGTH = 512
 SMOLLM2_SEQ_LENGTH = 2048
 TASKS = ("mmlu", "ceval", "boolq", "agieval", "gsm8k", "bbh", "human_eval")
-NEW_TOKENS = 12
+NEW_TOKENS = 8
 MMLU_SUBJECTS = ("high_school_physics", "philosophy")
 CEVAL_SUBJECTS = ("computer_network",)
 AGIEVAL_TASKS = ("lsat-ar", "logiqa-zh", "jec-qa-kd")
@@ -116,7 +116,7 @@ def reference_configs(lm, task, paths):
 
 def run_ours(task, ours, path, output_dir):
     model, tokenizer = ours
-    results = run_benchmark_task(task, model, tokenizer, path, output_dir, batch_size=2, max_new_tokens=NEW_TOKENS)
+    results = run_benchmark_task(task, model, tokenizer, path, output_dir, batch_size=4, max_new_tokens=NEW_TOKENS)
     with open(os.path.join(output_dir, f"eval_{task}_predictions.jsonl"), encoding="utf-8") as stream:
         records = [json.loads(line) for line in stream]
     return results, records

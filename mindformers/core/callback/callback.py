@@ -26,6 +26,7 @@ class TrainState:
     loss_scale: float = 1.0
     overflow: bool = False
     step_time: float = 0.0
+    compile_time: float = 0.0  # graph compilation before the run's first step (not in its step_time)
     initial_step: int = 0
     extra: dict = field(default_factory=dict)
 

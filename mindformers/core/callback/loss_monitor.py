@@ -50,7 +50,7 @@ class MFLossMonitor(Callback):
             os.remove(self.path)  # a fresh run starts a fresh record; a resumed run appends to it
         self.flops_per_token = train_flops_per_token(state.model_config, state.seq_length)
         self.peak_flops = (self.device_peak_tflops * 1e12 if self.device_peak_tflops
-                           else measure_gemm_peak_flops())
+                           else measure_gemm_peak_flops(min_seconds=0.2))
 
     def on_step_end(self, state):
         # The first step of a run includes graph compilation: leave it out of the ETA average.
@@ -68,12 +68,17 @@ class MFLossMonitor(Callback):
             "overflow": state.overflow, "step_time": state.step_time, "tokens_per_s": tokens_per_s,
             "mfu": mfu, "eta_s": eta, "time": time.time(),
         }
+        first_step = state.global_step == state.initial_step + 1
+        if first_step:
+            record["compile_time"] = state.compile_time
         state.extra["step_record"] = record  # for the callbacks after this one (TensorBoardMonitor)
         if state.rank_id == 0:  # the loss is already averaged over data-parallel ranks: one shared record
             with open(self.path, "a", encoding="utf-8") as stream:
                 stream.write(json.dumps(record) + "\n")
         if self.check_for_nan and state.loss != state.loss:
             raise RuntimeError(f"loss is NaN at step {state.global_step}")
+        if first_step and state.rank_id == 0:
+            logger.info("first step: %.1f s graph compilation + %.1f s run", state.compile_time, state.step_time)
         if state.global_step % self.per_print_times == 0 or state.global_step == state.total_steps:
             logger.info(
                 "epoch %d/%d step %d/%d (global %d/%d) | loss %.6f | lr %.3e | grad_norm %.4f | scale %g%s | "

@@ -6,6 +6,7 @@ import random
 import numpy as np
 import mindspore as ms
 
+from mindformers.core.context.compile_cache import compile_cache_settings
 from mindformers.tools.errors import ConfigError
 
 logger = logging.getLogger("mindformers")
@@ -17,8 +18,7 @@ _DEVICES = ("Ascend", "CPU", "GPU")
 _DEVICE_ONLY_KEYS = ("max_device_memory", "mempool_block_size", "variable_memory_max_size", "ascend_config",
                      "enable_graph_kernel", "graph_kernel_flags", "memory_optimize_level", "affinity_cpu_list")
 
-_ANY_DEVICE_KEYS = ("runtime_num_threads", "inter_op_parallel_num", "enable_compile_cache", "compile_cache_path",
-                    "pynative_synchronize")
+_ANY_DEVICE_KEYS = ("runtime_num_threads", "inter_op_parallel_num", "pynative_synchronize")
 
 
 def device_available(target):
@@ -79,9 +79,10 @@ def build_context(config):
     if context.get("save_graphs"):
         settings["save_graphs"] = context["save_graphs"]
         settings["save_graphs_path"] = context.get("save_graphs_path", "./graph")
-    for key in _ANY_DEVICE_KEYS:  # thread counts and the compile cache mean the same on every device
+    for key in _ANY_DEVICE_KEYS:  # thread counts mean the same on every device
         if context.get(key) is not None:
             settings[key] = context[key]
+    settings.update(compile_cache_settings(config))  # so does the compile cache, in a folder per config
     if context.get("deterministic") or config.get("deterministic"):
         settings["deterministic"] = "ON"
     if device_target != "CPU":

@@ -10,7 +10,8 @@ sides so that other load on the machine slows both alike.
     python benchmarks/train_throughput.py                       # 8 layers, hidden 512, vocab 32000, seq 256, batch 2
     python benchmarks/train_throughput.py --layers 1 --hidden 64 --heads 4 --vocab 512 --seq 32 --steps 1 --warmup 1
 
-Prints tokens/s of both, MFU of both against a GEMM peak measured in this run, and the line
+Prints tokens/s of both, MFU of both against a GEMM peak measured in this run (before and after the steps,
+several sizes, MindSpore's and torch's matmul, the best; printed beside every MFU), and the line
 `ratio ours/theirs: X.XX` (tokens/s of ours divided by tokens/s of theirs; > 1 means we are faster).
 """
 import argparse
@@ -49,7 +50,8 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="timed steps per side")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side (after compilation)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for both sides; default: core count")
-    parser.add_argument("--gemm-size", type=int, default=1024, help="square matmul size for the measured peak")
+    parser.add_argument("--gemm-sizes", type=int, nargs="+", default=[512, 1024, 2048],
+                        help="square matmul sizes for the measured peak (best over sizes and trials)")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
@@ -89,8 +91,8 @@ def timed_alternately(steps, warmup, *step_fns):
     return [(statistics.median(times), fn_losses) for times, fn_losses in zip(seconds, losses)]
 
 
-def build_ours(args, config, tokens):
-    import mindspore as ms  # pylint: disable=import-outside-toplevel
+def build_train_cell(args, config):
+    """Our model, AdamW and MFTrainOneStepCell, as a training run builds them; returns (train cell, model)."""
     from mindformers.core.optim import AdamW  # pylint: disable=import-outside-toplevel
     from mindformers.models.llama import LlamaForCausalLM  # pylint: disable=import-outside-toplevel
     from mindformers.wrapper import MFTrainOneStepCell  # pylint: disable=import-outside-toplevel
@@ -102,6 +104,12 @@ def build_ours(args, config, tokens):
                       weight_decay=args.weight_decay)
     cell = MFTrainOneStepCell(model, optimizer, use_clip_grad=True, max_grad_norm=1.0)
     cell.set_train(True)
+    return cell, model
+
+
+def build_ours(args, config, tokens):
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    cell, model = build_train_cell(args, config)
     input_ids = ms.Tensor(tokens)
 
     def step():
@@ -147,24 +155,31 @@ def build_theirs(args, config, tokens):
     return step, model.config._attn_implementation  # pylint: disable=protected-access
 
 
-def torch_gemm_peak(size, repeats=5):
+def torch_gemm_flops(sizes):
     import torch  # pylint: disable=import-outside-toplevel
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size ** 3 / best
+    from mindformers.core.flops import best_matmul_flops  # pylint: disable=import-outside-toplevel
+    results = {}
+    for size in sizes:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        results[size] = best_matmul_flops(lambda a=a, b=b: torch.mm(a, b), size)
+    return results
+
+
+def gemm_peak(sizes):
+    """The MFU denominator, measured with the thread setting training uses: the best fp32 FLOP/s over several
+    square sizes, MindSpore's and torch's matmuls alike (the faster library shows what the machine can do).
+    Returns (peak, description of what each side reached)."""
+    from mindformers.core.flops import mindspore_gemm_flops  # pylint: disable=import-outside-toplevel
+    ours, theirs = mindspore_gemm_flops(sizes), torch_gemm_flops(sizes)
+    text = "; ".join(f"{size}^2 mindspore {ours[size] / 1e9:.0f} torch {theirs[size] / 1e9:.0f}" for size in sizes)
+    return max(max(ours.values()), max(theirs.values())), text
 
 
 def main(argv=None):
     args = parse_args(argv)
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel
-    from mindformers.core.flops import measure_gemm_peak_flops, train_flops_per_token  # pylint: disable=C0415
+    from mindformers.core.flops import train_flops_per_token  # pylint: disable=C0415
 
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
@@ -180,21 +195,20 @@ def main(argv=None):
           f"kv_heads={config.kv_heads} ffn={config.ffn_size} vocab={config.vocab_size} seq={args.seq} "
           f"batch={args.batch} fp32; train FLOPs/token={flops_per_token / 1e9:.3f} G")
 
-    # Peaks are measured before and after the steps (best of each): one sample taken while another process
-    # held a core would understate the peak and overstate MFU.
-    ms_peak = measure_gemm_peak_flops(size=args.gemm_size)
-    torch_peak = torch_gemm_peak(args.gemm_size)
-
+    # The peak is measured before and after the steps and the higher one counts: a window in which another process
+    # held a core would understate the peak and overstate MFU. Both are printed, so their spread shows.
+    peak_before, text_before = gemm_peak(args.gemm_sizes)
     ours_step, first_loss, compile_seconds, params = build_ours(args, config, tokens)
     theirs_step, attn_impl = build_theirs(args, config, tokens)
     (ours_seconds, ours_losses), (theirs_seconds, theirs_losses) = timed_alternately(
         args.steps, args.warmup, ours_step, theirs_step)
     ours_losses = [first_loss] + ours_losses
-    ms_peak = max(ms_peak, measure_gemm_peak_flops(size=args.gemm_size, repeats=6))
-    torch_peak = max(torch_peak, torch_gemm_peak(args.gemm_size))
-    peak = max(ms_peak, torch_peak)
-    print(f"GEMM peak ({args.gemm_size}^2 fp32): mindspore {ms_peak / 1e9:.1f} GFLOP/s, torch "
-          f"{torch_peak / 1e9:.1f} GFLOP/s; MFU below is against the higher, {peak / 1e9:.1f} GFLOP/s")
+    peak_after, text_after = gemm_peak(args.gemm_sizes)
+    peak = max(peak_before, peak_after)
+    print(f"GEMM peak before the steps: {peak_before / 1e9:.1f} GFLOP/s ({text_before})")
+    print(f"GEMM peak after the steps:  {peak_after / 1e9:.1f} GFLOP/s ({text_after})")
+    print(f"GEMM peak used for MFU: {peak / 1e9:.1f} GFLOP/s (fp32, {args.threads} threads; before/after "
+          f"{peak_before / peak_after:.2f})")
 
     ours_tps = tokens_per_step / ours_seconds
     theirs_tps = tokens_per_step / theirs_seconds
@@ -202,10 +216,11 @@ def main(argv=None):
           "alternating; times are medians")
     print(f"ours   (MindSpore {ms.__version__}, graph mode, first step incl. compile {compile_seconds:.1f} s): "
           f"{ours_seconds * 1e3:.1f} ms/step, {ours_tps:.1f} tokens/s, "
-          f"MFU {100 * ours_tps * flops_per_token / peak:.1f}%, losses {fmt(ours_losses)}")
+          f"MFU {100 * ours_tps * flops_per_token / peak:.1f}% of {peak / 1e9:.0f} GFLOP/s, losses {fmt(ours_losses)}")
     print(f"theirs (torch {torch.__version__}, transformers, attn={attn_impl}): "
           f"{theirs_seconds * 1e3:.1f} ms/step, {theirs_tps:.1f} tokens/s, "
-          f"MFU {100 * theirs_tps * flops_per_token / peak:.1f}%, losses {fmt(theirs_losses)}")
+          f"MFU {100 * theirs_tps * flops_per_token / peak:.1f}% of {peak / 1e9:.0f} GFLOP/s, "
+          f"losses {fmt(theirs_losses)}")
     print(f"ratio ours/theirs: {ours_tps / theirs_tps:.2f}")
     return ours_tps / theirs_tps
 

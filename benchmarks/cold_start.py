@@ -1,0 +1,154 @@
+"""Cold start: seconds to the first training step, ours (graph mode) against HF transformers + PyTorch (eager), for
+several layer counts, and ours again on a second run of the same config with MindSpore's compile cache.
+
+Every measurement is a fresh child process (a cold start is a new process), run one after another in this script:
+ours without the cache, ours with an empty cache folder (the first run, which fills it), ours again with that
+folder (the second run), and theirs. The model is train_throughput.py's (hidden 512, vocab 32000, fp32, AdamW with
+clipping); one step is forward + backward + update.
+
+    python benchmarks/cold_start.py                               # 8 and 32 layers, seq 256, batch 2
+    python benchmarks/cold_start.py --layers 1 2 --hidden 64 --heads 4 --vocab 512 --seq 32
+
+Prints per run: import, build, compile and first-step seconds and their total (build + compile + first step, the
+wait before training starts; imports listed apart) with the CPU seconds of that total (less sensitive to other
+load on a shared machine than wall time), then the lines
+`ratio ours/theirs to first step, N layers: X.XX`, `ratio ours 32/8 layers: compile X.XX, to first step Y.YY`
+and `ratio second/first run with compile cache, N layers: X.XX` (< 1: the cache saves that share).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+START = time.perf_counter()
+os.environ.setdefault("GLOG_v", "3")
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+for path in (REPO, HERE):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--layers", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for both sides; default: core count")
+    parser.add_argument("--side", choices=["ours", "theirs"], help=argparse.SUPPRESS)  # internal: one child
+    parser.add_argument("--num-layers", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def throughput_args(args, layers):
+    """train_throughput.py's arguments for the same model, so both benchmarks build one thing one way."""
+    from train_throughput import parse_args as throughput_parse  # pylint: disable=import-outside-toplevel
+    argv = ["--layers", str(layers), "--hidden", str(args.hidden), "--heads", str(args.heads), "--vocab",
+            str(args.vocab), "--seq", str(args.seq), "--batch", str(args.batch)]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    return throughput_parse(argv)
+
+
+def run_ours(args):
+    imported = time.perf_counter()
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    import train_throughput as bench  # pylint: disable=import-outside-toplevel
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    if args.cache:
+        ms.set_context(enable_compile_cache=True, compile_cache_path=args.cache)
+    options = throughput_args(args, args.num_layers)
+    ms.device_context.cpu.op_tuning.threads_num(options.threads)
+    config = bench.model_config(options)
+    tokens = ms.Tensor(bench.batch_tokens(options))
+    start, cpu = time.perf_counter(), time.process_time()
+    cell, _ = bench.build_train_cell(options, config)
+    built = time.perf_counter()
+    cell.compile(tokens)
+    compiled = time.perf_counter()
+    loss = float(cell(tokens)[0].asnumpy())
+    done = time.perf_counter()
+    return {"import": start - imported, "build": built - start, "compile": compiled - built, "step": done - compiled,
+            "cpu": time.process_time() - cpu, "loss": loss}
+
+
+def run_theirs(args):
+    imported = time.perf_counter()
+    import torch  # pylint: disable=import-outside-toplevel
+    import transformers.models.llama.modeling_llama  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import train_throughput as bench  # pylint: disable=import-outside-toplevel
+    options = throughput_args(args, args.num_layers)
+    torch.set_num_threads(options.threads)
+    config = bench.model_config(options)
+    tokens = bench.batch_tokens(options)
+    start, cpu = time.perf_counter(), time.process_time()
+    step, _ = bench.build_theirs(options, config, tokens)
+    built = time.perf_counter()
+    loss = step()
+    done = time.perf_counter()
+    return {"import": start - imported, "build": built - start, "compile": 0.0, "step": done - built,
+            "cpu": time.process_time() - cpu, "loss": loss}
+
+
+def child(args, side, layers, cache=None):
+    argv = sys.argv[1:] + ["--side", side, "--num-layers", str(layers)] + (["--cache", cache] if cache else [])
+    result = subprocess.run([sys.executable, os.path.abspath(__file__)] + argv, capture_output=True, text=True,
+                            env=dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore"), check=False)
+    if result.returncode != 0:
+        sys.exit(f"{side} ({layers} layers) failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    record["total"] = record["build"] + record["compile"] + record["step"]
+    return record
+
+
+def show(name, record):
+    print(f"{name:<34} import {record['import']:5.1f} s | build {record['build']:5.1f} s | compile "
+          f"{record['compile']:5.1f} s | first step {record['step']:5.1f} s | to first step {record['total']:6.1f} s "
+          f"(CPU {record['cpu']:6.1f} s) | loss {record['loss']:.4f}", flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.side:
+        print(json.dumps((run_ours if args.side == "ours" else run_theirs)(args)))
+        return None
+    print(f"model: hidden={args.hidden} heads={args.heads} vocab={args.vocab} seq={args.seq} batch={args.batch} "
+          f"fp32; layers {args.layers}; each run a fresh process, one after another", flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="cold_start_cache_") as cache_root:
+        for layers in args.layers:
+            cache = os.path.join(cache_root, f"layers_{layers}")
+            runs = {"ours": child(args, "ours", layers)}
+            show(f"ours, {layers} layers", runs["ours"])
+            runs["first"] = child(args, "ours", layers, cache)
+            show(f"ours, {layers} layers, cache: first", runs["first"])
+            runs["second"] = child(args, "ours", layers, cache)
+            show(f"ours, {layers} layers, cache: second", runs["second"])
+            runs["theirs"] = child(args, "theirs", layers)
+            show(f"theirs, {layers} layers", runs["theirs"])
+            results[layers] = runs
+    for layers, runs in results.items():
+        ratio = runs["ours"]["total"] / runs["theirs"]["total"]
+        print(f"ratio ours/theirs to first step, {layers} layers: {ratio:.2f}")
+    if len(args.layers) > 1:
+        low, high = min(args.layers), max(args.layers)
+        print(f"ratio ours {high}/{low} layers: compile "
+              f"{results[high]['ours']['compile'] / results[low]['ours']['compile']:.2f}, to first step "
+              f"{results[high]['ours']['total'] / results[low]['ours']['total']:.2f}")
+    for layers, runs in results.items():
+        print(f"ratio second/first run with compile cache, {layers} layers: "
+              f"{runs['second']['total'] / runs['first']['total']:.2f} (compile "
+              f"{runs['second']['compile']:.1f} s vs {runs['first']['compile']:.1f} s)")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -2,8 +2,12 @@
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM, LlamaModel
 from mindformers.models.llama import LlamaProcessor, LlamaTokenizer, LlamaTokenizerFast
 from mindformers.models.aquila2 import Aquila2Config, Aquila2ForCausalLM
+from mindformers.models.baichuan2 import Baichuan2Config, Baichuan2ForCausalLM
+from mindformers.models.bloom import BloomConfig, BloomForCausalLM
+from mindformers.models.chatglm3 import ChatGLM3Config, ChatGLM3ForCausalLM
 from mindformers.models.codellama import CodeLlamaConfig, CodeLlamaForCausalLM
 from mindformers.models.gemma import GemmaConfig, GemmaForCausalLM
+from mindformers.models.gpt3 import GPT3Config, GPT3ForCausalLM
 from mindformers.models.internlm import InternLMConfig, InternLMForCausalLM
 from mindformers.models.mistral import MistralConfig, MistralForCausalLM
 from mindformers.models.qwen2 import Qwen2Config, Qwen2ForCausalLM

@@ -15,7 +15,7 @@ from mindformers.checkpoint.ckpt_stream import CkptWriter
 from mindformers.checkpoint.hf_convert import (DEFAULT_SHARD_BYTES, build_our_config, check_against_plan,
                                                config_from_hf_folder, is_hf_folder, load_our_yaml, our_config_path,
                                                ours_to_hf, read_hf_tensors, write_our_yaml)
-from mindformers.checkpoint.hf_mapping import family_for_model_type
+from mindformers.checkpoint.hf_mapping import family_for_model_type, our_sources
 from mindformers.checkpoint.tensor_dtypes import cast
 from mindformers.checkpoint.tensor_store import TensorInfo
 from mindformers.tools.errors import ConfigError
@@ -74,7 +74,7 @@ class PreTrainedMixin:
         family = cls.hf_family()
         config, _ = config_from_hf_folder(family, folder, overrides=overrides)
         model = cls(config)
-        tensors = read_hf_tensors(folder)
+        tensors = family.read_names(read_hf_tensors(folder))
         plan = family.plan(config)
         check_against_plan(plan, tensors, folder, "hf_to_ours")
         params = {p.name: p for p in model.get_parameters()}
@@ -82,8 +82,8 @@ class PreTrainedMixin:
             param = params.get(planned.ours)
             if param is None:
                 raise ConfigError(f"from_pretrained: the model has no parameter '{planned.ours}' for {folder}")
-            parts = [tensors[part.hf_name] for part in planned.parts]
-            values = np.concatenate([cast(info.read().reshape(-1), info.dtype, "F32") for info in parts])
+            values = np.concatenate([cast(info.read().reshape(-1), info.dtype, "F32")
+                                     for info in our_sources(planned, tensors)])
             param.set_data(ms.Tensor(values.reshape(planned.our_shape), dtype=param.dtype))
         return model
 

@@ -1,0 +1,1 @@
+from mindformers.models.chatglm3.chatglm3 import CHATGLM3, ChatGLM3Config, ChatGLM3ForCausalLM

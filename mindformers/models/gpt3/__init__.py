@@ -1,0 +1,1 @@
+from mindformers.models.gpt3.gpt3 import GPT2, GPT3Config, GPT3ForCausalLM

@@ -17,7 +17,10 @@ from tests.fixtures.tokenizers import SP_VOCAB_SIZE
 WIKI_SEQ, QA_SEQ = 32, 128
 WIKI_CHARACTERS, EVAL_CHARACTERS, QA_RECORDS = 8000, 1500, 48
 TOKENIZER_KIND = {"qwen1_5": "bpe", "aquila2": "bpe", "gemma": "sp", "internlm": "sp", "yi": "sp", "codellama": "sp",
-                  "mistral": "sp"}
+                  "mistral": "sp", "bloom": "bpe", "gpt3": "bpe", "baichuan2": "sp", "glm3": "sp"}
+# LoRA's step size where the shared 2e-2 is too large: GPT-3's tiny model (LayerNorm, plain GELU MLP, learned
+# positions) ends the 3 epochs above its first epoch's loss at 2e-2 and learns at 5e-3 (measured).
+LORA_LEARNING_RATE = {"gpt3": 5.e-3}
 # Smaller than the shipped tiny configs (one layer: graph compilation is most of a run's cost); each family keeps its
 # own choices (heads, GQA, biases, head_dim, tying, norms, activation, window).
 RUN_SIZES = dict(seq_length=WIKI_SEQ, num_layers=1, hidden_size=64, intermediate_size=128, max_decode_length=16)
@@ -97,7 +100,7 @@ def test_tiny_family_pretrains_finetunes_predicts_and_evaluates(family, tokenize
 
     lora = user_config(tmp_path / "lora.yaml", f"{family}/lora_{family}_tiny.yaml", tokenizer, ids,
                        runner_config={"epochs": 3, "batch_size": 4}, model={"model_config": {"seq_length": QA_SEQ}},
-                       lr_schedule={"learning_rate": 2.e-2, "warmup_steps": 1})
+                       lr_schedule={"learning_rate": LORA_LEARNING_RATE.get(family, 2.e-2), "warmup_steps": 1})
     run(capsys, "--config", lora, "--load_checkpoint", pretrained, "--train_dataset_dir", kind["qa"],
         "--output_dir", tmp_path / "lora")
     epochs = [[m["loss"] for m in read_metrics(str(tmp_path / "lora")) if m["epoch"] == e] for e in (1, 3)]

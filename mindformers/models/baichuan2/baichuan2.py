@@ -67,7 +67,8 @@ def release_config(config, hf):
     for key in ("num_key_value_heads", "head_dim", "attention_bias", "mlp_bias", "rope_parameters", "rope_theta",
                 "max_position_embeddings"):
         hf.pop(key)
-    hf.update(RELEASE_KEYS, model_max_length=config.seq_length)
+    hf.update(RELEASE_KEYS, model_max_length=config.seq_length, initializer_range=config.initializer_range,
+              use_cache=True)
     if config.position_kind == "rope":
         hf["max_position_embeddings"] = config.max_position_embedding
 

@@ -199,3 +199,59 @@ def test_family_classes_are_their_flagships_and_check_yaml_keys():
     from mindformers.tools.register.registry import check_arguments  # pylint: disable=import-outside-toplevel
     with pytest.raises(ConfigError, match="unknown key for GemmaConfig; did you mean 'head_dim'"):
         check_arguments(GemmaConfig, {"head_dims": 128}, "model.model_config")
+
+
+GLM = dict(hidden_size=32, num_layers=1, num_attention_heads=4, multi_query_attention=True, multi_query_group_num=2,
+           ffn_hidden_size=40, padded_vocab_size=VOCAB, kv_channels=8)
+
+
+@pytest.mark.parametrize("family, hf, fragment", [
+    ("bloom", dict(hidden_size=32, n_layer=1, n_head=4, vocab_size=VOCAB,
+                   apply_residual_connection_post_layernorm=True), "apply_residual_connection_post_layernorm: true"),
+    ("bloom", dict(n_layer=1, n_head=4, vocab_size=VOCAB), "expected the key hidden_size"),
+    ("gpt3", dict(n_embd=32, n_layer=1, n_head=4, vocab_size=VOCAB, scale_attn_by_inverse_layer_idx=True),
+     "scale_attn_by_inverse_layer_idx: true"),
+    ("gpt3", dict(n_embd=32, n_layer=1, n_head=4, vocab_size=VOCAB, activation_function="relu"),
+     "activation_function 'relu'"),
+    ("chatglm3", dict(GLM, rmsnorm=False), "rmsnorm: false is not supported"),
+    ("chatglm3", dict(GLM, add_bias_linear=True), "add_bias_linear: true is not supported"),
+])
+def test_release_configs_they_cannot_read_are_one_line_errors(family, hf, fragment, tmp_path):
+    """Through convert_weight.py: exit 2, one line naming config.json and the key, nothing written."""
+    import json  # pylint: disable=import-outside-toplevel
+    import convert_weight  # pylint: disable=import-outside-toplevel
+    model_type = {"bloom": "bloom", "gpt3": "gpt2", "chatglm3": "chatglm"}[family]
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(dict(hf, model_type=model_type)))
+    with pytest.raises(SystemExit) as code:
+        convert_weight.main(["--no_progress", "--model", family, "--input_path", str(tmp_path / "hf"),
+                             "--output_path", str(tmp_path / "out.ckpt")])
+    assert code.value.code == 2
+    assert not (tmp_path / "out.ckpt").exists()
+    with pytest.raises(ConfigError, match="config.json") as error:
+        from mindformers.checkpoint.hf_mapping import get_family  # pylint: disable=import-outside-toplevel
+        get_family(family).config_from_hf(dict(hf, model_type=model_type), "F32", str(tmp_path / "config.json"))
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("family, values, fragment", [
+    ("bloom", dict(position_embedding_type="rope"), "position_embedding_type: HF BloomForCausalLM cannot express"),
+    ("bloom", dict(intermediate_size=100), "intermediate_size: HF BloomForCausalLM cannot express 100"),
+    ("bloom", dict(n_kv_heads=2), "one key/value head per query head"),
+    ("gpt3", dict(embedding_norm=True), "embedding_norm: HF GPT2LMHeadModel cannot express True"),
+    ("gpt3", dict(hidden_act="silu"), "hidden_act: HF GPT2LMHeadModel cannot express 'silu'"),
+    ("baichuan2", dict(norm_head=False), "norm_head: HF BaichuanForCausalLM cannot express False"),
+    ("baichuan2", dict(n_kv_heads=2), "one key/value head per query head and rotary theta 10000"),
+    ("chatglm3", dict(rotary_interleaved=False), "rotary_interleaved: HF ChatGLMModel cannot express False"),
+    ("chatglm3", dict(attn_proj_has_bias=True), "attn_proj_has_bias: HF ChatGLMModel cannot express True"),
+])
+def test_models_the_release_layouts_cannot_express_are_refused(family, values, fragment):
+    from mindformers.checkpoint.hf_mapping import get_family  # pylint: disable=import-outside-toplevel
+    from mindformers.tools.register import MindFormerModuleType, MindFormerRegister  # noqa: E501 pylint: disable=import-outside-toplevel
+    mapping = get_family(family)
+    config_class = MindFormerRegister.get_cls(MindFormerModuleType.CONFIG, mapping.our_config_type)
+    sizes = dict(num_layers=1, hidden_size=32, num_heads=4, vocab_size=VOCAB, pad_token_id=0, bos_token_id=1,
+                 eos_token_id=2, intermediate_size=128 if family in ("bloom", "gpt3") else 40)
+    with pytest.raises(ConfigError) as error:
+        mapping.config_to_hf(config_class(**dict(sizes, **values)), "F32")
+    assert fragment in str(error.value) and "\n" not in str(error.value)

@@ -101,8 +101,10 @@ def load_our_yaml(path, overrides=None):
     return config_type, section, (model.get("arch") or {}).get("type")
 
 
-ALWAYS_WRITTEN = ("seq_length", "hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermediate_size",
-                  "vocab_size", "theta", "rms_norm_eps", "tie_word_embeddings", "compute_dtype", "param_init_type")
+ALWAYS_WRITTEN = ("seq_length", "hidden_size", "num_layers", "num_heads", "n_kv_heads", "head_dim", "intermediate_size",
+                  "vocab_size", "theta", "rms_norm_eps", "tie_word_embeddings", "compute_dtype", "param_init_type",
+                  "qkv_has_bias", "attn_proj_has_bias", "hidden_act", "add_rmsnorm_offset", "scale_embedding",
+                  "sliding_window")
 
 
 def write_our_yaml(path, family, config, source):

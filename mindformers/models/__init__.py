@@ -12,4 +12,5 @@ from mindformers.models.internlm import InternLMConfig, InternLMForCausalLM
 from mindformers.models.mistral import MistralConfig, MistralForCausalLM
 from mindformers.models.qwen2 import Qwen2Config, Qwen2ForCausalLM
 from mindformers.models.yi import YiConfig, YiForCausalLM
+from mindformers.models.auto import AutoModelForCausalLM
 from mindformers.models.tokenization_utils import BatchEncoding, MindFormerTokenizer, check_tokenizer_fits_model

@@ -104,7 +104,8 @@ def load_our_yaml(path, overrides=None):
 ALWAYS_WRITTEN = ("seq_length", "hidden_size", "num_layers", "num_heads", "n_kv_heads", "head_dim", "intermediate_size",
                   "vocab_size", "theta", "rms_norm_eps", "tie_word_embeddings", "compute_dtype", "param_init_type",
                   "qkv_has_bias", "attn_proj_has_bias", "hidden_act", "add_rmsnorm_offset", "scale_embedding",
-                  "sliding_window")
+                  "sliding_window", "position_embedding_type", "partial_rotary_factor", "rotary_interleaved",
+                  "normalization", "layer_norm_epsilon", "embedding_norm", "gated_mlp", "mlp_has_bias", "norm_head")
 
 
 def write_our_yaml(path, family, config, source):

@@ -43,7 +43,8 @@ CASES = {
 }
 assert set(CASES) == set(FAMILY_MODELS)
 AUTO_FROM_HF = {"qwen2": "Qwen2ForCausalLM", "gemma": "GemmaForCausalLM", "internlm": "InternLMForCausalLM",
-                "aquila": "Aquila2ForCausalLM", "llama": "LlamaForCausalLM"}
+                "aquila": "Aquila2ForCausalLM", "llama": "LlamaForCausalLM", "bloom": "BloomForCausalLM",
+                "gpt2": "GPT3ForCausalLM"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -130,6 +131,7 @@ def test_release_layout_family_matches_its_reference(case, tmp_path):
     ours = getattr(models, class_name).from_pretrained(tmp_path / "ours")
     for key, value in expected.items():
         assert getattr(ours.config, key) == value, key
+    assert type(models.AutoModelForCausalLM.from_pretrained(hf_folder)).__name__ == class_name
     logits_of = reference(weights)
 
     ids, mask = inputs()

@@ -8,7 +8,7 @@ from mindformers.models.tokenization_utils import BatchEncoding, MindFormerToken
 from mindformers.models.aquila2 import Aquila2Config, Aquila2ForCausalLM
 from mindformers.models.baichuan2 import Baichuan2Config, Baichuan2ForCausalLM
 from mindformers.models.bloom import BloomConfig, BloomForCausalLM
-from mindformers.models.chatglm3 import ChatGLM3Config, ChatGLM3ForCausalLM
+from mindformers.models.chatglm3 import ChatGLM3Config, ChatGLM3ForCausalLM, ChatGLM3Tokenizer
 from mindformers.models.code_llama import CodeLlamaConfig, CodeLlamaForCausalLM, CodeLlamaTokenizer
 from mindformers.models.gemma import GemmaConfig, GemmaForCausalLM
 from mindformers.models.gpt3 import GPT3Config, GPT3ForCausalLM

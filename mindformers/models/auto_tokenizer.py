@@ -2,7 +2,8 @@
 
 A file goes by its kind: a sentencepiece .model -> LlamaTokenizer, a tokenizer.json -> LlamaTokenizerFast. A folder
 goes by its tokenizer_config.json `tokenizer_class` where a family's tokenizer behaves differently (CodeLlama's
-infilling, Qwen2's vocab.json + merges.txt, InternLM's sentencepiece-on-every-chunk), else by the files it holds:
+infilling, Qwen2's vocab.json + merges.txt, InternLM's and Baichuan2's sentencepiece-on-every-chunk, ChatGLM3's
+special tokens and [gMASK]sop prefix), else by the files it holds:
 tokenizer.json first (what AutoTokenizer loads), then tokenizer.model.
 """
 import os
@@ -18,6 +19,9 @@ FAMILY_CLASSES = {
     "Qwen2TokenizerFast": ("Qwen2Tokenizer", ("tokenizer.json", "vocab.json"), {}),
     # InternLM's own (remote-code) tokenizer runs sentencepiece on every chunk between special tokens.
     "InternLMTokenizer": ("LlamaTokenizer", ("tokenizer.model",), {"legacy": True}),
+    # Baichuan2's too (its model has no dummy prefix and an identity normalizer: Llama's pipeline computes that).
+    "BaichuanTokenizer": ("LlamaTokenizer", ("tokenizer.model",), {"legacy": True}),
+    "ChatGLMTokenizer": ("ChatGLM3Tokenizer", ("tokenizer.model",), {}),
 }
 
 

@@ -3,10 +3,11 @@ itself is tested in test_pretrain_tiny.py and friends): the shipped tiny config 
 loss falls), LoRA-finetunes on instruction rows, predicts and evaluates perplexity.
 
 The configs are the family's own tiny YAMLs with the run shortened (2 layers, seq 32) and the test tokenizers:
-sentencepiece families get the fixture's sentencepiece model, tokenizer.json families the byte-level BPE one (the
-family tokenizers themselves are tested in tests/models)."""
+sentencepiece families get the fixture's sentencepiece model, tokenizer.json families the byte-level BPE one, ChatGLM3
+its own tokenizer class over the sentencepiece model (the family tokenizers themselves are tested in tests/models)."""
 import json
 import os
+import shutil
 
 import pytest
 
@@ -17,7 +18,7 @@ from tests.fixtures.tokenizers import SP_VOCAB_SIZE
 WIKI_SEQ, QA_SEQ = 32, 128
 WIKI_CHARACTERS, EVAL_CHARACTERS, QA_RECORDS = 8000, 1500, 48
 TOKENIZER_KIND = {"qwen1_5": "bpe", "aquila2": "bpe", "gemma": "sp", "internlm": "sp", "yi": "sp", "codellama": "sp",
-                  "mistral": "sp", "bloom": "bpe", "gpt3": "bpe", "baichuan2": "sp", "glm3": "sp"}
+                  "mistral": "sp", "bloom": "bpe", "gpt3": "bpe", "baichuan2": "sp", "glm3": "glm"}
 # LoRA's step size where the shared 2e-2 is too large: GPT-3's tiny model (LayerNorm, plain GELU MLP, learned
 # positions) ends the 3 epochs above its first epoch's loss at 2e-2 and learns at 5e-3 (measured).
 LORA_LEARNING_RATE = {"gpt3": 5.e-3}
@@ -51,6 +52,9 @@ def tokenizers(tmp_path_factory, sp_model_file, bpe_tokenizer_json, sample_text_
     with it: packed text (~40 steps of batch 4), its first rows for evaluation, instruction rows (~12 steps)."""
     from mindformers.models.llama import LlamaTokenizerFast  # pylint: disable=import-outside-toplevel
     fast = LlamaTokenizerFast(tokenizer_file=bpe_tokenizer_json)
+    glm_folder = tmp_path_factory.mktemp("glm_tokenizer")  # ChatGLM3's tokenizer over the test sentencepiece model
+    shutil.copy(sp_model_file, glm_folder / "tokenizer.model")
+    (glm_folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "ChatGLMTokenizer"}))
     kinds = {
         "sp": dict(tokenizer={"type": "LlamaTokenizer", "vocab_file": sp_model_file, "tokenizer_file": None,
                               "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>"},
@@ -61,6 +65,9 @@ def tokenizers(tmp_path_factory, sp_model_file, bpe_tokenizer_json, sample_text_
                     ids=dict(bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
                              pad_token_id=fast.convert_tokens_to_ids("<|reserved_special_token_0|>")),
                     size=len(fast), file=bpe_tokenizer_json),
+        "glm": dict(tokenizer={"type": "ChatGLM3Tokenizer", "vocab_file": str(glm_folder)},
+                    ids=dict(bos_token_id=1, eos_token_id=2, pad_token_id=0), size=SP_VOCAB_SIZE + 9,
+                    file=str(glm_folder)),
     }
     for kind, values in kinds.items():
         folder = tmp_path_factory.mktemp(f"rows_{kind}")

@@ -11,6 +11,7 @@ import yaml
 from mindformers.models.auto_tokenizer import tokenizer_from_path
 from mindformers.models.chatglm3 import ChatGLM3Tokenizer
 from mindformers.models.code_llama import CodeLlamaTokenizer
+from mindformers.models.gpt3 import GPT2Tokenizer
 from mindformers.models.llama import LlamaTokenizer, LlamaTokenizerFast
 from mindformers.models.qwen2 import Qwen2Tokenizer
 from mindformers.tools.errors import ConfigError, DataError
@@ -81,13 +82,19 @@ def test_family_tokenizer_matches_transformers(name, family_folders, sample_text
                                                        return_dict=False), (where, conversation)
 
 
-def test_each_family_folder_loads_as_its_users_load_it(family_folders):
+def test_each_family_folder_loads_as_its_users_load_it(family_folders, tmp_path):
     """tokenizer_from_path (what --model_file / --vocab_file folders use) picks the family's class."""
     expected = {"llama2": LlamaTokenizerFast, "internlm": LlamaTokenizer, "codellama": CodeLlamaTokenizer,
-                "qwen2": Qwen2Tokenizer, "aquila2": LlamaTokenizerFast, "bloom": LlamaTokenizerFast,
-                "baichuan2": LlamaTokenizer, "chatglm3": ChatGLM3Tokenizer}
+                "qwen2": Qwen2Tokenizer, "aquila2": GPT2Tokenizer, "gpt2": GPT2Tokenizer,
+                "bloom": LlamaTokenizerFast, "baichuan2": LlamaTokenizer, "chatglm3": ChatGLM3Tokenizer}
     for name, kind in expected.items():
         assert type(tokenizer_from_path(family_folders(name).folder)) is kind, name
+    # a GPT-2 folder without tokenizer.json (vocab.json + merges.txt only) reads those files
+    gpt2 = tmp_path / "gpt2"
+    shutil.copytree(family_folders("gpt2").folder, gpt2)
+    os.remove(gpt2 / "tokenizer.json")
+    text = "GPT-2's <|endoftext|> splits 1234 words,  and spaces\n"
+    assert tokenizer_from_path(str(gpt2)).encode(text) == family_folders("gpt2").load_transformers().encode(text)
     assert tokenizer_from_path(family_folders("internlm").folder).legacy  # InternLM's own tokenizer is legacy
     assert tokenizer_from_path(family_folders("baichuan2").folder).legacy  # so is Baichuan2's
 

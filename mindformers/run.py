@@ -78,21 +78,24 @@ def build_parser():
     return parser
 
 
+# flag -> the dotted config key it overrides
+FLAG_KEYS = {
+    "run_mode": "run_mode", "load_checkpoint": "load_checkpoint",
+    "src_strategy_path_or_dir": "src_strategy_path_or_dir", "auto_trans_ckpt": "auto_trans_ckpt",
+    "resume_training": "resume_training", "train_dataset_dir": "train_dataset.data_loader.dataset_dir",
+    "eval_dataset_dir": "eval_dataset.data_loader.dataset_dir", "predict_data": "predict_data",
+    "predict_batch_size": "predict_batch_size", "use_parallel": "use_parallel",
+    "device_id": "context.device_id", "device_target": "context.device_target",
+    "epochs": "runner_config.epochs", "batch_size": "runner_config.batch_size", "seed": "seed",
+    "output_dir": "output_dir", "profile": "profile", "vocab_file": "processor.tokenizer.vocab_file",
+    "dry_run": "dry_run", "eval_task": "eval_task", "eval_data_path": "eval_data_path",
+    "evaluation_batch_size": "evaluation_batch_size", "max_new_tokens": "max_new_tokens",
+}
+
+
 def flag_overrides(args):
     """CLI flags as dotted config keys; flags left unset do not touch the YAML."""
-    mapping = {
-        "run_mode": "run_mode", "load_checkpoint": "load_checkpoint",
-        "src_strategy_path_or_dir": "src_strategy_path_or_dir", "auto_trans_ckpt": "auto_trans_ckpt",
-        "resume_training": "resume_training", "train_dataset_dir": "train_dataset.data_loader.dataset_dir",
-        "eval_dataset_dir": "eval_dataset.data_loader.dataset_dir", "predict_data": "predict_data",
-        "predict_batch_size": "predict_batch_size", "use_parallel": "use_parallel",
-        "device_id": "context.device_id", "device_target": "context.device_target",
-        "epochs": "runner_config.epochs", "batch_size": "runner_config.batch_size", "seed": "seed",
-        "output_dir": "output_dir", "profile": "profile", "vocab_file": "processor.tokenizer.vocab_file",
-        "dry_run": "dry_run", "eval_task": "eval_task", "eval_data_path": "eval_data_path",
-        "evaluation_batch_size": "evaluation_batch_size", "max_new_tokens": "max_new_tokens",
-    }
-    return {key: getattr(args, flag) for flag, key in mapping.items() if getattr(args, flag) is not None}
+    return {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
 
 
 def register_path(path):
@@ -112,12 +115,13 @@ def register_path(path):
 
 def load_config(args):
     from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
-    from mindformers.tools.register.config_schema import TOP_LEVEL, check_value  # noqa: E402
+    from mindformers.tools.register.config_schema import check_value, schema_entry  # noqa: E402
     config = MindFormerConfig(args.config)
+    flags = {key: flag for flag, key in FLAG_KEYS.items()}
     for key, value in flag_overrides(args).items():
-        top = key.split(".")[0]
-        if "." not in key and top in TOP_LEVEL:
-            check_value(value, TOP_LEVEL[top], key, f"--{top}")
+        entry = schema_entry(key)
+        if entry is not None:
+            check_value(value, entry, key, f"--{flags[key]}")
         config.merge_from_dict({key: value})
     config.run_mode = config.get("run_mode") or "train"
     return config
@@ -133,6 +137,9 @@ def main(argv=None):
         from mindformers.parallel.dry_run import run_dry_run  # pylint: disable=import-outside-toplevel
         return run_dry_run(config, device_num=args.device_num, device_memory=args.device_memory)
     import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (registers classes)
+    from mindformers.tools.register.validate import check_train_sections  # noqa: E402  pylint: disable=import-outside-toplevel
+    if config.run_mode in ("train", "finetune"):
+        check_train_sections(config)  # every registered part's keys and values, before anything is written
     from mindformers.core.context import build_context  # pylint: disable=import-outside-toplevel
     from mindformers.tools.logger import setup_logging  # pylint: disable=import-outside-toplevel
     from mindformers.tools.register import MindFormerModuleType, build_from_config  # noqa: E402

@@ -4,6 +4,7 @@ import logging
 from mindformers.dataset.epoch_order import rank_rows, rows_per_rank, steps_in_epoch
 from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
+from mindformers.tools.register.value_spec import INT, SEED, Value
 
 logger = logging.getLogger("mindformers")
 
@@ -16,7 +17,9 @@ def positive_int(value, key):
     return value
 
 
-@MindFormerRegister.register(MindFormerModuleType.DATASET)
+@MindFormerRegister.register(MindFormerModuleType.DATASET, value_specs={
+    "batch_size": Value(INT, min=1), "num_parallel_workers": Value(INT, min=1), "repeat": Value(INT, min=1),
+    "seed": SEED, "rank_id": Value(INT, min=0), "rank_size": Value(INT, min=1)})
 class CausalLanguageModelDataset:
     """Batches of {'input_ids': int32 (batch, seq_length)} (+ 'labels' when the rows have them).
 

@@ -6,11 +6,15 @@ from mindformers.checkpoint import checkpoint_name, list_checkpoints, rank_dir, 
 from mindformers.core.callback.callback import Callback
 from mindformers.parallel.layout_file import write_layout_file
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.tools.register.value_spec import NON_NEGATIVE_NUMBER, POSITIVE_INT, STR, Value
 
 logger = logging.getLogger("mindformers")
 
 
-@MindFormerRegister.register(MindFormerModuleType.CALLBACK)
+@MindFormerRegister.register(MindFormerModuleType.CALLBACK, value_specs={
+    "prefix": Value(STR, nullable=False), "save_checkpoint_steps": POSITIVE_INT, "keep_checkpoint_max": POSITIVE_INT,
+    "checkpoint_format": Value(STR, choices=("ckpt", "safetensors"), nullable=False),
+    "save_checkpoint_seconds": NON_NEGATIVE_NUMBER, "keep_checkpoint_per_n_minutes": NON_NEGATIVE_NUMBER})
 class CheckpointMonitor(Callback):
     """Saves <output_dir>/checkpoint/rank_<r>/<prefix>_rank_<r>-<epoch>_<step>.ckpt every
     `save_checkpoint_steps` steps and at the end, keeping the newest `keep_checkpoint_max`.
@@ -28,8 +32,8 @@ class CheckpointMonitor(Callback):
         del remove_redundancy
         self.prefix = prefix
         self.directory = directory
-        self.save_checkpoint_steps = max(1, int(save_checkpoint_steps))
-        self.keep_checkpoint_max = int(keep_checkpoint_max) if keep_checkpoint_max else 0
+        self.save_checkpoint_steps = int(save_checkpoint_steps)  # >= 1, checked with the config
+        self.keep_checkpoint_max = int(keep_checkpoint_max)
         self.async_save = async_save
         self.network_only = save_network_params
         self.trainable_only = save_trainable_params  # PET: adapters only (load them with pet_config.adapter_checkpoint)

@@ -2,6 +2,12 @@
 from mindspore import nn
 
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.tools.register.value_spec import FLOAT, LIST, NON_NEGATIVE_NUMBER, POSITIVE_NUMBER, Value
+
+BETA = Value(FLOAT, min=0, below=1, nullable=False)
+# learning_rate is checked when the YAML gives a number (a schedule from lr_schedule is built by the trainer)
+ADAM_VALUES = {"learning_rate": NON_NEGATIVE_NUMBER, "betas": Value(LIST, items=BETA, length=2, nullable=False),
+               "beta1": BETA, "beta2": BETA, "eps": POSITIVE_NUMBER, "weight_decay": NON_NEGATIVE_NUMBER}
 
 
 def decays(param):
@@ -20,7 +26,7 @@ def weight_decay_groups(params, weight_decay):
     return groups
 
 
-@MindFormerRegister.register(MindFormerModuleType.OPTIMIZER)
+@MindFormerRegister.register(MindFormerModuleType.OPTIMIZER, value_specs=ADAM_VALUES)
 class AdamW(nn.AdamWeightDecay):
     """MindSpore's fused AdamWeightDecay, configured the way MindFormers' YAML spells it (betas, eps)."""
 

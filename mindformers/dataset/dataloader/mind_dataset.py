@@ -12,6 +12,7 @@ import numpy as np
 
 from mindformers.tools.errors import ConfigError, DataError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.tools.register.value_spec import INT, STR, Value
 
 DATASET_DIR_KEY = "train_dataset.data_loader.dataset_dir"
 
@@ -52,7 +53,8 @@ def find_mindrecord_files(dataset_dir, where=DATASET_DIR_KEY):
     return [os.path.join(path, name) for name in names]
 
 
-@MindFormerRegister.register(MindFormerModuleType.DATASET_LOADER)
+@MindFormerRegister.register(MindFormerModuleType.DATASET_LOADER, value_specs={
+    "dataset_dir": Value(STR), "num_parallel_workers": Value(INT, min=1)})
 class MindDataset:
     """Rows of MindRecord data: `dataset_dir` is a .mindrecord file or a folder of MindRecord shards.
 

@@ -41,6 +41,7 @@ def merge_to_file(source, output_path, progress=True):
         try:
             for name in names:
                 bar.update(_merge_tensor(source, name, writer))
+            writer.finish(output_path)
         finally:
             writer.close()
     return len(names)
@@ -114,6 +115,8 @@ def write_distributed(source, records, output_dir, prefix=None, progress=True, k
                 writers[rank] = CkptWriter(os.path.join(temp, f"rank_{rank}", output_name(source, rank, prefix)))
             for name in source.names():
                 bar.update(_split_tensor(source, name, layouts, writers))
+            for writer in writers.values():
+                writer.finish(writer.handle.name)  # in the temporary folder, under the name it keeps
         finally:
             for writer in writers.values():
                 writer.close()

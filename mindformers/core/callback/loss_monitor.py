@@ -37,7 +37,7 @@ class MFLossMonitor(Callback):
         del learning_rate, micro_batch_num, micro_batch_interleave_num, origin_epochs, dataset_size
         del initial_epoch, initial_step, global_batch_size, gradient_accumulation_steps
         self.per_print_times = int(per_print_times)
-        self.check_for_nan = check_for_nan_in_loss_and_grad
+        self.check_for_nan = check_for_nan_in_loss_and_grad  # the trainer then stops at the first non-finite step
         self.device_peak_tflops = device_peak_tflops
         self.metrics_file = metrics_file
         self.peak_flops = None
@@ -73,8 +73,6 @@ class MFLossMonitor(Callback):
         if state.rank_id == 0:  # the loss is already averaged over data-parallel ranks: one shared record
             with open(self.path, "a", encoding="utf-8") as stream:
                 stream.write(json.dumps(record) + "\n")
-        if self.check_for_nan and state.loss != state.loss:
-            raise RuntimeError(f"loss is NaN at step {state.global_step}")
         if state.global_step % self.per_print_times == 0 or state.global_step == state.total_steps:
             logger.info(
                 "epoch %d/%d step %d/%d (global %d/%d) | loss %.6f | lr %.3e | grad_norm %.4f | scale %g%s | "

@@ -40,7 +40,8 @@ def build_parser():
     parser.add_argument("--config", default=None, help="--reversed: YAML with model.model_config "
                                                          "(default: the .yaml beside the checkpoint)")
     parser.add_argument("--max_shard_size", type=parse_size, default="5GB", help="--reversed: shard size")
-    parser.add_argument("--register_path", default=None, help="folder of a research model to import first")
+    parser.add_argument("--register_path", default=None, help="folder of a research model to import "
+                                                                          "first (its code RUNS: trusted folders only)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 

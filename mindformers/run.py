@@ -3,6 +3,7 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 
 from mindformers.tools.errors import ConfigError, exit_on_user_error
 
@@ -68,7 +69,9 @@ def build_parser():
     add("--batch_size", type=int, default=None)
     add("--seed", type=int, default=None)
     add("--output_dir", default=None)
-    add("--register_path", default=None, help="folder (e.g. research/mistral) whose classes to register")
+    add("--register_path", default=None, help="folder (e.g. research/mistral) whose .py files are imported to register "
+                                              "their classes: their code RUNS with your permissions, so give only "
+                                              "folders you trust")
     add("--profile", type=str2bool("--profile"), default=None)
     add("--vocab_file", default=None, help="tokenizer file, overriding processor.tokenizer.vocab_file")
     add("--dry_run", type=str2bool("--dry_run"), nargs="?", const=True, default=None,
@@ -99,18 +102,34 @@ def flag_overrides(args):
 
 
 def register_path(path):
-    """Import a research/ model folder so its @MindFormerRegister.register classes exist."""
+    """Import a research/ model folder so its @MindFormerRegister.register classes exist. Importing runs the
+    folder's code in this process: it is the user's own code, trusted like a script they run."""
     folder = os.path.abspath(path)
     if not os.path.isdir(folder):
         raise ConfigError(f"--register_path: not a folder: {path}")
     if os.path.isfile(os.path.join(folder, "__init__.py")):
         sys.path.insert(0, os.path.dirname(folder))
-        importlib.import_module(os.path.basename(folder))
+        import_user_module(os.path.basename(folder), path)
         return
     sys.path.insert(0, folder)
     for name in sorted(os.listdir(folder)):
         if name.endswith(".py"):
-            importlib.import_module(name[:-3])
+            import_user_module(name[:-3], path)
+
+
+def import_user_module(name, path):
+    """Import one module of a --register_path folder; its failure is one line naming the file and line."""
+    try:
+        importlib.import_module(name)
+    except Exception as error:  # pylint: disable=broad-except  (the user's code: any error is theirs to see)
+        if isinstance(error, SyntaxError):
+            where = f"{error.filename}:{error.lineno}"
+        else:
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            where = f"{frame.filename}:{frame.lineno}"
+        detail = " ".join(str(error).split())
+        raise ConfigError(f"--register_path: importing {path} failed at {where}: {type(error).__name__}: "
+                          f"{detail}") from None
 
 
 def load_config(args):

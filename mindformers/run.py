@@ -146,6 +146,21 @@ def load_config(args):
     return config
 
 
+def check_before_writing(config):
+    """What can be checked without building anything, checked before the output folder is touched."""
+    # pylint: disable=import-outside-toplevel
+    from mindformers.tools.register.validate import check_train_sections
+    from mindformers.tools.run_inputs import check_max_new_tokens, check_output_dir
+    config.output_dir = check_output_dir(config.get("output_dir") or "./output")
+    if config.run_mode in ("train", "finetune"):
+        check_train_sections(config)  # every registered part's keys and values
+    else:
+        check_max_new_tokens(config)
+    if config.run_mode == "predict":
+        from mindformers.trainer.predict import read_prompts
+        read_prompts(config.get("predict_data"))
+
+
 @exit_on_user_error
 def main(argv=None):
     args = build_parser().parse_args(argv)
@@ -156,14 +171,11 @@ def main(argv=None):
         from mindformers.parallel.dry_run import run_dry_run  # pylint: disable=import-outside-toplevel
         return run_dry_run(config, device_num=args.device_num, device_memory=args.device_memory)
     import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (registers classes)
-    from mindformers.tools.register.validate import check_train_sections  # noqa: E402  pylint: disable=import-outside-toplevel
-    if config.run_mode in ("train", "finetune"):
-        check_train_sections(config)  # every registered part's keys and values, before anything is written
+    check_before_writing(config)
     from mindformers.core.context import build_context  # pylint: disable=import-outside-toplevel
     from mindformers.tools.logger import setup_logging  # pylint: disable=import-outside-toplevel
     from mindformers.tools.register import MindFormerModuleType, build_from_config  # noqa: E402
-    output_dir = os.path.abspath(config.get("output_dir") or "./output")
-    config.output_dir = output_dir
+    output_dir = config.output_dir
     setup_logging(output_dir)
     build_context(config)
     if config.get("use_parallel"):  # per-rank log folder, now that the rank is known

@@ -17,7 +17,7 @@ from mindformers.checkpoint.reshard import assemble, global_shape
 from mindformers.checkpoint.tensor_dtypes import CKPT_TYPE
 from mindformers.checkpoint.tensor_pieces import Piece, cut
 from mindformers.parallel.layout_file import mesh_record, rank_layout, write_layout_file
-from mindformers.parallel.mesh import mesh_sizes, rank_coordinates
+from mindformers.parallel.mesh import count_layers, mesh_sizes, rank_coordinates
 from mindformers.tools.errors import ConfigError
 
 
@@ -80,6 +80,10 @@ def mesh_records(source, mesh, declared, key="--dst_mesh"):
         entries[name] = {"shape": list(shape), "dtype": CKPT_TYPE[source.holders(name)[0][1].dtype],
                          "split_dim": dim, "parts": mp if dim is not None and mp > 1 else 1}
     dp, mp, pp = mesh_sizes(mesh)
+    layers = count_layers(entries)
+    if pp > layers:
+        raise ConfigError(f"{key}: pipeline_stage {pp} is more than the model's {layers} layers (every stage holds at "
+                          f"least one layer); expected at most {layers}")
     return {rank: mesh_record(entries, mesh, rank) for rank in range(dp * mp * pp)}
 
 

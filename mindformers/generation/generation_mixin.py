@@ -1,4 +1,6 @@
 """GenerationMixin: `model.generate(input_ids, **options)` for the causal LMs (greedy, sampling, beam search)."""
+import logging
+
 import numpy as np
 from mindspore import Tensor
 
@@ -8,6 +10,8 @@ from mindformers.generation.generation_config import GenerationConfig
 from mindformers.generation.logits_process import apply_repetition_penalty, log_softmax, next_tokens
 from mindformers.generation.transposed_weights import mark_stale, transposed_weights
 from mindformers.tools.errors import ConfigError
+
+logger = logging.getLogger("mindformers")
 
 
 def prompt_rows(input_ids, attention_mask=None):
@@ -82,6 +86,10 @@ class GenerationMixin:
                 raise ConfigError(f"generate: max_decode_length {config.max_decode_length} leaves no room after a "
                                   f"prompt of {len(row)} tokens; raise it or set max_new_tokens")
             budgets.append(min(wanted, seq_length - len(row)))
+        if config.max_new_tokens and any(budget < config.max_new_tokens for budget in budgets):
+            logger.warning("generate: max_new_tokens %d is cut to %d for the longest prompt (%d tokens): the KV cache "
+                           "holds seq_length %d tokens, prompt included", config.max_new_tokens, min(budgets),
+                           max(len(row) for row in rows), seq_length)
         return np.array(budgets)
 
     @staticmethod

@@ -31,7 +31,8 @@ def parse_size(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from mindformers.tools.errors import OneLineParser  # pylint: disable=import-outside-toplevel
+    parser = OneLineParser(prog="convert_weight.py", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help=f"model family: {', '.join(MODELS)}")
     parser.add_argument("--input_path", required=True, help="HF folder (or our checkpoint with --reversed)")
     parser.add_argument("--output_path", required=True, help="OUT.ckpt / OUT.safetensors (or a HF folder)")

@@ -5,7 +5,7 @@ import os
 import sys
 import traceback
 
-from mindformers.tools.errors import ConfigError, exit_on_user_error
+from mindformers.tools.errors import ConfigError, OneLineParser, exit_on_user_error
 
 RUN_MODES = ("train", "finetune", "eval", "predict")
 _TRUE = ("true", "1", "yes", "on")
@@ -31,13 +31,6 @@ def true_false_or_name(text):
     """--resume_training takes True/False or the file name of the checkpoint to resume from."""
     value = bool_or_none(text)
     return text if value is None else value
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is a one-line error with exit code 2 (argparse's own code) and no usage dump."""
-
-    def error(self, message):
-        raise ConfigError(f"{self.prog}: {message}")
 
 
 def build_parser():

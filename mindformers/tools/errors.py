@@ -1,4 +1,5 @@
 """Errors meant for people: one line, a non-zero exit, no traceback."""
+import argparse
 import errno
 import functools
 import os
@@ -35,6 +36,14 @@ class RunInterrupted(MindFormerUserError):
     def __init__(self, message, signal_number):
         super().__init__(message)
         self.exit_code = 128 + int(signal_number)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a one-line error with exit code 2 (argparse's own code) and no usage dump
+    (the entry point must be wrapped in exit_on_user_error)."""
+
+    def error(self, message):
+        raise ConfigError(f"{self.prog}: {message}")
 
 
 def format_user_error(error):

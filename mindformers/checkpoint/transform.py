@@ -82,8 +82,8 @@ def mesh_records(source, mesh, declared, key="--dst_mesh"):
     dp, mp, pp = mesh_sizes(mesh)
     layers = count_layers(entries)
     if pp > layers:
-        raise ConfigError(f"{key}: pipeline_stage {pp} is more than the model's {layers} layers (every stage holds at "
-                          f"least one layer); expected at most {layers}")
+        raise ConfigError(f"{key}: pipeline_stage {pp} is more than the model's {layers} layer(s) (every stage holds "
+                          f"at least one layer); expected at most {layers}")
     return {rank: mesh_record(entries, mesh, rank) for rank in range(dp * mp * pp)}
 
 

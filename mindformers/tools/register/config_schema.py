@@ -18,7 +18,8 @@ COUNT = Value(INT, min=1)
 COUNT_OR_ALL = Value(INT, min=1, also={-1: "disabled / the whole run"})
 
 CONTEXT = {
-    "mode": (INT, STR), "device_target": STR, "device_id": Value(INT, min=0), "enable_graph_kernel": BOOL,
+    "mode": Value(INT, STR, choices=(0, 1, "GRAPH_MODE", "PYNATIVE_MODE", "graph", "pynative")),
+    "device_target": Value(STR, choices=("Ascend", "CPU", "GPU")), "device_id": Value(INT, min=0), "enable_graph_kernel": BOOL,
     "graph_kernel_flags": STR, "max_call_depth": COUNT, "max_device_memory": STR, "mempool_block_size": STR,
     "save_graphs": (BOOL, INT), "save_graphs_path": STR, "jit_config": {"jit_level": STR, "infer_boost": STR},
     "jit_level": STR, "memory_optimize_level": STR, "runtime_num_threads": COUNT, "ascend_config": DICT,

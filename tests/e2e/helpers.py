@@ -13,6 +13,17 @@ def run_cli(args, cwd=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_main(argv, capsys):
+    """run_mindformer.py's main in this process (the same code the CLI runs); returns (exit code, stdout, stderr)."""
+    from mindformers.run import main  # pylint: disable=import-outside-toplevel
+    try:
+        code = main([str(item) for item in argv])
+    except SystemExit as error:
+        code = error.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def read_metrics(output_dir):
     with open(os.path.join(output_dir, "log", "train_metrics.jsonl"), encoding="utf-8") as stream:
         return [json.loads(line) for line in stream]

@@ -21,9 +21,8 @@ import pytest
 
 from mindformers.checkpoint.integrity import VERIFIED, verify_checkpoint
 from mindformers.core.callback import Callback
-from mindformers.run import main as run_main
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
-from tests.e2e.helpers import REPO, merge_sections, write_user_config
+from tests.e2e.helpers import REPO, merge_sections, run_main, write_user_config
 
 STEPS = 29  # 233 rows of the session's MindRecord in batches of 8
 SMALL = dict(vocab_size=600, seq_length=32, num_layers=1, hidden_size=32, num_heads=2, n_kv_heads=2,
@@ -82,13 +81,8 @@ def weights(path):
 
 
 def in_process(argv, capsys):
-    capsys.readouterr()
-    try:
-        code = run_main([str(arg) for arg in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    capsys.readouterr()  # what earlier code printed is not this run's
+    return run_main(argv, capsys)
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +98,10 @@ def start(config, output, *flags):
 
 
 def kill_inside_a_save(process, folder, timeout=300):
-    """SIGKILL the run the moment a save's temporary file is on disk (after at least one save is complete)."""
+    """SIGKILL the run the moment a checkpoint's temporary file is on disk (after at least one save is complete)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        if saves(folder) and temporaries(folder):
+        if saves(folder) and any("k_rank_0-" in name for name in temporaries(folder)):
             seen = temporaries(folder)
             process.kill()
             process.wait()

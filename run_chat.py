@@ -13,7 +13,8 @@ def build_parser():
     add("--config", required=True, help="YAML config (model and processor.tokenizer)")
     add("--load_checkpoint", default=None, help="checkpoint file or folder")
     add("--vocab_file", default=None, help="tokenizer file, overriding processor.tokenizer.vocab_file")
-    add("--template", default=None, help="fschat conversation template (default llama-2)")
+    add("--template", default=None, help="fschat conversation template (default llama-2), or 'tokenizer' for the "
+                                         "model folder's own Jinja chat_template")
     add("--max_new_tokens", type=int, default=None)
     add("--device_target", choices=("Ascend", "CPU", "GPU"), default=None)
     return parser

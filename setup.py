@@ -17,6 +17,7 @@ setup(
         "tqdm>=4.60",
         "pyarrow>=12,<26",  # pyarrow 26 needs NumPy 2, which mindspore 2.10 cannot use
         "fschat>=0.2.13",
+        "jinja2>=3.1",  # renders a model folder's own chat_template (tokenizer_config.json) as transformers does
     ],
     extras_require={
         "test": [

@@ -1,3 +1,7 @@
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM, LlamaModel
 from mindformers.models.llama import LlamaProcessor, LlamaTokenizer, LlamaTokenizerFast
+from mindformers.models.tokenization_fast import PreTrainedTokenizerFast
+from mindformers.models.tokenization_sentencepiece import SentencePieceTokenizer
 from mindformers.models.tokenization_utils import BatchEncoding, MindFormerTokenizer, check_tokenizer_fits_model
+from mindformers.models.code_llama import CodeLlamaTokenizer
+from mindformers.models.qwen2 import Qwen2Tokenizer

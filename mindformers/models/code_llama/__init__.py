@@ -1,0 +1,1 @@
+from mindformers.models.code_llama.code_llama_tokenizer import CodeLlamaTokenizer

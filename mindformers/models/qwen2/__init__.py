@@ -1,0 +1,1 @@
+from mindformers.models.qwen2.qwen2_tokenizer import Qwen2Tokenizer

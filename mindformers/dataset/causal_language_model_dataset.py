@@ -40,7 +40,8 @@ class CausalLanguageModelDataset:
                      "drop_remainder": drop_remainder, "num_parallel_workers": num_parallel_workers,
                      "repeat": repeat, "eod_reset": eod_reset}
         config.update({key: value for key, value in overrides.items() if value is not None})
-        self.batch_size = positive_int(config.get("batch_size") or 1, f"{section}.batch_size")
+        batch_size = config.get("batch_size")
+        self.batch_size = positive_int(1 if batch_size is None else batch_size, f"{section}.batch_size")
         self.drop_remainder = bool(config.get("drop_remainder", True))
         self.seed = int(seed or 0)
         self.rank_size = positive_int(int(rank_size or 1), "rank_size")

@@ -115,11 +115,15 @@ class CausalLanguageModelingTrainer:
     # ---- building -------------------------------------------------------------------------------------------
     def runner_settings(self):
         runner = self.config.get("runner_config") or {}
-        epochs = int(runner.get("epochs") or 1)
-        batch_size = runner.get("batch_size") or (self.config.get("train_dataset") or {}).get("batch_size") or 1
+        # null means "the default"; 0 or less was refused with the config (nothing is replaced here)
+        epochs = int(1 if runner.get("epochs") is None else runner["epochs"])
+        batch_size = next((value for value in (runner.get("batch_size"),
+                                               (self.config.get("train_dataset") or {}).get("batch_size"))
+                           if value is not None), 1)
         if runner.get("global_batch_size") is not None:
             batch_size = rank_batch_size(self.config, self.parallel)
-        accumulation = int(runner.get("gradient_accumulation_steps") or 1)
+        accumulation = int(1 if runner.get("gradient_accumulation_steps") is None
+                           else runner["gradient_accumulation_steps"])
         for key, value in (("epochs", epochs), ("batch_size", batch_size), ("gradient_accumulation_steps",
                                                                              accumulation)):
             if value < 1:

@@ -54,7 +54,7 @@ def continuation(tokenizer, prompt_ids, output_ids):
 def predict(config):
     """run_mode predict: the YAML's model and tokenizer, --load_checkpoint weights, --predict_data prompts."""
     prompts = read_prompts(config.get("predict_data"))
-    batch_size = config.get("predict_batch_size") or 1
+    batch_size = 1 if config.get("predict_batch_size") is None else config.get("predict_batch_size")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"predict_batch_size: expected a positive integer, got {batch_size!r}")
     _, network, tokenizer = build_inference_model(config, "predict")

@@ -147,13 +147,13 @@ def check_before_writing(config):
     config.output_dir = check_output_dir(config.get("output_dir") or "./output")
     if config.run_mode in ("train", "finetune"):
         check_train_sections(config)  # every registered part's keys and values
-        from mindformers.trainer.causal_language_modeling import build_model_config
-        try:
-            build_model_config(config)  # the model config's own checks (sizes that divide, dtypes); no weights
-        except ConfigError as error:
-            raise ConfigError(f"{config.where()}: {error}") from None
     else:
         check_max_new_tokens(config)
+    from mindformers.trainer.causal_language_modeling import build_model_config
+    try:
+        build_model_config(config)  # the model config's own checks (sizes that divide, dtypes); no weights
+    except ConfigError as error:
+        raise ConfigError(f"{config.where()}: {error}") from None
     if config.run_mode == "predict":
         from mindformers.trainer.predict import read_prompts
         read_prompts(config.get("predict_data"))

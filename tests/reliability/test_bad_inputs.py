@@ -12,7 +12,6 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Tuple
 
 import numpy as np
 import pytest

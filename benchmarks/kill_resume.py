@@ -5,8 +5,9 @@
 
 A tiny Llama trains 2 epochs on the shipped sample text (checkpoints every 2 steps, keeping 3). Each run of a chain
 is started with --resume_training True when a checkpoint exists and is killed with SIGKILL at a point drawn in turn
-from three kinds: any moment of the process's life (startup and compilation included), a moment while it trains,
-and the moment a save's temporary file is on disk (inside a save). After each kill the script notes the newest
+from four kinds: any moment of the process's life (startup and compilation included), a moment while it trains,
+inside a save while MindSpore writes the data, and inside a save once the data is written (while it is hashed and
+its manifest written, before the rename that makes it visible). After each kill the script notes the newest
 complete save; the next run must say it resumes from exactly that step and remove every temporary file the kill
 left. A chain ends when a run finishes; its final weights must equal the uninterrupted run's bit for bit. Prints
 one line per kill and the totals; exit status 1 when any check failed.
@@ -114,9 +115,12 @@ def kill_at(runner, kind, folder, rng, lifetime):
         while not runner.trained.is_set() and process.poll() is None:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 1.5))
-    else:  # inside a save: its checkpoint's temporary file (or MindSpore's own .tmp) is on disk
-        while process.poll() is None and not any("k_rank_0-" in name for name in temporaries(folder)):
-            time.sleep(0.0003)
+    else:  # inside a save: while MindSpore writes the data (its .tmp), or once it is written (our .ckpt temp
+        # name) while it is hashed and its manifest written, before the rename that makes it visible
+        stage = (".tmp",) if kind == "inside a save (writing)" else (".ckpt", ".sha256")
+        while process.poll() is None and not any("k_rank_0-" in name and name.endswith(stage)
+                                                 for name in temporaries(folder)):
+            time.sleep(0.0002)
     if process.poll() is not None:
         return None
     seen = temporaries(folder)
@@ -143,7 +147,7 @@ def main():
         final = max(saves(os.path.join(work, "reference", "checkpoint", "rank_0")).items())[1]
         expected = {name: value.asnumpy() for name, value in ms.load_checkpoint(final).items()}
         print(f"uninterrupted run: {lifetime:.1f} s, final checkpoint {os.path.basename(final)}")
-        kinds = ["any moment", "while training", "inside a save"]
+        kinds = ["any moment", "while training", "inside a save (writing)", "inside a save (committing)"]
         kills, failures, chains, inside = 0, [], 0, 0
         while kills < args.kills:
             chains += 1
@@ -152,7 +156,7 @@ def main():
             newest, left = None, []
             while True:
                 runner = Runner(start(config, output_dir, resume=bool(saves(folder))))
-                kind = kinds[kills % 3] if kills < args.kills else None
+                kind = kinds[kills % len(kinds)] if kills < args.kills else None
                 what = kill_at(runner, kind, folder, rng, lifetime) if kind else None
                 if what is None:
                     runner.process.wait()

@@ -139,6 +139,16 @@ def load_config(args):
     return config
 
 
+def load_config_with(config_path, **flags):
+    """The config run_mindformer.py builds from `--config config_path` and these flags (None: not given), for tools
+    that run the same model outside run_mindformer.py (chat, the server)."""
+    argv = ["--config", config_path]
+    for flag, value in flags.items():
+        if value is not None:
+            argv += [f"--{flag}", str(value)]
+    return load_config(build_parser().parse_args(argv))
+
+
 def check_before_writing(config):
     """What can be checked without building anything, checked before the output folder is touched."""
     # pylint: disable=import-outside-toplevel

@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import Tensor
 
 from mindformers.checkpoint.checkpoint_io import scalar
-from mindformers.core.callback import ProfileMonitor, TrainState
+from mindformers.core.callback import ProfileMonitor, TensorBoardMonitor, TrainState
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
 from mindformers.parallel.groups import init_parallel_groups
@@ -22,6 +22,7 @@ from mindformers.tools.register.validate import check_train_sections
 from mindformers.trainer.checkpoint_loading import load_checkpoint_for
 from mindformers.trainer.fault_handling import (DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard, StopRequests,
                                                 newest_saved_checkpoint)
+from mindformers.trainer.run_record import record_eval_results, run_info, write_run_info
 
 logger = logging.getLogger("mindformers")
 
@@ -108,9 +109,12 @@ class CausalLanguageModelingTrainer:
         """The YAML's metric(s) over the eval dataset, or with eval_task a benchmark from mindformers.evaluation."""
         if self.config.get("eval_task"):
             from mindformers.trainer.eval_task import run_eval_task  # pylint: disable=import-outside-toplevel
-            return run_eval_task(self.config)
-        from mindformers.trainer.evaluate import evaluate  # pylint: disable=import-outside-toplevel
-        return evaluate(self.config)
+            results = run_eval_task(self.config)
+        else:
+            from mindformers.trainer.evaluate import evaluate  # pylint: disable=import-outside-toplevel
+            results = evaluate(self.config)
+        record_eval_results(self.config, results)
+        return results
 
     # ---- building -------------------------------------------------------------------------------------------
     def runner_settings(self):
@@ -172,6 +176,8 @@ class CausalLanguageModelingTrainer:
     def build_callbacks(self):
         callbacks = [build_from_config(item, MindFormerModuleType.CALLBACK, where=f"callbacks[{index}]")
                      for index, item in enumerate(self.config.get("callbacks") or [])]
+        if self.config.get("tensorboard") is not None:  # after the YAML's callbacks: it plots MFLossMonitor's record
+            callbacks.append(TensorBoardMonitor(**(self.config.get("tensorboard") or {})))
         if self.config.get("profile"):
             callbacks.append(ProfileMonitor(start_step=self.config.get("profile_start_step") or 1,
                                             stop_step=self.config.get("profile_stop_step") or 10,
@@ -293,6 +299,9 @@ class CausalLanguageModelingTrainer:
                            seq_length=model_config.seq_length, global_step=initial_step,
                            initial_step=initial_step)
         state.extra["layout"] = layout_record(network, self.parallel, self.rank_id)
+        state.extra["run_info"] = run_info(config, state, network, self.model_name)
+        if self.rank_id == 0:
+            write_run_info(self.output_dir, state.extra["run_info"])
         if initial_step:
             state.epoch = (initial_step - 1) // steps_per_epoch + 1
             state.step_in_epoch = (initial_step - 1) % steps_per_epoch + 1

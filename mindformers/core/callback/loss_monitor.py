@@ -70,6 +70,7 @@ class MFLossMonitor(Callback):
             "overflow": state.overflow, "step_time": state.step_time, "tokens_per_s": tokens_per_s,
             "mfu": mfu, "eta_s": eta, "time": time.time(),
         }
+        state.extra["step_record"] = record  # for the callbacks after this one (TensorBoardMonitor)
         if state.rank_id == 0:  # the loss is already averaged over data-parallel ranks: one shared record
             with open(self.path, "a", encoding="utf-8") as stream:
                 stream.write(json.dumps(record) + "\n")

@@ -66,6 +66,11 @@ DATASET = {
 
 MODEL = {"model_config": DICT, "arch": DICT}
 
+TENSORBOARD = {
+    "tensorboard_dir": STR, "tensorboard_queue_size": INT, "log_loss_scale_to_tensorboard": BOOL,
+    "log_timers_to_tensorboard": BOOL, "all_ranks": BOOL,
+}
+
 TOP_LEVEL = {
     "seed": SEED, "output_dir": STR, "run_mode": STR, "load_checkpoint": STR, "load_ckpt_format": STR,
     "src_strategy_path_or_dir": STR, "auto_trans_ckpt": BOOL, "only_save_strategy": BOOL,
@@ -82,7 +87,7 @@ TOP_LEVEL = {
     "local_rank": Value(INT, min=0),
     "register_path": STR, "predict_data": ANY, "predict_batch_size": COUNT, "eval_task": STR,
     "eval_data_path": STR, "evaluation_batch_size": COUNT, "max_new_tokens": COUNT,
-    "dry_run": BOOL, "deterministic": BOOL,
+    "dry_run": BOOL, "deterministic": BOOL, "tensorboard": TENSORBOARD,
 }
 
 def describe(expected):

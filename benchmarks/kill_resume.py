@@ -167,7 +167,7 @@ def main():
                     if any(os.path.exists(os.path.join(folder, name)) for name in left):
                         failures.append(f"kill {kills}: {left} survived the next start")
                 if what is None:
-                    if runner.process.returncode != 0:
+                    if runner.process.returncode != 0 or not saves(folder):
                         failures.append(f"chain {chains}: the last run failed: {text[-1500:]}")
                     break
                 kills += 1
@@ -178,6 +178,8 @@ def main():
                 steps = [int(m.group(1)) for m in STEP.finditer(text)]
                 print(f"kill {kills:2d}: {what}; last step logged {steps[-1] if steps else '-'}; newest complete "
                       f"save at step {newest if newest is not None else '-'}; left behind: {left or 'nothing'}")
+            if not saves(folder):
+                break
             got = {name: value.asnumpy() for name, value in
                    ms.load_checkpoint(max(saves(folder).items())[1]).items()}
             equal = sorted(got) == sorted(expected) and all(np.array_equal(got[k], expected[k]) for k in expected)

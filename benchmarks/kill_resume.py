@@ -8,9 +8,9 @@ is started with --resume_training True when a checkpoint exists and is killed wi
 from four kinds: any moment of the process's life (startup and compilation included), a moment while it trains,
 inside a save while MindSpore writes the data, and inside a save once the data is written (while it is hashed and
 its manifest written, before the rename that makes it visible). After each kill the script notes the newest
-complete save; the next run must say it resumes from exactly that step and remove every temporary file the kill
-left. A chain ends when a run finishes; its final weights must equal the uninterrupted run's bit for bit. Prints
-one line per kill and the totals; exit status 1 when any check failed.
+complete save; the next run that gets to training must say it resumes from exactly that step and must have removed
+every temporary file the kills before it left. A chain ends when a run finishes; its final weights must equal the
+uninterrupted run's bit for bit. Prints one line per kill and the totals; exit status 1 when any check failed.
 """
 import argparse
 import os
@@ -28,6 +28,7 @@ os.environ.setdefault("GLOG_v", "3")
 
 SAVE = re.compile(r"^k_rank_0-(\d+)_(\d+)\.ckpt$")
 STEP = re.compile(r"\(global (\d+)/(\d+)\)")
+TRAINING = re.compile(r"\[INFO\] training ")  # logged once the checkpoint is restored, before the first step
 
 
 def prepare(folder):
@@ -118,12 +119,13 @@ def kill_at(runner, kind, folder, rng, lifetime):
     else:  # inside a save: while MindSpore writes the data (its .tmp), or once it is written (our .ckpt temp
         # name) while it is hashed and its manifest written, before the rename that makes it visible
         stage = (".tmp",) if kind == "inside a save (writing)" else (".ckpt", ".sha256")
-        while process.poll() is None and not any("k_rank_0-" in name and name.endswith(stage)
+        own = f".tmp-{process.pid}-k_rank_0-"  # not what an earlier killed run left
+        while process.poll() is None and not any(name.startswith(own) and name.endswith(stage)
                                                  for name in temporaries(folder)):
             time.sleep(0.0002)
     if process.poll() is not None:
         return None
-    seen = temporaries(folder)
+    seen = [name for name in temporaries(folder) if name.startswith(f".tmp-{process.pid}-")]
     process.send_signal(signal.SIGKILL)
     process.wait()
     return f"{kind}{' (temporary files: ' + ', '.join(seen) + ')' if seen else ''}"
@@ -153,7 +155,7 @@ def main():
             chains += 1
             output_dir = os.path.join(work, f"chain{chains}")
             folder = os.path.join(output_dir, "checkpoint", "rank_0")
-            newest, left = None, []
+            expected = None  # (kill number, the step the next resume must start from, leftovers it must remove)
             while True:
                 runner = Runner(start(config, output_dir, resume=bool(saves(folder))))
                 kind = kinds[kills % len(kinds)] if kills < args.kills else None
@@ -161,11 +163,13 @@ def main():
                 if what is None:
                     runner.process.wait()
                 text = runner.text()
-                if newest is not None:
-                    if f"resuming at global step {newest}" not in text:
-                        failures.append(f"kill {kills}: the next run did not resume from step {newest}")
-                    if any(os.path.exists(os.path.join(folder, name)) for name in left):
-                        failures.append(f"kill {kills}: {left} survived the next start")
+                if expected is not None and TRAINING.search(text):  # this run got as far as training
+                    kill, step, stale = expected
+                    if step is not None and f"resuming at global step {step}" not in text:
+                        failures.append(f"kill {kill}: the next run that resumed did not resume from step {step}")
+                    if any(os.path.exists(os.path.join(folder, name)) for name in stale):
+                        failures.append(f"kill {kill}: {stale} survived the next start")
+                    expected = None
                 if what is None:
                     if runner.process.returncode != 0 or not saves(folder):
                         failures.append(f"chain {chains}: the last run failed: {text[-1500:]}")
@@ -175,6 +179,8 @@ def main():
                 complete = saves(folder)
                 newest = global_step(max(complete.items())[1]) if complete else None
                 left = temporaries(folder)
+                # what the next run that gets to training must have done (a run killed before that checks nothing)
+                expected = (kills, newest, sorted(set(left) | set(expected[2] if expected else ())))
                 steps = [int(m.group(1)) for m in STEP.finditer(text)]
                 print(f"kill {kills:2d}: {what}; last step logged {steps[-1] if steps else '-'}; newest complete "
                       f"save at step {newest if newest is not None else '-'}; left behind: {left or 'nothing'}")

@@ -265,6 +265,8 @@ class CausalLanguageModelingTrainer:
             self.setup_parallel()
         self.output_dir = os.path.abspath(config.get("output_dir") or "./output")
         epochs, batch_size, accumulation = self.runner_settings()
+        callbacks = self.build_callbacks()
+        self.remove_interrupted_saves(callbacks)  # first: a start killed while building leaves the least behind
         model_config, network = build_network(config)
         if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.STAND_ALONE:
             from mindformers.parallel.ascend_parallel import apply_shard_strategies  # noqa: E501 pylint: disable=import-outside-toplevel
@@ -287,8 +289,6 @@ class CausalLanguageModelingTrainer:
         lr_schedule = self.build_lr_schedule(total_steps)
         optimizer = self.build_optimizer(network, lr_schedule)
         train_cell = self.build_wrapper(network, optimizer, accumulation)
-        callbacks = self.build_callbacks()
-        self.remove_interrupted_saves(callbacks)
         initial_step = self.restore(train_cell, network)
         train_cell.set_train(True)
 

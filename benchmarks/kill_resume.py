@@ -147,7 +147,7 @@ def main():
         lifetime = time.monotonic() - began
         assert reference.returncode == 0, output[-3000:]
         final = max(saves(os.path.join(work, "reference", "checkpoint", "rank_0")).items())[1]
-        expected = {name: value.asnumpy() for name, value in ms.load_checkpoint(final).items()}
+        reference_weights = {name: value.asnumpy() for name, value in ms.load_checkpoint(final).items()}
         print(f"uninterrupted run: {lifetime:.1f} s, final checkpoint {os.path.basename(final)}")
         kinds = ["any moment", "while training", "inside a save (writing)", "inside a save (committing)"]
         kills, failures, chains, inside = 0, [], 0, 0
@@ -188,7 +188,8 @@ def main():
                 break
             got = {name: value.asnumpy() for name, value in
                    ms.load_checkpoint(max(saves(folder).items())[1]).items()}
-            equal = sorted(got) == sorted(expected) and all(np.array_equal(got[k], expected[k]) for k in expected)
+            equal = sorted(got) == sorted(reference_weights) and all(np.array_equal(got[k], value)
+                                                                     for k, value in reference_weights.items())
             print(f"chain {chains}: final weights {'equal' if equal else 'DIFFER from'} the uninterrupted run's")
             if not equal:
                 failures.append(f"chain {chains}: final weights differ")

@@ -1,9 +1,11 @@
 """Convert HuggingFace checkpoints to this project's and back.
 
     python convert_weight.py --model llama --input_path HF_DIR --output_path OUT.ckpt [--dtype fp32|fp16|bf16]
+    python convert_weight.py --model llama --input_path model.gguf --output_path OUT.ckpt [--dtype ...]
     python convert_weight.py --model llama --input_path OUT.ckpt --output_path HF_DIR --reversed
 
-HF -> ours writes OUT.ckpt (or OUT.safetensors) and OUT.yaml (the model config, usable as a base_config).
+HF -> ours writes OUT.ckpt (or OUT.safetensors) and OUT.yaml (the model config, usable as a base_config). A llama.cpp
+.gguf file is dequantized to --dtype (default fp32), and its tokenizer is written as HF files to OUT_tokenizer/.
 --reversed reads OUT.ckpt with the YAML beside it (or --config) and writes config.json, sharded safetensors
 and model.safetensors.index.json. Tensors stream a chunk at a time; outputs appear only when complete.
 """
@@ -12,11 +14,6 @@ import os
 import sys
 
 os.environ.setdefault("GLOG_v", "3")  # keep MindSpore's C++ logging out of the CLI's output
-
-ROOT = os.path.dirname(os.path.abspath(__file__))
-MODELS = ("llama", "llama2", "llama3", "mistral")
-# Families that live under research/: --model NAME imports research/NAME unless --register_path says otherwise.
-RESEARCH = {"mistral": os.path.join(ROOT, "research", "mistral")}
 
 
 def parse_size(text):
@@ -33,8 +30,11 @@ def parse_size(text):
 def build_parser():
     from mindformers.tools.errors import OneLineParser  # pylint: disable=import-outside-toplevel
     parser = OneLineParser(prog="convert_weight.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help=f"model family: {', '.join(MODELS)}")
-    parser.add_argument("--input_path", required=True, help="HF folder (or our checkpoint with --reversed)")
+    parser.add_argument("--model", required=True, help="model family: one registered in mindformers/models (llama, "
+                                                         "qwen2, gemma, ...; an unknown name lists them all) or "
+                                                         "by --register_path")
+    parser.add_argument("--input_path", required=True,
+                        help="HF folder or .gguf file (or our checkpoint with --reversed)")
     parser.add_argument("--output_path", required=True, help="OUT.ckpt / OUT.safetensors (or a HF folder)")
     parser.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: keep each tensor's dtype)")
     parser.add_argument("--reversed", action="store_true", help="convert our checkpoint to a HF folder")
@@ -48,13 +48,11 @@ def build_parser():
 
 
 def load_family(name, register_path):
-    from mindformers.checkpoint.hf_mapping import FAMILIES, get_family  # pylint: disable=import-outside-toplevel
+    from mindformers.checkpoint.hf_mapping import get_family  # pylint: disable=import-outside-toplevel
     from mindformers.run import register_path as import_folder  # pylint: disable=import-outside-toplevel
     if register_path:
         import_folder(register_path)
-    elif name not in FAMILIES and name in RESEARCH:
-        import_folder(RESEARCH[name])
-    return get_family(name, choices=MODELS)
+    return get_family(name)
 
 
 def main(argv=None):

@@ -18,6 +18,7 @@ setup(
         "pyarrow>=12,<26",  # pyarrow 26 needs NumPy 2, which mindspore 2.10 cannot use
         "fschat>=0.2.13",
         "jinja2>=3.1",  # renders a model folder's own chat_template (tokenizer_config.json) as transformers does
+        "gguf>=0.10",  # reads llama.cpp's .gguf files for convert_weight.py / from_pretrained (numpy-only)
         # python -m mindformers.serve: FastChat's controller, worker app and OpenAI API server run on these
         # (fschat's own requirements list them since 0.2.36; named here so older fschat installs get them too)
         "fastapi", "uvicorn", "httpx", "aiohttp", "shortuuid", "tiktoken", "requests",

@@ -128,6 +128,7 @@ def import_user_module(name, path):
 def load_config(args):
     from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
     from mindformers.tools.register.config_schema import check_value, schema_entry  # noqa: E402
+    from mindformers.tools.register.unsupported_keys import check_unimplemented  # noqa: E402
     config = MindFormerConfig(args.config)
     flags = {key: flag for flag, key in FLAG_KEYS.items()}
     for key, value in flag_overrides(args).items():
@@ -136,6 +137,7 @@ def load_config(args):
             check_value(value, entry, key, f"--{flags[key]}")
         config.merge_from_dict({key: value})
     config.run_mode = config.get("run_mode") or "train"
+    check_unimplemented(config, config.where())
     return config
 
 
@@ -183,8 +185,10 @@ def main(argv=None):
     from mindformers.core.context import build_context  # pylint: disable=import-outside-toplevel
     from mindformers.tools.logger import setup_logging  # pylint: disable=import-outside-toplevel
     from mindformers.tools.register import MindFormerModuleType, build_from_config  # noqa: E402
+    from mindformers.tools.register.unsupported_keys import log_no_effect_keys  # noqa: E402
     output_dir = config.output_dir
     setup_logging(output_dir)
+    log_no_effect_keys(config)
     build_context(config)
     if config.get("use_parallel"):  # per-rank log folder, now that the rank is known
         from mindformers.parallel.world import rank_and_size  # pylint: disable=import-outside-toplevel

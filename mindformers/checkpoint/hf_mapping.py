@@ -1,7 +1,8 @@
 """How a model family's weights and config correspond to HuggingFace's: the declaration types and the registry.
 
-A family module (e.g. mindformers/models/llama/convert_mapping.py) declares one `HFFamily`; conversion in
-both directions, from_pretrained and save_pretrained all read that one declaration.
+A family module (e.g. mindformers/models/llama/convert_mapping.py) declares one `HFFamily` (families on the shared
+decoder through mindformers/models/decoder/hf_layout.py); conversion in both directions, from_pretrained and
+save_pretrained all read that one declaration.
 """
 import importlib
 from dataclasses import dataclass, field
@@ -75,8 +76,6 @@ class HFFamily:
 
 
 FAMILIES = {}
-# Families that ship with the library are imported when first asked for, so `import mindformers` stays light.
-BUILTIN = {name: "mindformers.models.llama.convert_mapping" for name in ("llama", "llama2", "llama3")}
 
 
 def register_family(family, *aliases):
@@ -85,15 +84,26 @@ def register_family(family, *aliases):
     return family
 
 
-def get_family(name, key="--model", choices=None):
-    if name not in FAMILIES and name in BUILTIN:
-        importlib.import_module(BUILTIN[name])
+def load_builtin_families():
+    """Families that ship with the library register when mindformers.models is imported (each family package
+    imports its convert_mapping); imported on first need, so `import mindformers.checkpoint` stays light."""
+    importlib.import_module("mindformers.models")
+
+
+def family_names():
+    """Every registered family name and alias (--model choices of convert_weight.py)."""
+    load_builtin_families()
+    return sorted(FAMILIES)
+
+
+def get_family(name, key="--model"):
     if name not in FAMILIES:
-        known = sorted(set(FAMILIES) | set(BUILTIN) | set(choices or ()))
-        raise ConfigError(f"{key}: unknown model '{name}' (choices: {', '.join(known)})")
+        load_builtin_families()
+    if name not in FAMILIES:
+        raise ConfigError(f"{key}: unknown model '{name}' (choices: {', '.join(sorted(FAMILIES))})")
     return FAMILIES[name]
 
 
 def family_for_model_type(model_type):
-    """The family of our config class `model_type` ('llama', 'mistral', ...)."""
+    """The family of our config class `model_type` ('llama', 'qwen2', 'gemma', ...)."""
     return get_family(model_type, key="model_type")

@@ -6,13 +6,12 @@ import numpy as np
 
 
 def train_flops_per_token(config, seq_length=None):
-    """Forward+backward FLOPs per token: 6 x matmul parameters plus the attention score/context matmuls."""
+    """Forward+backward FLOPs per token: 6 x matmul parameters plus the attention score/context matmuls. The
+    model config says what one layer multiplies by (its projections and MLP) and how wide attention is."""
     seq = seq_length or config.seq_length
-    hidden, layers = config.hidden_size, config.num_layers
-    kv = config.kv_heads * config.head_dim
-    per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * config.ffn_size
-    matmul_params = layers * per_layer + config.vocab_size * hidden
-    attention = layers * 2 * 2 * seq * hidden  # QK^T and PV, per token, forward
+    layers = config.num_layers
+    matmul_params = layers * config.matmul_parameters_per_layer() + config.vocab_size * config.hidden_size
+    attention = layers * 2 * 2 * seq * config.q_size  # QK^T and PV, per token, forward
     return 6 * matmul_params + 3 * attention
 
 

@@ -64,7 +64,7 @@ def load_benchmark(task, data_path):
 
 def run_benchmark_task(task, model, tokenizer, data_path, output_dir, batch_size=1, max_new_tokens=None,
                        questions=None):
-    """Evaluate `model` (a Llama-layout causal LM) on a benchmark task read from `data_path` (or on `questions`
+    """Evaluate `model` (a causal LM of mindformers.models) on a benchmark task read from `data_path` (or on `questions`
     load_benchmark read from it); returns the results dict that is also written to
     <output_dir>/eval_<task>_results.json."""
     module = task_module(task)

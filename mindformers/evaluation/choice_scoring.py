@@ -75,7 +75,7 @@ def read_columns(rows):
 
 def last_columns_logits(model, input_ids, attention_mask, columns):
     """(batch, columns, vocab) float32 logits of the last `columns` positions of a left-padded batch, from a
-    Llama-layout causal LM (`model.model` the decoder stack, `model.logits` the head). A MindSpore Cell runs
+    causal LM (`model.model` the decoder stack, `model.logits` the head). A MindSpore Cell runs
     through cells kept on the model (graph mode reuses their compiled graphs); another object of that layout is
     called on NumPy arrays."""
     if not isinstance(model, nn.Cell):

@@ -1,6 +1,6 @@
-"""A cell that runs a Llama-layout causal LM on a left-padded batch and returns only the logits of its last few
-columns: at a vocabulary of 32000-128256 the full (batch, seq, vocab) logits would dwarf the rest of the pass, and a
-choice's log-likelihood needs only the columns that predict its tokens."""
+"""A cell that runs a causal LM (`model` the decoder stack, `logits` the head) on a left-padded batch and returns
+only the logits of its last few columns: at a vocabulary of 32000-256000 the full (batch, seq, vocab) logits would
+dwarf the rest of the pass, and a choice's log-likelihood needs only the columns that predict its tokens."""
 import mindspore as ms
 from mindspore import nn, ops
 

@@ -1,5 +1,5 @@
-"""The compiled step of generation for a Llama-layout causal LM: new tokens through the model's own forward, with
-a key/value cache.
+"""The compiled step of generation for a causal LM: new tokens through the model's own forward, with a key/value
+cache whose shape the model gives (`cache_spec`).
 
 One cell serves prefill (the whole prompt grid at column 0), decode (one token per row) and the no-cache path
 (the whole grid again each step); graph mode compiles one graph per input shape. It wraps the model with
@@ -24,11 +24,10 @@ class DecodingStep(nn.Cell):
         # batch-1 decode step), and the step's graph needs nothing from that walk. The graph still reads the
         # model's parameters.
         object.__setattr__(self, "lm", model)
-        attention = model.model.layers[0].attention
-        self.cache = KVCache(len(model.model.layers), batch, attention.n_kv_heads, length, attention.head_dim,
-                             model.model.compute_dtype)
-        self.max_position = attention.rotary.cos.shape[0] - 1
-        self.window = attention.sliding_window
+        spec = model.cache_spec()
+        self.cache = KVCache(spec.num_layers, batch, spec.kv_heads, length, spec.head_dim, spec.dtype)
+        self.max_position = spec.max_position
+        self.window = spec.sliding_window
 
     def construct(self, input_ids, start, first_columns, select):
         positions, blocked, slots = step_inputs(start, first_columns, input_ids.shape[1], self.cache,

@@ -39,7 +39,7 @@ def prompt_rows(input_ids, attention_mask=None):
 
 
 class GenerationMixin:
-    """Adds `generate` to a Llama-layout causal LM with a `config` (its model_config gives the defaults)."""
+    """Adds `generate` to a causal LM with a `config` (its model_config gives the defaults)."""
 
     def generation_config(self):
         return GenerationConfig.from_model_config(self.config)

@@ -76,6 +76,10 @@ def check_model_split(settings, model_config):
         if value % mp:
             raise ConfigError(f"model.model_config.{key}: {value} is not divisible by "
                               f"parallel_config.model_parallel ({mp})")
+    if mp > 1 and getattr(model_config, "qkv_concat", False):
+        # A split of the fused [q; k; v] (and [gate; up]) rows would hand each rank whole blocks of one of them.
+        raise ConfigError(f"model.model_config.qkv_concat: fused q/k/v and gate/up weights cannot be split over "
+                          f"parallel_config.model_parallel ({mp}); expected qkv_concat False with model_parallel > 1")
 
 
 def check_pipeline(settings, model_config):

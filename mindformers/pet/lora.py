@@ -47,14 +47,22 @@ def add_lora(linear, rank, alpha, dropout):
     return linear
 
 
+def default_targets(network):
+    """The model's own default (DecoderForCausalLM.default_lora_targets), else the q/v projections' usual names."""
+    named = getattr(network, "default_lora_targets", None)
+    return named() if callable(named) else ".*wq|.*wv"
+
+
 def apply_lora(network, config):
-    """Add adapters to every Linear whose cell name fully matches config.target_modules; returns their names."""
-    pattern = re.compile(config.target_modules)
+    """Add adapters to every Linear whose cell name fully matches config.target_modules (unset: the targets the
+    model names, its query and value projections); returns their names."""
+    targets_regex = config.target_modules or default_targets(network)
+    pattern = re.compile(targets_regex)
     targets = [(name, cell) for name, cell in network.cells_and_names()
                if isinstance(cell, Linear) and not isinstance(cell, LoRALinear) and pattern.fullmatch(name)]
     if not targets:
         linears = [name for name, cell in network.cells_and_names() if isinstance(cell, Linear)]
-        raise ConfigError(f"model.model_config.pet_config.target_modules: {config.target_modules!r} matches no "
+        raise ConfigError(f"model.model_config.pet_config.target_modules: {targets_regex!r} matches no "
                           f"linear layer (e.g. {', '.join(linears[:4])}{', ...' if len(linears) > 4 else ''})")
     for _, cell in targets:
         add_lora(cell, config.lora_rank, config.lora_alpha, config.lora_dropout)

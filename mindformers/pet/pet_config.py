@@ -5,7 +5,7 @@
       lora_rank: 8                        prefix_token_num: 16
       lora_alpha: 16                      mid_dim: 0          # > 0: prefixes come from a 2-layer projection
       lora_dropout: 0.05                  dropout_rate: 0.0
-      target_modules: '.*wq|.*wv'
+      target_modules: '.*wq|.*wv'        # default: the model's own (query and value projections)
 Common keys: freeze_exclude (list of regexes over parameter names kept trainable besides the adapters,
 e.g. ['.*lm_head.*']) and adapter_checkpoint (a checkpoint of adapter weights loaded over the base weights).
 """
@@ -25,7 +25,7 @@ class LoraConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
-    target_modules: str = ".*wq|.*wv"
+    target_modules: Optional[str] = None  # None: the model's default_lora_targets()
     freeze_exclude: List[str] = dataclasses.field(default_factory=list)
     adapter_checkpoint: Optional[str] = None
 
@@ -82,7 +82,8 @@ def parse_pet_config(values):
     if not 0.0 <= float(getattr(config, dropout_key)) < 1.0:
         raise ConfigError(f"{WHERE}.{dropout_key}: expected a probability in [0, 1), got {getattr(config, dropout_key)}")
     if kind == "lora":
-        _check_regex(config.target_modules, "target_modules")
+        if config.target_modules is not None:
+            _check_regex(config.target_modules, "target_modules")
     elif not isinstance(config.mid_dim, int) or config.mid_dim < 0:
         raise ConfigError(f"{WHERE}.mid_dim: expected an integer >= 0 (0: no projection), got {config.mid_dim!r}")
     if isinstance(config.freeze_exclude, str):

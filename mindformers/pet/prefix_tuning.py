@@ -52,7 +52,7 @@ class PrefixAttention(Attention):
 
 
 def add_prefix(attention, prefix_tokens, mid_dim=0, dropout=0.0, init_std=0.02):
-    dtype = attention.wq.weight.dtype
+    dtype = attention.param_dtype
     kv_size = attention.n_kv_heads * attention.head_dim
     attention.__class__ = PrefixAttention
     attention.prefix_tokens = prefix_tokens

@@ -75,6 +75,18 @@ def build_tokenizer(config):
     return build_from_config(tokenizer, MindFormerModuleType.TOKENIZER, where="processor.tokenizer")
 
 
+def build_callback_list(config, list_key):
+    """The callbacks of `callbacks` (training) or `eval_callbacks` (run_mode eval); a callback class's
+    CONFIG_DEFAULTS names run-config keys that fill arguments the entry leaves out (ObsMonitor's remote_save_url)."""
+    callbacks = []
+    for index, item in enumerate(config.get(list_key) or []):
+        where = f"{list_key}[{index}]"
+        cls = MindFormerRegister.get_cls(MindFormerModuleType.CALLBACK, (item or {}).get("type"), where=f"{where}.type")
+        defaults = {arg: config.get(key) for arg, key in getattr(cls, "CONFIG_DEFAULTS", {}).items()}
+        callbacks.append(build_from_config(item, MindFormerModuleType.CALLBACK, default_args=defaults, where=where))
+    return callbacks
+
+
 @MindFormerRegister.register(MindFormerModuleType.TRAINER)
 class CausalLanguageModelingTrainer:
     """Pretraining of causal language models (Llama family) from packed MindRecord rows."""
@@ -174,14 +186,15 @@ class CausalLanguageModelingTrainer:
                                  where="runner_wrapper")
 
     def build_callbacks(self):
-        callbacks = [build_from_config(item, MindFormerModuleType.CALLBACK, where=f"callbacks[{index}]")
-                     for index, item in enumerate(self.config.get("callbacks") or [])]
+        callbacks = build_callback_list(self.config, "callbacks")
         if self.config.get("tensorboard") is not None:  # after the YAML's callbacks: it plots MFLossMonitor's record
             callbacks.append(TensorBoardMonitor(**(self.config.get("tensorboard") or {})))
-        if self.config.get("profile"):
-            callbacks.append(ProfileMonitor(start_step=self.config.get("profile_start_step") or 1,
-                                            stop_step=self.config.get("profile_stop_step") or 10,
-                                            profile_memory=bool(self.config.get("profile_memory"))))
+        if self.config.get("profile"):  # init_start_profile: from the first step, whatever profile_start_step says
+            start = 1 if self.config.get("init_start_profile") else self.config.get("profile_start_step") or 1
+            callbacks.append(ProfileMonitor(start_step=start, stop_step=self.config.get("profile_stop_step") or 10,
+                                            output_path=self.config.get("profile_output") or None,
+                                            profile_memory=bool(self.config.get("profile_memory")),
+                                            profile_communication=bool(self.config.get("profile_communication"))))
         return callbacks
 
     def setup_parallel(self):

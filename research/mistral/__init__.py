@@ -1,8 +1,4 @@
-"""Mistral: Llama's decoder with sliding-window attention and GQA. Join a run with --register_path research/mistral.
-
-Everything except the defaults and the HF names is the core Llama code (mindformers.models.llama and
-mindformers.models.modules, whose Attention already takes `sliding_window`).
-"""
-from .mistral_config import MistralConfig
-from .mistral import MistralForCausalLM
-from .convert_mapping import MISTRAL
+"""Mistral moved into the core (mindformers/models/mistral, configs/mistral): it is the shared decoder with a
+sliding window, nothing of its own. This folder stays so `--register_path research/mistral` and its YAML names keep
+working; importing it registers nothing new."""
+from mindformers.models.mistral import MISTRAL, MistralConfig, MistralForCausalLM  # noqa: F401

@@ -8,23 +8,14 @@ import pytest
 pytest.importorskip("transformers")
 import mindspore as ms  # noqa: E402
 import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
 
 import convert_weight  # noqa: E402
 from mindformers.checkpoint.safetensors_stream import SafetensorsWriter, read_safetensors  # noqa: E402
-from tests.fixtures.hf_models import build_hf_model, hf_folders, load_hf  # noqa: E402,F401
+from tests.fixtures.hf_models import build_hf_model, hf_folders, hf_state, load_hf  # noqa: E402,F401
 
 
 def convert(*args):
     return convert_weight.main(["--no_progress"] + [str(a) for a in args])
-
-
-def hf_state(folder):
-    state = {}
-    for name in os.listdir(folder):
-        if name.endswith(".safetensors"):
-            state.update(load_file(os.path.join(folder, name)))
-    return state
 
 
 def assert_one_line_error(capsys, excinfo, *fragments):

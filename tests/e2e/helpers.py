@@ -1,4 +1,5 @@
-"""Running the real CLIs in subprocesses, as a user would."""
+"""Running the real CLIs in subprocesses, as a user would (or their main in this process where the CLI is not the
+point)."""
 import json
 import os
 import subprocess

@@ -6,7 +6,7 @@ import mindspore as ms
 from mindspore import Tensor
 
 from mindformers.models.llama import LlamaConfig
-from mindformers.models.llama.llama_transformer import LlamaDecoderLayer
+from mindformers.models.decoder import DecoderLayer
 from mindformers.models.modules.kv_cache import KVCache, layer_cache, step_inputs
 
 
@@ -56,7 +56,7 @@ def test_layer_through_the_cache_equals_its_full_forward(kv_heads, window):
     np.random.seed(0)
     config = LlamaConfig(seq_length=16, hidden_size=16, num_layers=1, num_heads=4, n_kv_heads=kv_heads,
                          vocab_size=8, intermediate_size=32, compute_dtype="float32", sliding_window=window)
-    layer = LlamaDecoderLayer(config, 0)
+    layer = DecoderLayer(config, 0)
     pad, prompt, total = 2, 5, 9
     x = np.random.default_rng(1).normal(size=(1, total - pad, 16)).astype(np.float32)
     full = layer(Tensor(x)).asnumpy()

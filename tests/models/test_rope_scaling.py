@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mindformers.models.llama import LlamaConfig
-from mindformers.models.llama.convert_mapping import llama_config_from_hf, llama_config_to_hf
+from mindformers.models.llama.convert_mapping import LLAMA
 from mindformers.models.modules.rotary import llama3_scaled, rotary_tables
 from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerConfig
@@ -55,9 +55,9 @@ def test_bad_rope_scaling_is_one_line_naming_the_key(kwargs, fragment):
 def test_hf_config_round_trip_keeps_llama3_scaling():
     ours = LlamaConfig(num_layers=1, hidden_size=32, num_heads=4, vocab_size=64, extend_method="LLAMA3",
                        scaling_factor=dict(SCALING))
-    hf = llama_config_to_hf(ours, "F32")
+    hf = LLAMA.config_to_hf(ours, "F32")
     assert hf["rope_parameters"]["rope_type"] == "llama3" and hf["rope_parameters"]["factor"] == 8.0
-    back = llama_config_from_hf(hf, "F32")
+    back = LLAMA.config_from_hf(hf, "F32")
     assert back["extend_method"] == "LLAMA3" and back["scaling_factor"] == ours.scaling_factor
     old_style = dict(hf, rope_parameters=None, rope_scaling=dict(SCALING, rope_type="llama3"))
-    assert llama_config_from_hf(old_style, "F32")["scaling_factor"] == ours.scaling_factor
+    assert LLAMA.config_from_hf(old_style, "F32")["scaling_factor"] == ours.scaling_factor

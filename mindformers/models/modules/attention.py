@@ -25,33 +25,55 @@ def causal_mask(seq_length, sliding_window=None):
 
 
 class Attention(nn.Cell):
-    """Multi-head attention; n_kv_heads < num_heads gives GQA (each key/value head serves a group of queries)."""
+    """Multi-head attention; n_kv_heads < num_heads gives GQA (each key/value head serves a group of queries).
+
+    head_dim defaults to hidden_size / num_heads but may be set apart from it (Gemma: 256). Biases: `has_bias` on
+    the q/k/v projections, `out_bias` on the output projection. With `qkv_concat` the q/k/v projections are one
+    weight (w_qkv: q's rows, then k's, then v's), as MindFormers' qkv_concat checkpoints store them. `position` is
+    the position encoding applied to queries and keys (RotaryEmbedding's interface: first / at / rotate); by
+    default a rotary embedding of theta, rope_scaling_factor and rotary_dim (partial rotary) is built."""
 
     def __init__(self, hidden_size, num_heads, n_kv_heads, seq_length, theta=10000.0, compute_dtype=ms.float32,
                  param_init_type=ms.float32, softmax_compute_type=ms.float32, rotary_dtype=ms.float32,
                  init_std=0.02, use_flash_attention=False, sliding_window=None, has_bias=False,
-                 rope_scaling_factor=1.0):
+                 rope_scaling_factor=1.0, head_dim=None, out_bias=False, qkv_concat=False, rotary_dim=None,
+                 position=None):
         super().__init__()
         # Heads this rank computes: with stand-alone model parallelism (CPU) each rank takes a consecutive block of
         # query heads and the key/value heads serving them, so GQA groups stay whole (wq/wk/wv split their outputs).
         self.num_heads = local_size(num_heads)
         self.n_kv_heads = local_size(n_kv_heads)
-        self.head_dim = hidden_size // num_heads
+        self.head_dim = head_dim or hidden_size // num_heads
         self.repeats = num_heads // n_kv_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.compute_dtype = compute_dtype
+        self.param_dtype = param_init_type
         self.softmax_compute_type = softmax_compute_type
         self.use_flash_attention = use_flash_attention
-        kv_size = n_kv_heads * self.head_dim
+        q_size, kv_size = num_heads * self.head_dim, n_kv_heads * self.head_dim
         linear = dict(compute_dtype=compute_dtype, param_init_type=param_init_type, init_std=init_std)
-        self.wq = Linear(hidden_size, hidden_size, has_bias=has_bias, parallel="column", **linear)
-        self.wk = Linear(hidden_size, kv_size, has_bias=has_bias, parallel="column", **linear)
-        self.wv = Linear(hidden_size, kv_size, has_bias=has_bias, parallel="column", **linear)
-        self.wo = Linear(hidden_size, hidden_size, parallel="row", **linear)
-        self.rotary = RotaryEmbedding(self.head_dim, seq_length, theta, rotary_dtype, rope_scaling_factor)
+        self.qkv_concat = qkv_concat
+        if qkv_concat:
+            self.w_qkv = Linear(hidden_size, q_size + 2 * kv_size, has_bias=has_bias, parallel="column", **linear)
+            self.qkv_sizes = (q_size, kv_size, kv_size)
+        else:
+            self.wq = Linear(hidden_size, q_size, has_bias=has_bias, parallel="column", **linear)
+            self.wk = Linear(hidden_size, kv_size, has_bias=has_bias, parallel="column", **linear)
+            self.wv = Linear(hidden_size, kv_size, has_bias=has_bias, parallel="column", **linear)
+        self.wo = Linear(q_size, hidden_size, has_bias=out_bias, parallel="row", **linear)
+        if position is None:
+            position = RotaryEmbedding(self.head_dim, seq_length, theta, rotary_dtype, rope_scaling_factor,
+                                       rotary_dim)
+        self.rotary = position
         self.sliding_window = sliding_window or 0
         self.qk_matmul = ops.BatchMatMul(transpose_b=True)
         self.pv_matmul = ops.BatchMatMul()
+
+    def project_qkv(self, x):
+        """Queries, keys and values (b, s, width) of x, from three projections or the fused one."""
+        if self.qkv_concat:
+            return ops.split(self.w_qkv(x), self.qkv_sizes, -1)
+        return self.wq(x), self.wk(x), self.wv(x)
 
     def split_heads(self, x, heads):
         batch, seq, _ = x.shape
@@ -83,9 +105,10 @@ class Attention(nn.Cell):
         place. A decode step attends over all L cached columns, a prefill (which starts at column 0) over its own
         keys only (kv_cache.attends_within_step)."""
         batch, seq, _ = x.shape
-        query = self.split_heads(self.wq(x), self.num_heads)
-        key = self.split_heads(self.wk(x), self.n_kv_heads)
-        value = self.split_heads(self.wv(x), self.n_kv_heads)
+        query, key, value = self.project_qkv(x)
+        query = self.split_heads(query, self.num_heads)
+        key = self.split_heads(key, self.n_kv_heads)
+        value = self.split_heads(value, self.n_kv_heads)
         if cache is None:
             tables = self.rotary.first(seq)
             blocked = self.blocked_positions(seq, attention_mask)

@@ -1,18 +1,44 @@
-"""SwiGLU feed-forward: w2(silu(w1 x) * w3 x)."""
+"""Gated feed-forward: w2(act(w1 x) * w3 x), SwiGLU with SiLU (Llama), GeGLU with tanh-approximated GELU (Gemma)."""
 import mindspore as ms
 from mindspore import nn, ops
 
 from mindformers.models.modules.linear import Linear
 
 
-class SwiGLUFeedForward(nn.Cell):
-    def __init__(self, hidden_size, intermediate_size, compute_dtype=ms.float32, param_init_type=ms.float32,
-                 init_std=0.02):
+def activation_cell(name):
+    """The cell of an activation named as DecoderConfig.activation names it."""
+    cells = {"silu": (nn.SiLU, {}), "gelu": (nn.GELU, {"approximate": False}),
+             "gelu_tanh": (nn.GELU, {"approximate": True})}
+    if name not in cells:
+        raise ValueError(f"activation: expected one of {', '.join(cells)}, got {name!r}")
+    cell, options = cells[name]
+    return cell(**options)
+
+
+class GatedFeedForward(nn.Cell):
+    """The gate (w1) and up (w3) projections as two weights, or with `fused` as one (w_gate_hidden, the gate's rows
+    first) as MindFormers' qkv_concat checkpoints store them."""
+
+    def __init__(self, hidden_size, intermediate_size, activation="silu", fused=False, compute_dtype=ms.float32,
+                 param_init_type=ms.float32, init_std=0.02):
         super().__init__()
         linear = dict(compute_dtype=compute_dtype, param_init_type=param_init_type, init_std=init_std)
-        self.w1 = Linear(hidden_size, intermediate_size, parallel="column", **linear)  # gate
-        self.w3 = Linear(hidden_size, intermediate_size, parallel="column", **linear)  # up
+        self.fused = fused
+        self.intermediate_size = intermediate_size
+        if fused:
+            self.w_gate_hidden = Linear(hidden_size, 2 * intermediate_size, parallel="column", **linear)
+        else:
+            self.w1 = Linear(hidden_size, intermediate_size, parallel="column", **linear)  # gate
+            self.w3 = Linear(hidden_size, intermediate_size, parallel="column", **linear)  # up
         self.w2 = Linear(intermediate_size, hidden_size, parallel="row", **linear)  # down
+        self.act = activation_cell(activation)
 
     def construct(self, x):
-        return self.w2(ops.silu(self.w1(x)) * self.w3(x))
+        if self.fused:
+            gate, up = ops.split(self.w_gate_hidden(x), self.intermediate_size, -1)
+        else:
+            gate, up = self.w1(x), self.w3(x)
+        return self.w2(self.act(gate) * up)
+
+
+SwiGLUFeedForward = GatedFeedForward  # the name Llama's layer had; its default activation is still SiLU

@@ -5,26 +5,34 @@ from mindspore import Parameter, Tensor, nn, ops
 
 
 class RMSNorm(nn.Cell):
-    """x / sqrt(mean(x^2) + eps) * weight, with the statistics computed in `compute_type`.
+    """x / sqrt(mean(x^2) + eps) * scale, with the statistics and the product computed in `compute_type`.
 
-    The fused RmsNorm kernel is registered only on Ascend (MindSpore 2.10 has no CPU kernel for it in
-    pynative mode), so `use_fused` is set by the model from the device target.
+    The scale is the weight, or with `unit_offset` (Gemma) 1 + weight, the weight then starting at zero as in
+    Gemma's checkpoints. The fused RmsNorm kernel is registered only on Ascend (MindSpore 2.10 has no CPU kernel for
+    it in pynative mode), so `use_fused` is set by the model from the device target.
     """
 
-    def __init__(self, dim, eps=1e-5, compute_type=ms.float32, param_init_type=ms.float32, use_fused=False):
+    def __init__(self, dim, eps=1e-5, compute_type=ms.float32, param_init_type=ms.float32, use_fused=False,
+                 unit_offset=False):
         super().__init__()
-        self.weight = Parameter(Tensor(np.ones(dim, np.float32), dtype=param_init_type), name="weight")
+        initial = np.zeros(dim, np.float32) if unit_offset else np.ones(dim, np.float32)
+        self.weight = Parameter(Tensor(initial, dtype=param_init_type), name="weight")
         self.param_layout = {"weight": None}
         self.eps = eps
         self.compute_type = compute_type
         self.use_fused = use_fused
+        self.offset = 1.0 if unit_offset else 0.0
+
+    def scale(self):
+        weight = ops.cast(self.weight, self.compute_type)
+        return weight + self.offset if self.offset else weight
 
     def construct(self, x):
         original_type = x.dtype
         if self.use_fused:
-            out = ops.rms_norm(ops.cast(x, self.compute_type), ops.cast(self.weight, self.compute_type), self.eps)[0]
+            out = ops.rms_norm(ops.cast(x, self.compute_type), self.scale(), self.eps)[0]
             return ops.cast(out, original_type)
         x = ops.cast(x, self.compute_type)
         variance = ops.mean(ops.square(x), -1, keep_dims=True)
         x = x * ops.rsqrt(variance + self.eps)
-        return ops.cast(x * ops.cast(self.weight, self.compute_type), original_type)
+        return ops.cast(x * self.scale(), original_type)

@@ -18,7 +18,8 @@ def llama3_scaled(inv_freq, factor, low_freq_factor, high_freq_factor, original_
 
 
 def rotary_tables(head_dim, max_positions, theta, scaling_factor=1.0):
-    """cos/sin tables of shape (max_positions, head_dim), computed in float64 then stored as float32.
+    """cos/sin tables of shape (max_positions, head_dim), computed in float64 then stored as float32 (head_dim: the
+    rotated width, which is the rotary_dim of a partial rotary embedding).
 
     scaling_factor: a number for linear position interpolation (positions / factor), or a mapping of
     LLAMA3_SCALING_KEYS for Llama 3.1's scaling (model_config extend_method "LLAMA3")."""
@@ -38,17 +39,26 @@ class RotaryEmbedding(nn.Cell):
     rotate_half(x) = concat(-x2, x1) is computed as swap_halves(x) = concat(x2, x1), one gather, times a sin table
     whose first half is negated: three fewer kernels per rotation than slicing, negating and concatenating. For one
     token per row (a decode step) the rotation is a (head_dim, head_dim) matrix per row, so one matrix product
-    rotates every head: in a decode step kernel launches cost more than the arithmetic."""
+    rotates every head: in a decode step kernel launches cost more than the arithmetic.
 
-    def __init__(self, head_dim, max_positions, theta=10000.0, rotary_dtype=ms.float32, scaling_factor=1.0):
+    With `rotary_dim` < head_dim (partial rotary) only each head's leading rotary_dim features rotate, by the
+    frequencies of a rotary_dim-wide rotary embedding; the tables hold cos 1 and sin 0 over the rest, so the same
+    kernels pass those features through unchanged."""
+
+    def __init__(self, head_dim, max_positions, theta=10000.0, rotary_dtype=ms.float32, scaling_factor=1.0,
+                 rotary_dim=None):
         super().__init__()
-        cos, sin = rotary_tables(head_dim, max_positions, theta, scaling_factor)
-        self.half = head_dim // 2
-        sign = np.concatenate([-np.ones(self.half, np.float32), np.ones(head_dim - self.half, np.float32)])
+        rotary_dim = rotary_dim or head_dim
+        cos, sin = rotary_tables(rotary_dim, max_positions, theta, scaling_factor)
+        tail = head_dim - rotary_dim
+        cos = np.concatenate([cos, np.ones((max_positions, tail), np.float32)], axis=-1)
+        sin = np.concatenate([sin, np.zeros((max_positions, tail), np.float32)], axis=-1)
+        half = rotary_dim // 2
+        sign = np.concatenate([-np.ones(half, np.float32), np.ones(head_dim - half, np.float32)])
         self.cos = Tensor(cos, dtype=rotary_dtype)
         self.sin = Tensor(sin, dtype=rotary_dtype)
         self.signed_sin = Tensor(sin * sign, dtype=rotary_dtype)
-        swap_halves = np.roll(np.arange(head_dim), -self.half)
+        swap_halves = np.concatenate([np.roll(np.arange(rotary_dim), -half), np.arange(rotary_dim, head_dim)])
         self.swap_halves = Tensor(swap_halves.astype(np.int32))
         # x @ (identity * cos + swapping * signed_sin) == x * cos + swap_halves(x) * signed_sin, for row vectors x
         self.identity = Tensor(np.eye(head_dim, dtype=np.float32), dtype=rotary_dtype)

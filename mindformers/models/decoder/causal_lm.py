@@ -1,0 +1,185 @@
+"""DecoderModel (the stack) and DecoderForCausalLM (the LM head and the training loss), built from a DecoderConfig.
+
+Every family's causal LM is this class with the family's config class (`causal_lm_class`); code outside
+mindformers/models asks the model what it needs (`cache_spec`, `decoder_layers`, `default_lora_targets`) instead of
+reaching into its layers.
+"""
+import math
+from dataclasses import dataclass
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from mindformers.core.loss import CrossEntropyLoss
+from mindformers.core.loss.padding_mask import RealTokenMask
+from mindformers.generation.generation_mixin import GenerationMixin
+from mindformers.models.decoder.choices import make_norm, use_fused_kernels
+from mindformers.models.decoder.config import DecoderConfig
+from mindformers.models.decoder.layer import DecoderLayer
+from mindformers.models.modules import Embedding, Linear
+from mindformers.models.modules.kv_cache import layer_cache
+from mindformers.models.modules.layout import parameter_layouts
+from mindformers.models.modeling_utils import PreTrainedMixin
+from mindformers.models.recompute import apply_recompute
+from mindformers.parallel.groups import current_groups
+from mindformers.parallel.tensor_parallel import CopyToModelParallel, GatherFromModelParallel
+from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+
+
+def vocab_emb_dp(config):
+    """parallel_config.vocab_emb_dp (default True): the embedding table stays whole on every model-parallel rank."""
+    return bool((config.parallel_config or {}).get("vocab_emb_dp", True))
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a key/value cache for this model holds: per layer, kv_heads (this rank's) x head_dim per column;
+    positions up to max_position; keys older than sliding_window columns (0: none) are never attended to."""
+
+    num_layers: int
+    kv_heads: int
+    head_dim: int
+    dtype: object
+    max_position: int
+    sliding_window: int
+
+
+class DecoderModel(nn.Cell):
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        fused = use_fused_kernels(config)
+        self.tok_embeddings = Embedding(config.vocab_size, config.hidden_size, init_std=config.initializer_range,
+                                        param_init_type=config.dtype("embedding_init_type" if config.embedding_init_type
+                                                                     else "param_init_type"),
+                                        vocab_parallel=not vocab_emb_dp(config))
+        self.layers = nn.CellList([DecoderLayer(config, i, fused) for i in range(config.num_layers)])
+        self.norm_out = make_norm(config, fused)
+        self.compute_dtype = config.dtype("compute_dtype")
+        # Gemma multiplies embeddings by sqrt(hidden_size) rounded to the compute dtype, as its reference code does.
+        self.scale_embedding = config.scale_embedding
+        self.embedding_scale = Tensor(math.sqrt(config.hidden_size), self.compute_dtype)
+
+    def construct(self, input_ids, attention_mask=None, cache=None):
+        """Final hidden states (b, s, hidden). Generation passes `cache`, made by KVCache.layer_caches
+        (mindformers/models/modules/kv_cache.py): every layer then reads and writes its own key/value tables."""
+        h = ops.cast(self.tok_embeddings(input_ids), self.compute_dtype)
+        if self.scale_embedding:
+            h = h * self.embedding_scale
+        index = 0
+        for layer in self.layers:
+            h = layer(h, attention_mask, layer_cache(cache, index))
+            index += 1
+        return self.norm_out(h)
+
+
+class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
+    """In training, `construct(input_ids[, labels])` returns the mean loss, where input_ids holds seq_length+1
+    tokens (inputs are [:-1], targets [1:]) as MindFormers' pretraining data does. With `set_train(False)` it
+    returns logits (batch, seq, vocab) for input_ids as given. `model` is the decoder stack, `logits` the head."""
+
+    config_class = DecoderConfig
+
+    def __init__(self, config: DecoderConfig, recompute_config=None):
+        super().__init__()
+        self.config = config
+        self.model = DecoderModel(config)
+        groups = current_groups()
+        # CPU model parallelism with the vocabulary split (vocab_emb_dp False): each rank computes the logits of its
+        # share of the vocabulary and the loss combines the shares (vocab-parallel cross-entropy). With vocab_emb_dp
+        # the lm_head is still split (as on Ascend) but its outputs are gathered into whole logits.
+        self.vocab_split_logits = groups.model_sharded and not vocab_emb_dp(config)
+        if not config.tie_word_embeddings:
+            self.lm_head = Linear(config.hidden_size, config.vocab_size, parallel="column",
+                                  init_std=config.initializer_range, compute_dtype=config.dtype("compute_dtype"),
+                                  param_init_type=config.dtype("param_init_type"),
+                                  gather_output=not self.vocab_split_logits)
+        elif self.vocab_split_logits:
+            self.copy_to_head = CopyToModelParallel(groups)  # the tied head reads the split embedding table
+        if self.vocab_split_logits:
+            self.gather_logits = GatherFromModelParallel(groups)
+        self.loss = CrossEntropyLoss(vocab_parallel=self.vocab_split_logits)
+        self.pad_token_id = config.pad_token_id
+        self.real_tokens = RealTokenMask(config.pad_token_id)
+        self.ignore_token_id = config.ignore_token_id
+        self.tie_word_embeddings = config.tie_word_embeddings
+        self.compute_dtype = config.dtype("compute_dtype")
+        self.softcap = float(config.final_logit_softcapping or 0.0)
+        self.head_matmul = ops.MatMul(transpose_b=True)
+        apply_recompute(self.model.layers, recompute_config)
+
+    def head_logits(self, hidden):
+        """The logits the loss takes: this rank's share of the vocabulary when vocab_split_logits, else all;
+        with final_logit_softcapping c, squashed to c * tanh(logits / c)."""
+        if self.tie_word_embeddings:
+            batch, seq, width = hidden.shape
+            flat = ops.reshape(ops.cast(hidden, self.compute_dtype), (-1, width))
+            if self.vocab_split_logits:
+                flat = self.copy_to_head(flat)
+            weight = ops.cast(self.model.tok_embeddings.embedding_weight, self.compute_dtype)
+            logits = ops.reshape(self.head_matmul(flat, weight), (batch, seq, -1))
+        else:
+            logits = self.lm_head(hidden)
+        if self.softcap:
+            # tanh(y) = 2 sigmoid(2y) - 1: MindSpore's CPU tanh is an approximation off by ~1e-4 near |y| = 5
+            logits = (2.0 * ops.sigmoid(logits * (2.0 / self.softcap)) - 1.0) * self.softcap
+        return logits
+
+    def logits(self, hidden):
+        """Logits over the whole vocabulary (batch, seq, vocab)."""
+        logits = self.head_logits(hidden)
+        if self.vocab_split_logits:
+            logits = self.gather_logits(logits)
+        return logits
+
+    def construct(self, input_ids, labels=None, attention_mask=None):
+        if not self.training:
+            return ops.cast(self.logits(self.model(input_ids, attention_mask)), ms.float32)
+        tokens, targets, mask = self.loss_targets(input_ids, labels)
+        logits = self.head_logits(self.model(tokens))
+        return self.loss(logits, targets, mask)
+
+    def loss_targets(self, input_ids, labels=None):
+        """(tokens, targets, mask) of rows of seq_length+1 ids: the model reads tokens, predicts targets, and a
+        target counts where mask is True (not ignore_token_id, and its input is not padding: not in the run of
+        pad_token_id that ends the row, so an eos equal to the pad id inside a packed row still counts). Training
+        and the perplexity evaluation both use this one definition."""
+        tokens = input_ids[:, :-1]
+        if labels is None:
+            targets = input_ids[:, 1:]
+        else:
+            targets = labels[:, 1:]
+        mask = ops.logical_and(ops.ne(targets, self.ignore_token_id), self.real_tokens(input_ids)[:, :-1])
+        return tokens, targets, mask
+
+    # ---- what code outside the model asks it ---------------------------------------------------------------
+    def cache_spec(self):
+        """The key/value cache generation preallocates for this model (this rank's heads)."""
+        attention = self.model.layers[0].attention
+        return CacheSpec(num_layers=len(self.model.layers), kv_heads=attention.n_kv_heads,
+                         head_dim=attention.head_dim, dtype=self.model.compute_dtype,
+                         max_position=self.config.max_position_embedding - 1,
+                         sliding_window=attention.sliding_window)
+
+    def decoder_layers(self):
+        """The repeated layers, in order (pipeline stages and recomputation split the model along them)."""
+        return self.model.layers
+
+    def default_lora_targets(self):
+        """LoRA's target_modules when pet_config names none: the query and value projections (Hu et al.)."""
+        return ".*w_qkv" if self.config.qkv_concat else ".*wq|.*wv"
+
+    def parameter_layouts(self):
+        return parameter_layouts(self)
+
+    def num_parameters(self):
+        return sum(p.size for p in self.get_parameters())
+
+
+def causal_lm_class(name, config_class):
+    """The registered causal LM class `name` of a family: the shared DecoderForCausalLM with the family's config
+    class, so the YAML's `arch: type: <name>` and `<name>.from_pretrained` build and convert that family."""
+    cls = type(name, (DecoderForCausalLM,), {
+        "config_class": config_class, "__module__": config_class.__module__,
+        "__doc__": f"The shared decoder as a causal LM, configured by {config_class.__name__}."})
+    return MindFormerRegister.register(MindFormerModuleType.MODELS)(cls)

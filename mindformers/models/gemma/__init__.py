@@ -1,0 +1,1 @@
+from mindformers.models.gemma.gemma import GEMMA, GemmaConfig, GemmaForCausalLM

@@ -1,0 +1,1 @@
+from mindformers.models.internlm.internlm import INTERNLM, InternLMConfig, InternLMForCausalLM

@@ -1,0 +1,1 @@
+from mindformers.models.mistral.mistral import MISTRAL, MistralConfig, MistralForCausalLM

@@ -1,0 +1,1 @@
+from mindformers.models.yi.yi import YI, YiConfig, YiForCausalLM

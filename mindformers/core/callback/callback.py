@@ -27,6 +27,7 @@ class TrainState:
     overflow: bool = False
     step_time: float = 0.0
     initial_step: int = 0
+    nonfinite_steps: int = 0  # consecutive steps, up to this one, whose loss or gradient norm was not finite
     extra: dict = field(default_factory=dict)
 
 

@@ -17,7 +17,7 @@ from mindformers.checkpoint.reshard import assemble, global_shape
 from mindformers.checkpoint.tensor_dtypes import CKPT_TYPE
 from mindformers.checkpoint.tensor_pieces import Piece, cut
 from mindformers.parallel.layout_file import mesh_record, rank_layout, write_layout_file
-from mindformers.parallel.mesh import mesh_sizes, rank_coordinates
+from mindformers.parallel.mesh import count_layers, mesh_sizes, rank_coordinates
 from mindformers.tools.errors import ConfigError
 
 
@@ -41,6 +41,7 @@ def merge_to_file(source, output_path, progress=True):
         try:
             for name in names:
                 bar.update(_merge_tensor(source, name, writer))
+            writer.finish(output_path)
         finally:
             writer.close()
     return len(names)
@@ -79,6 +80,10 @@ def mesh_records(source, mesh, declared, key="--dst_mesh"):
         entries[name] = {"shape": list(shape), "dtype": CKPT_TYPE[source.holders(name)[0][1].dtype],
                          "split_dim": dim, "parts": mp if dim is not None and mp > 1 else 1}
     dp, mp, pp = mesh_sizes(mesh)
+    layers = count_layers(entries)
+    if pp > layers:
+        raise ConfigError(f"{key}: pipeline_stage {pp} is more than the model's {layers} layer(s) (every stage holds "
+                          f"at least one layer); expected at most {layers}")
     return {rank: mesh_record(entries, mesh, rank) for rank in range(dp * mp * pp)}
 
 
@@ -114,6 +119,8 @@ def write_distributed(source, records, output_dir, prefix=None, progress=True, k
                 writers[rank] = CkptWriter(os.path.join(temp, f"rank_{rank}", output_name(source, rank, prefix)))
             for name in source.names():
                 bar.update(_split_tensor(source, name, layouts, writers))
+            for writer in writers.values():
+                writer.finish(writer.handle.name)  # in the temporary folder, under the name it keeps
         finally:
             for writer in writers.values():
                 writer.close()

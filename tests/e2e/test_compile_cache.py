@@ -20,9 +20,9 @@ def cache_runs(tmp_path_factory, sp_model_file, wiki_mindrecord):
         config = write_user_config(
             root / f"{name}.yaml", "llama2/pretrain_llama2_tiny.yaml", sp_model_file, sizes=sizes, seed=1,
             context={"mode": 0, "enable_compile_cache": True, "compile_cache_path": str(cache)},
-            runner_config={"epochs": 1, "batch_size": 2},
+            runner_config={"epochs": 1, "batch_size": 8},
             train_dataset={"data_loader": {"dataset_dir": wiki_mindrecord}},
-            callbacks=[{"type": "MFLossMonitor", "per_print_times": 100}])
+            callbacks=[{"type": "MFLossMonitor", "per_print_times": 100, "device_peak_tflops": 1.0}])
         output = root / name
         result = run_cli(["run_mindformer.py", "--config", config, "--run_mode", "train", "--output_dir", output])
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -38,7 +38,9 @@ def test_second_run_reuses_the_cache_and_a_changed_config_compiles_afresh(cache_
     assert "(new)" in first_log and "(reused)" in second_log
     assert [m["loss"] for m in second] == [m["loss"] for m in first]
     assert len(after_changed) == 2
-    assert abs(changed[0]["loss"] - first[0]["loss"]) > 1e-4  # a stale graph would give the first run's losses
+    # A stale graph would give the first run's losses exactly; half the heads train differently.
+    gaps = [abs(a["loss"] - b["loss"]) for a, b in zip(changed, first)]
+    assert len(gaps) >= 2 and max(gaps) > 1e-3, gaps
 
 
 def test_first_step_logs_compile_time_apart(cache_runs):

@@ -21,9 +21,10 @@ logger = logging.getLogger("mindformers")
 # Top-level keys that say where a run reads and writes, not what it compiles.
 _NOT_COMPILED_KEYS = ("output_dir", "load_checkpoint", "src_strategy_path_or_dir", "resume_training",
                       "auto_trans_ckpt", "callbacks", "profile", "profile_output", "context")
-# Predict compiles a graph per prompt-length bucket in the order the prompts ask for them, which MindSpore's cache
-# (keyed by compile order) cannot tell apart.
-_UNCACHED_RUN_MODES = ("predict",)
+# Training compiles the same graphs in the same order on every run of a config. Predict, serving and evaluation
+# compile a graph per prompt-length bucket in the order the prompts (or the data file's rows) ask for them, which
+# MindSpore's cache, keyed by compile order, cannot tell apart.
+_CACHED_RUN_MODES = ("train", "finetune")
 
 
 def _source_files(folder):
@@ -67,8 +68,9 @@ def compile_cache_settings(config):
     off = {"enable_compile_cache": False} if ms.get_context("enable_compile_cache") else {}
     if not context.get("enable_compile_cache"):
         return off
-    if config.get("run_mode") in _UNCACHED_RUN_MODES:
-        logger.info("compile cache: not used for run_mode %s (its graphs depend on the prompts)", config.run_mode)
+    if config.get("run_mode") not in _CACHED_RUN_MODES:
+        logger.info("compile cache: used for train and finetune only, not for run_mode %s (its graphs depend on "
+                    "the prompts)", config.get("run_mode"))
         return off
     root = os.path.abspath(context.get("compile_cache_path") or "./compile_cache")
     path = os.path.join(root, config_digest(config))

@@ -6,6 +6,7 @@ so a failure leaves nothing behind and memory stays at a few chunks whatever the
 """
 import json
 import logging
+import math
 import os
 
 import yaml
@@ -210,13 +211,14 @@ def shard_plan(entries, max_shard_bytes):
 
 
 def split_parts(planned, info):
-    """The HF parts of one of our tensors: itself, or row blocks of a fused tensor (byte ranges, no copy)."""
-    if len(planned.parts) == 1:
+    """The HF parts of one of our tensors: itself, or consecutive blocks of a fused or stacked tensor (byte ranges,
+    no copy)."""
+    if len(planned.parts) == 1 and not planned.stacked:
         return [TensorInfo(planned.parts[0].hf_name, info.dtype, info.shape, info.segments, info.load)]
-    row_bytes = info.nbytes // info.shape[0]
+    item_bytes = info.nbytes // math.prod(info.shape)
     pieces, start = [], 0
     for part in planned.parts:
-        nbytes = part.shape[0] * row_bytes
+        nbytes = math.prod(part.shape) * item_bytes
         pieces.append(TensorInfo(part.hf_name, info.dtype, part.shape,
                                  load=lambda s=start, n=nbytes: info.read().reshape(-1).view("u1")[s:s + n]))
         start += nbytes

@@ -15,17 +15,27 @@ from mindformers.tools.errors import ConfigError
 class WeightMap:
     """One weight of ours and the HF tensor(s) it holds; several HF tensors are concatenated along dim 0 in
     ours (a fused qkv or gate/up layout). `{layer}` in a name repeats the entry for every decoder layer.
-    Shapes are tuples of size names (see `HFFamily.sizes`), one per HF part."""
+    Shapes are tuples of size names (see `HFFamily.sizes`), one per HF part.
+
+    With `stack` (a size name), the one HF name holds `{expert}` and ours stacks that many HF tensors along a new
+    leading dimension (the experts of a mixture-of-experts layer, HF's one tensor per expert); the bytes are
+    those of the concatenation, so conversion streams them the same way."""
 
     ours: str
     hf: Tuple[str, ...]
     shapes: Tuple[Tuple[str, ...], ...]
     when: Optional[str] = None  # a config condition (see HFFamily.conditions) the weight exists under
+    stack: Optional[str] = None
 
 
 def weight(ours, hf, shape, when=None):
     """Shorthand for a one-to-one WeightMap: weight("ours.{layer}.w", "hf.{layer}.w", ("hidden", "vocab"))."""
     return WeightMap(ours, (hf,), (tuple(shape),), when)
+
+
+def stacked(ours, hf, shape, stack, when=None):
+    """Ours (stack, *shape) holds HF's tensors `hf` with {expert} = 0 .. stack - 1, each of `shape`."""
+    return WeightMap(ours, (hf,), (tuple(shape),), when, stack)
 
 
 @dataclass(frozen=True)
@@ -38,10 +48,13 @@ class Part:
 class PlannedWeight:
     ours: str
     parts: Tuple[Part, ...]
+    stacked: bool = False
 
     @property
     def our_shape(self):
         first = self.parts[0].shape
+        if self.stacked:
+            return (len(self.parts),) + tuple(first)
         return (sum(p.shape[0] for p in self.parts),) + tuple(first[1:])
 
 
@@ -69,10 +82,13 @@ class HFFamily:
         order = [(e, None) for e in entries[:first] if e not in layered]
         order += [(e, layer) for layer in range(self.num_layers(config)) for e in layered]
         order += [(e, None) for e in entries[first:] if e not in layered]
-        return [PlannedWeight(e.ours.format(layer=layer),
-                              tuple(Part(hf.format(layer=layer), tuple(sizes[s] for s in shape))
-                                    for hf, shape in zip(e.hf, e.shapes)))
-                for e, layer in order]
+        def parts(entry, layer):
+            names = [(hf, shape) for hf, shape in zip(entry.hf, entry.shapes)]
+            if entry.stack:
+                (hf, shape), = names
+                names = [(hf.replace("{expert}", str(index)), shape) for index in range(sizes[entry.stack])]
+            return tuple(Part(hf.format(layer=layer), tuple(sizes[s] for s in shape)) for hf, shape in names)
+        return [PlannedWeight(e.ours.format(layer=layer), parts(e, layer), bool(e.stack)) for e, layer in order]
 
 
 FAMILIES = {}

@@ -8,6 +8,7 @@ from mindspore import Tensor
 
 from mindformers.checkpoint.checkpoint_io import scalar
 from mindformers.core.callback import ProfileMonitor, TrainState
+from mindformers.models.decoder.config import run_model_arguments
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
 from mindformers.parallel.groups import init_parallel_groups
@@ -36,7 +37,7 @@ def build_model_config(config):
     if not model.get("model_config") or not model.get("arch"):
         raise ConfigError(f"{config.where()}: model: expected model.model_config and model.arch sections")
     return build_from_config(model["model_config"], MindFormerModuleType.CONFIG,
-                             default_args={"parallel_config": config.get("parallel_config")},
+                             default_args=run_model_arguments(config),
                              where="model.model_config")
 
 
@@ -251,8 +252,10 @@ class CausalLanguageModelingTrainer:
                 lr_step = int(optimizer.global_step.asnumpy().reshape(-1)[0])
                 start = time.perf_counter()
                 labels = Tensor(batch["labels"]) if "labels" in batch else None
-                loss, overflow, scale, grad_norm = train_cell(Tensor(batch["input_ids"]), labels)
+                loss, overflow, scale, grad_norm, *metrics = train_cell(Tensor(batch["input_ids"]), labels)
                 state.loss = float(loss.asnumpy())
+                if metrics:  # a mixture-of-experts model's router load and auxiliary loss
+                    state.step_metrics = network.step_metrics(metrics[0].asnumpy())
                 state.step_time = time.perf_counter() - start
                 state.overflow = bool(overflow.asnumpy())
                 state.loss_scale = float(scale.asnumpy())

@@ -27,6 +27,7 @@ class TrainState:
     overflow: bool = False
     step_time: float = 0.0
     initial_step: int = 0
+    step_metrics: dict = field(default_factory=dict)  # what the model reports per step (MoE: aux_loss, expert_load)
     extra: dict = field(default_factory=dict)
 
 

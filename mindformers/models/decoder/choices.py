@@ -5,6 +5,7 @@ import mindspore as ms
 
 from mindformers.models.modules.attention import Attention
 from mindformers.models.modules.mlp import GatedFeedForward
+from mindformers.models.modules.moe import MoEFeedForward
 from mindformers.models.modules.norm import RMSNorm
 from mindformers.models.modules.rotary import RotaryEmbedding
 
@@ -42,8 +43,13 @@ def make_attention(config, fused):
         qkv_concat=config.qkv_concat, position=make_position(config))
 
 
-def make_feed_forward(config):
-    """The gated MLP: SwiGLU (hidden_act silu) or GeGLU (gelu_tanh), gate/up fused with qkv_concat."""
+def make_feed_forward(config, layer_id=0):
+    """The gated MLP: SwiGLU (hidden_act silu) or GeGLU (gelu_tanh), gate/up fused with qkv_concat; with moe_config
+    (past its first_k_dense_replace layers) a mixture of experts, each that gated MLP (gate/up kept apart)."""
+    numerics = dict(compute_dtype=config.dtype("compute_dtype"), param_init_type=config.dtype("param_init_type"),
+                    init_std=config.initializer_range)
+    if config.moe and config.moe.layer_has_experts(layer_id):
+        return MoEFeedForward(config.hidden_size, config.expert_ffn_size, config.moe, activation=config.activation,
+                              **numerics)
     return GatedFeedForward(config.hidden_size, config.ffn_size, activation=config.activation,
-                            fused=config.qkv_concat, compute_dtype=config.dtype("compute_dtype"),
-                            param_init_type=config.dtype("param_init_type"), init_std=config.initializer_range)
+                            fused=config.qkv_concat, **numerics)

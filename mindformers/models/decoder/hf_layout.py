@@ -45,11 +45,11 @@ DECODER_WEIGHTS = (
     weight(f"{LAYER}.attention.wo.weight", f"{ATTN}.o_proj.weight", ("hidden", "q")),
     weight(f"{LAYER}.attention.wo.bias", f"{ATTN}.o_proj.bias", ("hidden",), when="o_bias"),
     weight(f"{LAYER}.ffn_norm.weight", f"{LAYER}.post_attention_layernorm.weight", ("hidden",)),
-    weight(f"{LAYER}.feed_forward.w1.weight", f"{MLP}.gate_proj.weight", ("ffn", "hidden"), when="separate"),
-    weight(f"{LAYER}.feed_forward.w3.weight", f"{MLP}.up_proj.weight", ("ffn", "hidden"), when="separate"),
+    weight(f"{LAYER}.feed_forward.w1.weight", f"{MLP}.gate_proj.weight", ("ffn", "hidden"), when="separate_mlp"),
+    weight(f"{LAYER}.feed_forward.w3.weight", f"{MLP}.up_proj.weight", ("ffn", "hidden"), when="separate_mlp"),
     fused(f"{LAYER}.feed_forward.w_gate_hidden.weight", [f"{MLP}.gate_proj.weight", f"{MLP}.up_proj.weight"],
-          [("ffn", "hidden"), ("ffn", "hidden")], when="fused"),
-    weight(f"{LAYER}.feed_forward.w2.weight", f"{MLP}.down_proj.weight", ("hidden", "ffn")),
+          [("ffn", "hidden"), ("ffn", "hidden")], when="fused_mlp"),
+    weight(f"{LAYER}.feed_forward.w2.weight", f"{MLP}.down_proj.weight", ("hidden", "ffn"), when="dense_mlp"),
     weight("model.norm_out.weight", "model.norm.weight", ("hidden",)),
     weight("lm_head.weight", "lm_head.weight", ("vocab", "hidden"), when="untied"),
 )
@@ -61,6 +61,10 @@ CONDITIONS = {
     "separate_qkv_bias": lambda config: config.qkv_has_bias and not config.qkv_concat,
     "fused_qkv_bias": lambda config: config.qkv_has_bias and config.qkv_concat,
     "o_bias": lambda config: config.attn_proj_has_bias,
+    # A mixture-of-experts model has no dense MLP (its family adds the experts' weights: mixtral.py).
+    "dense_mlp": lambda config: not config.moe,
+    "separate_mlp": lambda config: not config.moe and not config.qkv_concat,
+    "fused_mlp": lambda config: not config.moe and config.qkv_concat,
 }
 
 # Keys that copy one to one: (ours, HF).
@@ -72,7 +76,7 @@ SAME_KEYS = (
 HF_ACTIVATION = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
 
 
-def sizes(config):
+def decoder_sizes(config):
     return {"hidden": config.hidden_size, "vocab": config.vocab_size, "ffn": config.ffn_size,
             "q": config.q_size, "kv": config.kv_size}
 
@@ -147,7 +151,12 @@ NOT_IN_HF = {"add_rmsnorm_offset": False, "scale_embedding": False, "final_logit
 
 def decoder_config_to_hf(config, dtype, model_type, architecture, implied):
     """The HF config dict of our config for `architecture`, which hard-codes `implied` (our key -> value)."""
+    if config.moe and "moe_config" not in implied:
+        raise ConfigError(f"model_config.moe_config: HF {architecture} has no mixture of experts (expected no "
+                          f"moe_config, or expert_num 1, for that architecture)")
     for key, value in dict(NOT_IN_HF, **implied).items():
+        if key == "moe_config":
+            continue
         if getattr(config, key) != value:
             raise ConfigError(f"model_config.{key}: HF {architecture} cannot express {getattr(config, key)!r} "
                               f"(expected {value!r} for that architecture)")
@@ -166,7 +175,7 @@ def decoder_config_to_hf(config, dtype, model_type, architecture, implied):
 
 
 def decoder_family(name, config_type, arch_type, model_types, hf_architecture, write_model_type=None, implied=None,
-                   hf_defaults=None, expresses=(), read=None, write=None):
+                   hf_defaults=None, expresses=(), read=None, write=None, weights=(), sizes=None):
     """The HFFamily of a family built on the shared decoder and stored in HF's Llama layout.
 
     implied: our config values the HF architecture hard-codes (set when reading, required when writing).
@@ -191,7 +200,10 @@ def decoder_family(name, config_type, arch_type, model_types, hf_architecture, w
             write(config, hf)
         return hf
 
+    def all_sizes(config):
+        return dict(decoder_sizes(config), **(sizes(config) if sizes else {}))
+
     return HFFamily(name=name, model_types=tuple(model_types), hf_architecture=hf_architecture,
-                    our_config_type=config_type, our_arch_type=arch_type, weights=DECODER_WEIGHTS, sizes=sizes,
-                    config_from_hf=config_from_hf, config_to_hf=config_to_hf, conditions=CONDITIONS)
+                    our_config_type=config_type, our_arch_type=arch_type, weights=DECODER_WEIGHTS + tuple(weights),
+                    sizes=all_sizes, config_from_hf=config_from_hf, config_to_hf=config_to_hf, conditions=CONDITIONS)
 

@@ -81,8 +81,9 @@ def parse_pet_config(values):
     dropout_key = "lora_dropout" if kind == "lora" else "dropout_rate"
     if not 0.0 <= float(getattr(config, dropout_key)) < 1.0:
         raise ConfigError(f"{WHERE}.{dropout_key}: expected a probability in [0, 1), got {getattr(config, dropout_key)}")
-    if kind == "lora" and config.target_modules is not None:
-        _check_regex(config.target_modules, "target_modules")
+    if kind == "lora":
+        if config.target_modules is not None:
+            _check_regex(config.target_modules, "target_modules")
     elif not isinstance(config.mid_dim, int) or config.mid_dim < 0:
         raise ConfigError(f"{WHERE}.mid_dim: expected an integer >= 0 (0: no projection), got {config.mid_dim!r}")
     if isinstance(config.freeze_exclude, str):

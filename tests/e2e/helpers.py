@@ -1,4 +1,5 @@
-"""Running the real CLIs in subprocesses, as a user would."""
+"""Running the real CLIs in subprocesses, as a user would (or their main in this process where the CLI is not the
+point)."""
 import json
 import os
 import subprocess
@@ -11,6 +12,17 @@ def run_cli(args, cwd=None, timeout=600):
     env = dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore")
     return subprocess.run([sys.executable] + [str(a) for a in args], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_main(argv, capsys):
+    """run_mindformer.py's main in this process (the same code the CLI runs); returns (exit code, stdout, stderr)."""
+    from mindformers.run import main  # pylint: disable=import-outside-toplevel
+    try:
+        code = main([str(item) for item in argv])
+    except SystemExit as error:
+        code = error.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def read_metrics(output_dir):

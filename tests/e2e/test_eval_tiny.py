@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mindformers.checkpoint import list_checkpoints
-from tests.e2e.helpers import REPO, TINY_SIZES, assert_one_line_error, run_cli, write_user_config
+from tests.e2e.helpers import REPO, TINY_SIZES, assert_one_line_error, run_cli, run_main, write_user_config
 from tests.fixtures.instruction_data import QA_SEQ_LENGTH
 
 SQUAD_SEQ_LENGTH = 192
@@ -217,17 +217,6 @@ def test_em_f1_on_squad_rows_of_learned_questions(tmp_path, sp_model_file, squad
 
 
 # ---- one-line errors ---------------------------------------------------------------------------------------------
-
-def run_main(argv, capsys):
-    """run_mindformer.py's main in this process (the same code the CLI runs); returns (exit code, stdout, stderr)."""
-    from mindformers.run import main  # pylint: disable=import-outside-toplevel
-    try:
-        code = main([str(item) for item in argv])
-    except SystemExit as error:
-        code = error.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
 
 def assert_user_error(outcome, *fragments):
     code, _, err = outcome

@@ -133,7 +133,8 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         else:
             logits = self.lm_head(hidden)
         if self.softcap:
-            logits = ops.tanh(logits / self.softcap) * self.softcap
+            # tanh(y) = 2 sigmoid(2y) - 1: MindSpore's CPU tanh is an approximation off by ~1e-4 near |y| = 5
+            logits = (2.0 * ops.sigmoid(logits * (2.0 / self.softcap)) - 1.0) * self.softcap
         return logits
 
     def logits(self, hidden):

@@ -1,0 +1,152 @@
+"""The shared decoder's choices that no transformers family in the parity tests combines: fused q/k/v and gate/up
+weights (qkv_concat), partial rotary, final logit soft-capping, and all of them at once in graph mode; the model
+answering for itself (cache_spec, LoRA targets); one-line errors for configs it cannot build or write."""
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import Tensor
+
+from mindformers import ConfigError
+from mindformers.models import GemmaConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config
+from mindformers.models.llama.convert_mapping import LLAMA
+from mindformers.models.modules.rotary import RotaryEmbedding, rotary_tables
+from mindformers.models.qwen2 import QWEN2
+from mindformers.parallel.parallel_check import ParallelSettings, check_model_split
+from mindformers.pet import apply_pet
+
+VOCAB, SEQ = 64, 10
+EVERYTHING = dict(n_kv_heads=2, head_dim=12, qkv_concat=True,
+                  qkv_has_bias=True, attn_proj_has_bias=True, partial_rotary_factor=0.5, hidden_act="gelu_tanh",
+                  add_rmsnorm_offset=True, scale_embedding=True, final_logit_softcapping=5.0,
+                  tie_word_embeddings=True, sliding_window=6)
+
+
+@pytest.fixture(autouse=True)
+def pynative():
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    yield
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def config(**values):
+    base = dict(seq_length=SEQ, num_layers=2, vocab_size=VOCAB, hidden_size=32, num_heads=4, intermediate_size=40,
+                compute_dtype="float32", initializer_range=0.2)
+    return LlamaConfig(**dict(base, **values))
+
+
+def build(**values):
+    np.random.seed(0)
+    model = LlamaForCausalLM(config(**values))
+    for param in model.get_parameters():  # norms and biases random too, so a misplaced one shows
+        if param.name.endswith((".bias", "norm.weight", "norm_out.weight")):
+            param.set_data(Tensor(np.random.uniform(-0.5, 0.5, param.shape).astype(np.float32)))
+    return model.set_train(False)
+
+
+def ids(rows=2):
+    return np.random.default_rng(1).integers(1, VOCAB, (rows, SEQ)).astype(np.int32)
+
+
+def test_fused_qkv_and_gate_up_compute_what_separate_weights_do():
+    fused, separate = build(qkv_concat=True, qkv_has_bias=True), build(qkv_concat=False, qkv_has_bias=True)
+    weights = {p.name: p.asnumpy() for p in separate.get_parameters()}
+    names = {p.name for p in fused.get_parameters()}
+    assert "model.layers.0.attention.w_qkv.weight" in names and "model.layers.0.feed_forward.w_gate_hidden.weight" \
+        in names and not any(".wq." in name or ".w1." in name for name in names)
+    for param in fused.get_parameters():
+        prefix = param.name.rsplit(".", 2)[0]
+        kind = param.name.rsplit(".", 1)[1]
+        if ".w_qkv." in param.name:
+            parts = [weights[f"{prefix}.{name}.{kind}"] for name in ("wq", "wk", "wv")]
+        elif ".w_gate_hidden." in param.name:
+            parts = [weights[f"{prefix}.{name}.{kind}"] for name in ("w1", "w3")]
+        else:
+            parts = [weights[param.name]]
+        param.set_data(Tensor(np.concatenate([p.reshape(-1, *p.shape[1:]) for p in parts])))
+    np.testing.assert_allclose(fused(Tensor(ids())).asnumpy(), separate(Tensor(ids())).asnumpy(), atol=1e-5)
+    # the fused model's LoRA default is the fused projection; the HF mapping splits it back into q/k/v
+    lora = apply_pet(build(qkv_concat=True), {"pet_type": "lora", "lora_rank": 2})
+    assert {p.name for p in lora.trainable_params()} == {f"model.layers.{i}.attention.w_qkv.lora_{ab}"
+                                                         for i in range(2) for ab in "ab"}
+    plan = {p.ours: [part.hf_name for part in p.parts] for p in LLAMA.plan(fused.config)}
+    assert plan["model.layers.1.attention.w_qkv.bias"] == [f"model.layers.1.self_attn.{x}_proj.bias" for x in "qkv"]
+
+
+def test_partial_rotary_rotates_the_leading_features_only():
+    """HF's partial rotary: the first rotary_dim features of each head rotate (by a rotary_dim-wide embedding's
+    frequencies), the rest pass through; in the full-sequence tables and the decode step's rotation matrices."""
+    head_dim, rotary_dim, positions = 8, 4, 6
+    x = np.random.default_rng(2).normal(size=(1, 2, positions, head_dim)).astype(np.float32)
+    cos, sin = rotary_tables(rotary_dim, positions, 10000.0)
+    rot = x[..., :rotary_dim]
+    half = rotary_dim // 2
+    rotated = rot * cos + np.concatenate([-rot[..., half:], rot[..., :half]], -1) * sin
+    expected = np.concatenate([rotated, x[..., rotary_dim:]], -1)
+    rotary = RotaryEmbedding(head_dim, positions, rotary_dim=rotary_dim)
+    np.testing.assert_allclose(rotary.rotate(Tensor(x), rotary.first(positions)).asnumpy(), expected, atol=1e-6)
+    one_token = Tensor(x[:, :, 3:4])
+    step = rotary.rotate(one_token, rotary.at(Tensor(np.array([[3]], np.int32))))
+    np.testing.assert_allclose(step.asnumpy(), expected[:, :, 3:4], atol=1e-6)
+
+
+def test_final_logit_softcapping_squashes_the_logits():
+    plain, capped = build(), build(final_logit_softcapping=2.0)
+    raw = plain(Tensor(ids())).asnumpy()
+    np.testing.assert_allclose(capped(Tensor(ids())).asnumpy(), 2.0 * np.tanh(raw / 2.0), atol=1e-5)
+
+
+def test_every_choice_at_once_graph_equals_pynative_and_the_cache_changes_nothing():
+    model = build(**EVERYTHING)
+    spec = model.cache_spec()
+    assert (spec.num_layers, spec.kv_heads, spec.head_dim, spec.sliding_window) == (2, 2, 12, 6)
+    rows = ids()
+    pynative_logits = model(Tensor(rows)).asnumpy()
+    train_ids = Tensor(np.concatenate([rows, rows[:, :1]], 1))
+    pynative_loss = float(model.set_train(True)(train_ids).asnumpy())
+    cached = model.set_train(False).generate([[3, 4, 5, 6, 7, 8, 9], [10, 11]], max_new_tokens=3, use_past=True)
+    ms.set_context(mode=ms.GRAPH_MODE)
+    np.testing.assert_allclose(model(Tensor(rows)).asnumpy(), pynative_logits, atol=1e-5)
+    assert float(model.set_train(True)(train_ids).asnumpy()) == pytest.approx(pynative_loss, rel=1e-5)
+    model.set_train(False)
+    assert model.generate([[3, 4, 5, 6, 7, 8, 9], [10, 11]], max_new_tokens=3, use_past=False) == cached
+
+
+@pytest.mark.parametrize("values, key, fragment", [
+    (dict(hidden_act="relu"), "hidden_act", "one of silu"),
+    (dict(head_dim=6, partial_rotary_factor=0.5), "partial_rotary_factor", "even number of rotary features"),
+    (dict(partial_rotary_factor=1.5), "partial_rotary_factor", "(0, 1]"),
+    (dict(pad_token_id=VOCAB), "pad_token_id", f"below vocab_size ({VOCAB})"),
+    (dict(final_logit_softcapping=-1.0), "final_logit_softcapping", "positive number"),
+    (dict(qkv_concat="yes"), "qkv_concat", "True or False"),
+    (dict(hidden_size=30), "num_heads", "or head_dim set"),
+])
+def test_bad_choices_are_one_line_errors(values, key, fragment):
+    with pytest.raises(ConfigError, match=f"model.model_config.{key}") as error:
+        config(**values)
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_what_cannot_be_split_or_written_is_refused():
+    with pytest.raises(ConfigError, match="qkv_concat: fused q/k/v and gate/up weights cannot be split"):
+        check_model_split(ParallelSettings(model_parallel=2), config(qkv_concat=True))
+    with pytest.raises(ConfigError, match="add_rmsnorm_offset: HF LlamaForCausalLM cannot express True"):
+        LLAMA.config_to_hf(config(add_rmsnorm_offset=True), "F32")
+    with pytest.raises(ConfigError, match="qkv_has_bias == attn_proj_has_bias"):
+        LLAMA.config_to_hf(config(qkv_has_bias=True), "F32")
+    with pytest.raises(ConfigError, match="qkv_has_bias: HF Qwen2ForCausalLM cannot express False"):
+        QWEN2.config_to_hf(Qwen2Config(num_layers=1, hidden_size=32, num_heads=4, vocab_size=VOCAB, pad_token_id=0,
+                                       qkv_has_bias=False), "F32")
+    qwen = dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=4, vocab_size=VOCAB, intermediate_size=8,
+                use_sliding_window=True, sliding_window=4, max_window_layers=2, pad_token_id=0)
+    with pytest.raises(ConfigError, match="sliding-window attention on some layers only"):
+        QWEN2.config_from_hf(qwen, "F32")
+    assert QWEN2.config_from_hf(dict(qwen, max_window_layers=0), "F32")["sliding_window"] == 4
+
+
+def test_family_classes_are_their_flagships_and_check_yaml_keys():
+    gemma = GemmaConfig()
+    assert (gemma.hidden_size, gemma.size_per_head, gemma.q_size, gemma.activation) == (3072, 256, 4096, "gelu_tanh")
+    assert Qwen2Config(vocab_size=VOCAB, pad_token_id=0).qkv_has_bias
+    from mindformers.tools.register.registry import check_arguments  # pylint: disable=import-outside-toplevel
+    with pytest.raises(ConfigError, match="unknown key for GemmaConfig; did you mean 'head_dim'"):
+        check_arguments(GemmaConfig, {"head_dims": 128}, "model.model_config")

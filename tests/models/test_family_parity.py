@@ -1,0 +1,80 @@
+"""Every family on the shared decoder against transformers, through the real converter (fp32, pynative):
+HF folder -> convert_weight.py -> from_pretrained: logits equal transformers' to 1e-4 (with and without left
+padding), greedy generate gives transformers' ids with and without the KV cache, and convert_weight.py --reversed
+gives back every HF tensor bit for bit in a folder transformers loads. (Llama and Mistral: test_hf_parity.py,
+tests/convert and tests/generation.)"""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+import mindspore as ms  # noqa: E402
+import torch  # noqa: E402
+
+import convert_weight  # noqa: E402
+from mindformers import models  # noqa: E402
+from tests.fixtures.family_models import FAMILY_MODELS, save_family_model  # noqa: E402
+from tests.fixtures.hf_models import hf_state, load_hf  # noqa: E402
+from tests.models.test_hf_parity import assert_logits_match  # noqa: E402
+
+PROMPTS = [[5, 6, 7, 8, 9, 1], [10, 11, 12]]
+NEW = 6
+EOS = 2
+
+# case -> (convert_weight --model, our causal LM class, what the converted config must say)
+CASES = {
+    "qwen2": ("qwen2", "Qwen2ForCausalLM", dict(qkv_has_bias=True, attn_proj_has_bias=False, theta=1e6)),
+    "qwen2_tied": ("qwen1.5", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
+    "gemma": ("gemma", "GemmaForCausalLM", dict(head_dim=16, kv_heads=1, add_rmsnorm_offset=True,
+                                                scale_embedding=True, activation="gelu_tanh")),
+    "internlm": ("internlm", "InternLMForCausalLM", dict(qkv_has_bias=True, attn_proj_has_bias=True)),
+    "yi": ("yi", "YiForCausalLM", dict(theta=5e6, kv_heads=2)),
+    "codellama": ("codellama", "CodeLlamaForCausalLM", dict(theta=1e6)),
+    "aquila2": ("aquila2", "Aquila2ForCausalLM", dict(kv_heads=2)),
+}
+assert set(CASES) == set(FAMILY_MODELS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def pynative():
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+
+
+def hf_greedy(hf_model, prompt):
+    with torch.no_grad():
+        out = hf_model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                max_new_tokens=NEW, do_sample=False, pad_token_id=0, eos_token_id=EOS)
+    ids = out[0].tolist()
+    return ids[:ids.index(EOS, len(prompt)) + 1] if EOS in ids[len(prompt):] else ids
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_family_matches_transformers_through_the_converter(case, tmp_path):
+    model_name, class_name, expected = CASES[case]
+    hf_folder, hf_model = save_family_model(case, tmp_path / "hf")
+    assert convert_weight.main(["--no_progress", "--model", model_name, "--input_path", hf_folder,
+                                "--output_path", str(tmp_path / "ours" / "tiny.ckpt")]) == 0
+    ours = getattr(models, class_name).from_pretrained(tmp_path / "ours")
+    for key, value in expected.items():
+        assert getattr(ours.config, key) == value, key
+
+    assert_logits_match(ours, hf_model)
+
+    cached = ours.generate(PROMPTS, max_new_tokens=NEW, eos_token_id=EOS, use_past=True)
+    assert ours.generate(PROMPTS, max_new_tokens=NEW, eos_token_id=EOS, use_past=False) == cached
+    assert cached == [hf_greedy(hf_model, prompt) for prompt in PROMPTS]
+
+    back = tmp_path / "back"
+    assert convert_weight.main(["--no_progress", "--model", model_name, "--input_path",
+                                str(tmp_path / "ours" / "tiny.ckpt"), "--output_path", str(back), "--reversed"]) == 0
+    original, returned = hf_state(hf_folder), hf_state(back)
+    assert sorted(original) == sorted(returned)
+    for name, tensor in original.items():
+        assert returned[name].dtype == tensor.dtype and torch.equal(returned[name], tensor), name
+    written = json.loads((back / "config.json").read_text())
+    assert written["architectures"] == [type(hf_model).__name__]
+    reloaded = load_hf(str(back))  # transformers reads the config we wrote, and computes what the original does
+    ids = torch.tensor(np.array(PROMPTS[0])[None])
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, hf_model(ids).logits)

@@ -1,0 +1,45 @@
+"""--dry_run of every published family size on the device count ModelLink's performance table gives (Yi 6B and
+CodeLlama 7B/13B, which it does not list, on 8 like Llama 2): the YAML builds the architecture its release has, the
+mesh is valid and the estimate fits the configs' 58 GB budget."""
+import re
+
+import pytest
+
+from mindformers.parallel.dry_run import run_dry_run
+from mindformers.run import build_parser, load_config
+from tests.e2e.helpers import REPO
+
+# config -> (devices, layers, hidden, heads, kv heads, ffn, vocab, seq), from each release's config.json
+PUBLISHED = {
+    "qwen1_5/pretrain_qwen1_5_0_5b": (8, 24, 1024, 16, 16, 2816, 151936, 8192),
+    "qwen1_5/pretrain_qwen1_5_1_8b": (8, 24, 2048, 16, 16, 5504, 151936, 8192),
+    "qwen1_5/pretrain_qwen1_5_4b": (8, 40, 2560, 20, 20, 6912, 151936, 8192),
+    "qwen1_5/pretrain_qwen1_5_7b": (8, 32, 4096, 32, 32, 11008, 151936, 8192),
+    "qwen1_5/pretrain_qwen1_5_14b": (8, 40, 5120, 40, 40, 13696, 152064, 8192),
+    "qwen1_5/pretrain_qwen1_5_32b": (32, 64, 5120, 40, 8, 27392, 152064, 8192),
+    "qwen1_5/pretrain_qwen1_5_72b": (64, 80, 8192, 64, 64, 24576, 152064, 8192),
+    "gemma/pretrain_gemma_2b": (8, 18, 2048, 8, 1, 16384, 256000, 8192),
+    "gemma/pretrain_gemma_7b": (8, 28, 3072, 16, 16, 24576, 256000, 8192),
+    "internlm/pretrain_internlm_7b": (8, 32, 4096, 32, 32, 11008, 103168, 2048),
+    "yi/pretrain_yi_6b": (8, 32, 4096, 32, 4, 11008, 64000, 4096),
+    "yi/pretrain_yi_34b": (16, 60, 7168, 56, 8, 20480, 64000, 4096),
+    "codellama/pretrain_codellama_7b": (8, 32, 4096, 32, 32, 11008, 32016, 4096),
+    "codellama/pretrain_codellama_13b": (8, 40, 5120, 40, 40, 13824, 32016, 4096),
+    "codellama/pretrain_codellama_34b": (16, 48, 8192, 64, 8, 22016, 32000, 4096),
+    "aquila2/pretrain_aquila2_7b": (8, 32, 4096, 32, 32, 11008, 100008, 2048),
+    "aquila2/pretrain_aquila2_34b": (16, 60, 6144, 48, 8, 24576, 100008, 4096),
+    "mistral/pretrain_mistral_7b": (8, 32, 4096, 32, 8, 14336, 32000, 32768),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_size_dry_runs_on_its_device_count(name, capsys):
+    devices, layers, hidden, heads, kv_heads, ffn, vocab, seq = PUBLISHED[name]
+    args = build_parser().parse_args(["--config", f"{REPO}/configs/{name}.yaml", "--dry_run", "--device_num",
+                                      str(devices)])
+    run_dry_run(load_config(args), device_num=args.device_num, show_layouts=False)
+    out = capsys.readouterr().out
+    assert f"-> {devices} devices" in out
+    assert (f"model: {layers} layers, hidden {hidden}, heads {heads}/{kv_heads} kv, ffn {ffn}, vocab {vocab}, "
+            f"seq {seq};") in out
+    assert re.search(r"peak [0-9.]+ GiB per device fits in 58.00 GiB", out), out[-300:]

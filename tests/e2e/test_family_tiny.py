@@ -17,7 +17,7 @@ from tests.fixtures.tokenizers import SP_VOCAB_SIZE
 WIKI_SEQ, QA_SEQ = 32, 128
 WIKI_CHARACTERS, EVAL_CHARACTERS, QA_RECORDS = 8000, 1500, 48
 TOKENIZER_KIND = {"qwen1_5": "bpe", "aquila2": "bpe", "gemma": "sp", "internlm": "sp", "yi": "sp", "codellama": "sp",
-                  "mistral": "sp"}
+                  "mistral": "sp", "mixtral": "sp"}
 # Smaller than the shipped tiny configs (one layer: graph compilation is most of a run's cost); each family keeps its
 # own choices (heads, GQA, biases, head_dim, tying, norms, activation, window).
 RUN_SIZES = dict(seq_length=WIKI_SEQ, num_layers=1, hidden_size=64, intermediate_size=128, max_decode_length=16)

@@ -2,7 +2,8 @@
 HF folder -> convert_weight.py -> from_pretrained: logits equal transformers' to 1e-4 (with and without left
 padding), greedy generate gives transformers' ids with and without the KV cache, and convert_weight.py --reversed
 gives back every HF tensor bit for bit in a folder transformers loads. (Llama and Mistral: test_hf_parity.py,
-tests/convert and tests/generation.)"""
+tests/convert and tests/generation.) Mixtral's routers choose transformers' experts, and its training loss with the
+load-balancing loss is transformers' output_router_logits=True loss."""
 import json
 
 import numpy as np
@@ -32,6 +33,7 @@ CASES = {
     "yi": ("yi", "YiForCausalLM", dict(theta=5e6, kv_heads=2)),
     "codellama": ("codellama", "CodeLlamaForCausalLM", dict(theta=1e6)),
     "aquila2": ("aquila2", "Aquila2ForCausalLM", dict(kv_heads=2)),
+    "mixtral": ("mixtral", "MixtralForCausalLM", dict(kv_heads=2, theta=1e6, sliding_window=None)),
 }
 assert set(CASES) == set(FAMILY_MODELS)
 
@@ -78,3 +80,21 @@ def test_family_matches_transformers_through_the_converter(case, tmp_path):
     ids = torch.tensor(np.array(PROMPTS[0])[None])
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, hf_model(ids).logits)
+
+
+def test_mixtral_training_loss_and_routing_match_transformers(tmp_path):
+    hf_folder, hf_model = save_family_model("mixtral", tmp_path / "hf")
+    ours = models.MixtralForCausalLM.from_pretrained(hf_folder)
+    assert (ours.config.moe.expert_num, ours.config.moe.top_k, ours.config.moe.aux_loss_factor) == (4, 2, 0.02)
+    rows = np.random.default_rng(0).integers(3, ours.config.vocab_size, (2, 17))
+    ours.set_train(True)
+    loss, metrics = ours(ms.Tensor(rows, ms.int32))
+    recorded = ours.step_metrics(metrics.asnumpy())
+    with torch.no_grad():  # HF predicts shift_labels from input_ids: the rows' next tokens, as our training does
+        out = hf_model(torch.tensor(rows[:, :-1]), labels=torch.tensor(rows[:, :-1]),
+                       shift_labels=torch.tensor(rows[:, 1:]), output_router_logits=True)
+    assert abs(float(loss.asnumpy()) - float(out.loss)) < 1e-5
+    assert abs(recorded["aux_loss"] - float(out.aux_loss)) < 1e-5 and float(out.aux_loss) > 1.0
+    chosen = [torch.topk(logits, 2).indices.reshape(-1).numpy() for logits in out.router_logits]
+    assert recorded["expert_load"] == [np.bincount(c, minlength=4).tolist() for c in chosen]
+    assert recorded["dropped_tokens"] == 0

@@ -14,7 +14,9 @@ from mindformers import ConfigError
 from mindformers.models import LlamaConfig, LlamaForCausalLM
 from mindformers.models.decoder.moe_config import read_moe_config
 from mindformers.models.modules.moe import MoEFeedForward, RouterBalance
+from mindformers.parallel.groups import expert_group_ranks
 from mindformers.parallel.parallel_check import ParallelSettings, check_device, check_expert_split
+from tests.e2e.helpers import run_main, write_user_config
 
 HIDDEN, FFN, EXPERTS, TOP_K = 8, 12, 4, 2
 
@@ -205,3 +207,38 @@ def test_expert_parallel_must_fit_the_mesh_and_the_experts():
     moe_config.pet_config = {"pet_type": "lora"}
     with pytest.raises(ConfigError, match="pet_config: LoRA/prefix tuning with parallel_config.expert_parallel 2"):
         check_device(ParallelSettings(data_parallel=2, expert_parallel=2), moe_config, "CPU")
+
+
+MISTAKES = [
+    ({"moe_config": {"shared_expert_num": 2}}, "error: moe_config.shared_expert_num: shared experts is not "
+                                               "implemented here"),
+    ({"moe_config": {"capacity": 2.0}}, "error: moe_config.capacity: unknown key"),
+    ({"model": {"model_config": {"moe_config": {"expert_num": 8, "num_experts_chosen": 0}}}},
+     "model.model_config.moe_config.num_experts_chosen: expected an integer from 1 to expert_num (8)"),
+]
+MESH_MISTAKE = ({"parallel_config": {"data_parallel": 3, "expert_parallel": 3}},
+                "error: parallel_config.expert_parallel: 3 does not divide moe_config.expert_num (8)")
+
+
+@pytest.mark.parametrize("run,sections,fragment", [("train", *case) for case in MISTAKES] +
+                         [("dry_run", *case) for case in MISTAKES + [MESH_MISTAKE]])
+def test_moe_mistakes_in_a_run_config_stop_it_in_one_line(run, sections, fragment, tmp_path, capsys, sp_model_file,
+                                                          wiki_mindrecord):
+    config = write_user_config(tmp_path / "run.yaml", "mixtral/pretrain_mixtral_tiny.yaml", sp_model_file,
+                               train_dataset={"data_loader": {"dataset_dir": wiki_mindrecord}}, **sections)
+    extra = ["--dry_run", "--device_num", "3"] if run == "dry_run" else ["--output_dir", tmp_path / "out"]
+    code, _, err = run_main(["--config", config, "--run_mode", "train", *extra], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err[-2000:]
+    assert not (tmp_path / "out" / "checkpoint").exists()
+
+
+def test_expert_groups_are_blocks_of_data_parallel_ranks():
+    """dp 4 x mp 2 (rank = data * 2 + model), expert_parallel 2: data indices {0, 1} and {2, 3} exchange tokens;
+    a rank's experts are those of its data index mod 2, held again in the other block."""
+    settings = ParallelSettings(data_parallel=4, model_parallel=2, expert_parallel=2)
+    assert expert_group_ranks(0, settings) == ([0, 2], [0, 1, 2, 3], [0, 4])
+    assert expert_group_ranks(3, settings) == ([1, 3], [0, 1, 2, 3], [3, 7])
+    assert expert_group_ranks(6, settings) == ([4, 6], [4, 5, 6, 7], [2, 6])
+    assert settings.mesh()["expert_parallel"] == 2
+    assert "expert_parallel" not in ParallelSettings(data_parallel=4).mesh()  # dense meshes record what they did

@@ -255,7 +255,7 @@ class CausalLanguageModelingTrainer:
                 loss, overflow, scale, grad_norm, *metrics = train_cell(Tensor(batch["input_ids"]), labels)
                 state.loss = float(loss.asnumpy())
                 if metrics:  # a mixture-of-experts model's router load and auxiliary loss
-                    state.step_metrics = network.step_metrics(metrics[0].asnumpy())
+                    state.step_metrics = network.step_metrics(metrics[0].asnumpy(), accumulation)
                 state.step_time = time.perf_counter() - start
                 state.overflow = bool(overflow.asnumpy())
                 state.loss_scale = float(scale.asnumpy())

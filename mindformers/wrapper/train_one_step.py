@@ -16,8 +16,8 @@ class MFTrainOneStepCell(nn.Cell):
     """construct(input_ids[, labels]) -> (loss, overflow, loss_scale, grad_norm[, metrics]).
 
     A network whose training forward returns (loss, metrics) (`returns_step_metrics`: a mixture-of-experts
-    model's router load and auxiliary loss) gets no gradient from the metrics; their mean over the micro-batches
-    is returned last. The batch holds `gradient_accumulation_steps` micro-batches along dim 0; their gradients are summed
+    model's router load and auxiliary loss) gets no gradient from the metrics; their sum over the micro-batches is
+    returned last. The batch holds `gradient_accumulation_steps` micro-batches along dim 0; their gradients are summed
     and averaged before one optimizer update. With a loss-scale cell (Dynamic/FixedLossScaleUpdateCell)
     the loss is scaled before differentiation and gradients unscaled after; a step whose gradients
     overflow is skipped entirely (no weight, moment or schedule update) and the scale adapts.
@@ -88,5 +88,5 @@ class MFTrainOneStepCell(nn.Cell):
         if not overflow:
             loss = ops.depend(loss, self.optimizer(grads))
         if self.returns_step_metrics:
-            return loss, overflow, self.scale_sense, grad_norm, metrics / self.accumulation
+            return loss, overflow, self.scale_sense, grad_norm, metrics
         return loss, overflow, self.scale_sense, grad_norm

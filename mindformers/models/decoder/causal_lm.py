@@ -190,9 +190,10 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
     def parameter_layouts(self):
         return parameter_layouts(self)
 
-    def step_metrics(self, values):
-        """The metrics a training step returned beside the loss (see construct), by name, for the step record."""
-        return describe_router_metrics(values, self.config.moe.expert_num)
+    def step_metrics(self, values, micro_batches=1):
+        """The metrics a training step returned beside the loss (see construct; summed over the step's
+        micro-batches), by name, for the step record."""
+        return describe_router_metrics(values, self.config.moe.expert_num, micro_batches)
 
     def num_parameters(self):
         return sum(p.size for p in self.get_parameters())

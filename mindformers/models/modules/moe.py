@@ -90,7 +90,7 @@ class MoEFeedForward(nn.Cell):
         self.return_outputs = ReduceToExpertGroup(groups)
         self.scatter = ops.ScatterNd()
 
-    def places(self, experts, capacity):
+    def places(self, experts):
         """(place of each choice in its expert's queue (T, k), tokens routed to each expert (E,)), float32."""
         chosen = ops.one_hot(experts, self.experts, ops.ones((), ms.float32), ops.zeros((), ms.float32))
         tokens = chosen.shape[0]
@@ -148,7 +148,7 @@ class MoEFeedForward(nn.Cell):
         count = tokens.shape[0]
         capacity = expert_capacity(count, self.top_k, self.experts, self.capacity_factor, self.training)
         probabilities, weights, experts = self.router(tokens)
-        places, load = self.places(experts, capacity)
+        places, load = self.places(experts)
         places, load = ops.stop_gradient(places), ops.stop_gradient(load)
         routes = ops.concat((weights, ops.cast(experts, ms.float32), places), -1)
         group_tokens = self.gather_tokens(tokens)
@@ -196,10 +196,11 @@ class RouterBalance(nn.Cell):
         return loss, ops.stop_gradient(metrics)
 
 
-def describe_router_metrics(values, experts):
-    """The metrics vector of RouterBalance as train_metrics.jsonl records it: aux_loss, dropped_tokens (token
-    choices over capacity) and expert_load (per mixture-of-experts layer, tokens routed to each expert)."""
+def describe_router_metrics(values, experts, micro_batches=1):
+    """RouterBalance's metrics summed over a step's micro-batches, as train_metrics.jsonl records them: aux_loss
+    (the micro-batches' mean, as the loss averages them), dropped_tokens (token choices over capacity) and
+    expert_load (per mixture-of-experts layer, tokens routed to each expert), both over the whole step."""
     values = [float(v) for v in values]
     loads = values[2:]
-    return {"aux_loss": values[0], "dropped_tokens": int(round(values[1])),
+    return {"aux_loss": values[0] / micro_batches, "dropped_tokens": int(round(values[1])),
             "expert_load": [[int(round(v)) for v in loads[i:i + experts]] for i in range(0, len(loads), experts)]}

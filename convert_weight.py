@@ -1,9 +1,11 @@
 """Convert HuggingFace checkpoints to this project's and back.
 
     python convert_weight.py --model llama --input_path HF_DIR --output_path OUT.ckpt [--dtype fp32|fp16|bf16]
+    python convert_weight.py --model llama --input_path model.gguf --output_path OUT.ckpt [--dtype ...]
     python convert_weight.py --model llama --input_path OUT.ckpt --output_path HF_DIR --reversed
 
-HF -> ours writes OUT.ckpt (or OUT.safetensors) and OUT.yaml (the model config, usable as a base_config).
+HF -> ours writes OUT.ckpt (or OUT.safetensors) and OUT.yaml (the model config, usable as a base_config). A llama.cpp
+.gguf file is dequantized to --dtype (default fp32), and its tokenizer is written as HF files to OUT_tokenizer/.
 --reversed reads OUT.ckpt with the YAML beside it (or --config) and writes config.json, sharded safetensors
 and model.safetensors.index.json. Tensors stream a chunk at a time; outputs appear only when complete.
 """
@@ -31,7 +33,8 @@ def build_parser():
     parser.add_argument("--model", required=True, help="model family: one registered in mindformers/models (llama, "
                                                          "qwen2, gemma, ...; an unknown name lists them all) or "
                                                          "by --register_path")
-    parser.add_argument("--input_path", required=True, help="HF folder (or our checkpoint with --reversed)")
+    parser.add_argument("--input_path", required=True,
+                        help="HF folder or .gguf file (or our checkpoint with --reversed)")
     parser.add_argument("--output_path", required=True, help="OUT.ckpt / OUT.safetensors (or a HF folder)")
     parser.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: keep each tensor's dtype)")
     parser.add_argument("--reversed", action="store_true", help="convert our checkpoint to a HF folder")

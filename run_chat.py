@@ -1,8 +1,7 @@
 """Interactive chat with a model of a YAML config: python run_chat.py --config CONFIG --load_checkpoint CKPT."""
 import sys
 
-from mindformers.run import OneLineParser, load_config
-from mindformers.run import build_parser as build_run_parser
+from mindformers.run import OneLineParser, load_config_with
 from mindformers.tools.errors import exit_on_user_error
 
 
@@ -13,7 +12,8 @@ def build_parser():
     add("--config", required=True, help="YAML config (model and processor.tokenizer)")
     add("--load_checkpoint", default=None, help="checkpoint file or folder")
     add("--vocab_file", default=None, help="tokenizer file, overriding processor.tokenizer.vocab_file")
-    add("--template", default=None, help="fschat conversation template (default llama-2)")
+    add("--template", default=None, help="fschat conversation template (default llama-2), or 'tokenizer' for the "
+                                         "model folder's own Jinja chat_template")
     add("--max_new_tokens", type=int, default=None)
     add("--device_target", choices=("Ascend", "CPU", "GPU"), default=None)
     return parser
@@ -23,9 +23,8 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     # The model, tokenizer and context come from the YAML exactly as run_mindformer.py reads it.
-    run_argv = ["--config", args.config] + [item for flag in ("load_checkpoint", "vocab_file", "device_target")
-                                            if getattr(args, flag) for item in (f"--{flag}", getattr(args, flag))]
-    config = load_config(build_run_parser().parse_args(run_argv))
+    config = load_config_with(args.config, load_checkpoint=args.load_checkpoint, vocab_file=args.vocab_file,
+                              device_target=args.device_target)
     import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     from mindformers.core.context import build_context  # pylint: disable=import-outside-toplevel
     from mindformers.generation.chat import DEFAULT_TEMPLATE, ChatSession, chat_loop  # noqa: E501 pylint: disable=import-outside-toplevel

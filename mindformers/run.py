@@ -113,6 +113,7 @@ def register_path(path):
 def load_config(args):
     from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
     from mindformers.tools.register.config_schema import TOP_LEVEL, check_value  # noqa: E402
+    from mindformers.tools.register.unsupported_keys import check_unimplemented  # noqa: E402
     config = MindFormerConfig(args.config)
     for key, value in flag_overrides(args).items():
         top = key.split(".")[0]
@@ -120,7 +121,18 @@ def load_config(args):
             check_value(value, TOP_LEVEL[top], key, f"--{top}")
         config.merge_from_dict({key: value})
     config.run_mode = config.get("run_mode") or "train"
+    check_unimplemented(config, config.where())
     return config
+
+
+def load_config_with(config_path, **flags):
+    """The config run_mindformer.py builds from `--config config_path` and these flags (None: not given), for tools
+    that run the same model outside run_mindformer.py (chat, the server)."""
+    argv = ["--config", config_path]
+    for flag, value in flags.items():
+        if value is not None:
+            argv += [f"--{flag}", str(value)]
+    return load_config(build_parser().parse_args(argv))
 
 
 @exit_on_user_error
@@ -136,9 +148,11 @@ def main(argv=None):
     from mindformers.core.context import build_context  # pylint: disable=import-outside-toplevel
     from mindformers.tools.logger import setup_logging  # pylint: disable=import-outside-toplevel
     from mindformers.tools.register import MindFormerModuleType, build_from_config  # noqa: E402
+    from mindformers.tools.register.unsupported_keys import log_no_effect_keys  # noqa: E402
     output_dir = os.path.abspath(config.get("output_dir") or "./output")
     config.output_dir = output_dir
     setup_logging(output_dir)
+    log_no_effect_keys(config)
     build_context(config)
     if config.get("use_parallel"):  # per-rank log folder, now that the rank is known
         from mindformers.parallel.world import rank_and_size  # pylint: disable=import-outside-toplevel

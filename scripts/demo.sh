@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded sample, end to end on a CPU:
-#   shipped real text -> a sentencepiece tokenizer trained from it -> MindRecord -> pretrain the tiny Llama 2.
+#   shipped real text -> a sentencepiece tokenizer trained from it -> MindRecord -> pretrain the tiny Llama 2
+#   -> a report with its curves (<OUTPUT_DIR>/report/index.html).
 # Usage: bash scripts/demo.sh [OUTPUT_DIR]   (default output/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +30,6 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 first, last = rows[0], rows[-1]
 print(f"loss fell from {first['loss']:.3f} (step {first['step']}) to {last['loss']:.3f} (step {last['step']})")
 PY
+
+echo "== report: plots of the run"
+python -m mindformers.tools.report "$OUT"

@@ -73,10 +73,8 @@ def build_our_config(family, kwargs, where):
         raise ConfigError(f"{where}: {error}") from None
 
 
-def config_from_hf_folder(family, folder, dtype=None, overrides=None):
-    """(our config, weights dtype) for a HF folder read with `family`."""
-    hf = read_hf_config(folder)
-    where = os.path.join(folder, HF_CONFIG)
+def config_from_hf(family, hf, where, dtype=None, overrides=None):
+    """(our config, weights dtype) for a HF config dict read with `family`."""
     model_type = hf.get("model_type")
     if model_type not in family.model_types:
         raise ConfigError(f"{where}: model_type is {model_type!r}, but the '{family.name}' conversion reads "
@@ -85,6 +83,24 @@ def config_from_hf_folder(family, folder, dtype=None, overrides=None):
     kwargs = family.config_from_hf(hf, dtype, where)
     kwargs.update(overrides or {})
     return build_our_config(family, kwargs, where), dtype
+
+
+def config_from_hf_folder(family, folder, dtype=None, overrides=None):
+    """(our config, weights dtype) for a HF folder read with `family`."""
+    return config_from_hf(family, read_hf_config(folder), os.path.join(folder, HF_CONFIG), dtype, overrides)
+
+
+def read_hf_source(family, input_path, dtype=None, overrides=None, key="--input_path"):
+    """(our config, HF-named tensors, GGUFModel or None) of a HF folder or a llama.cpp .gguf file."""
+    from mindformers.checkpoint.gguf_file import GGUFModel, is_gguf  # pylint: disable=import-outside-toplevel
+    if is_gguf(input_path):
+        gguf = GGUFModel(input_path)
+        config, _ = config_from_hf(family, gguf.hf_config, input_path, dtype, overrides)
+        return config, gguf.tensors, gguf
+    if not os.path.isdir(input_path):
+        raise ConfigError(f"{key}: expected a HuggingFace model folder or a .gguf file, got {input_path}")
+    config, _ = config_from_hf_folder(family, input_path, dtype, overrides)
+    return config, read_hf_tensors(input_path), None
 
 
 def load_our_yaml(path, overrides=None):
@@ -100,21 +116,38 @@ def load_our_yaml(path, overrides=None):
     return config_type, section, (model.get("arch") or {}).get("type")
 
 
-ALWAYS_WRITTEN = ("seq_length", "hidden_size", "num_layers", "num_heads", "n_kv_heads", "intermediate_size",
-                  "vocab_size", "theta", "rms_norm_eps", "tie_word_embeddings", "compute_dtype", "param_init_type")
+# What a checkpoint's model is: written whatever their value (even equal to the class defaults), so the YAML used as
+# a base_config reproduces the model whatever the other bases say. n_kv_heads, head_dim and intermediate_size are
+# written as the numbers they resolve to.
+MODEL_KEYS = ("seq_length", "max_position_embedding", "hidden_size", "num_layers", "num_heads", "n_kv_heads",
+              "head_dim", "intermediate_size", "vocab_size", "hidden_act", "theta", "partial_rotary_factor",
+              "scaling_factor", "extend_method", "rms_norm_eps", "add_rmsnorm_offset", "scale_embedding",
+              "tie_word_embeddings", "final_logit_softcapping", "qkv_has_bias", "attn_proj_has_bias", "qkv_concat",
+              "sliding_window", "bos_token_id", "eos_token_id", "pad_token_id", "compute_dtype", "param_init_type")
 
 
-def write_our_yaml(path, family, config, source):
-    """The sizes, plus every key that differs from the config class's defaults (what the model depends on)."""
+def model_keys(config):
+    """MODEL_KEYS, resolved, plus every other key that differs from the config class's defaults."""
+    values = config.to_dict()
     defaults = type(config)().to_dict()
-    keys = {key: value for key, value in config.to_dict().items()
-            if key in ALWAYS_WRITTEN or value != defaults.get(key)}
-    document = {"model": {"model_config": {"type": family.our_config_type, **keys},
+    keys = {key: values[key] for key in MODEL_KEYS if key in values}
+    keys["n_kv_heads"], keys["intermediate_size"] = config.kv_heads, config.ffn_size
+    if "head_dim" in keys:
+        keys["head_dim"] = config.size_per_head
+    keys.update({key: value for key, value in values.items() if key not in keys and value != defaults.get(key)})
+    return keys
+
+
+def write_our_yaml(path, family, config, source, tokenizer=None):
+    """The model config (model_keys) and, when given, the processor.tokenizer section."""
+    document = {"model": {"model_config": {"type": family.our_config_type, **model_keys(config)},
                           "arch": {"type": family.our_arch_type}}}
+    if tokenizer:
+        document["processor"] = {"tokenizer": tokenizer}
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(f"# The model of the checkpoint beside this file (converted from {source}).\n"
-                     "# Usable as a base_config of a run config.\n")
-        yaml.safe_dump(document, handle, sort_keys=False)
+                     "# Usable as a base_config of a run config: every id and size is spelled out.\n")
+        yaml.safe_dump(document, handle, sort_keys=False, allow_unicode=True)
 
 
 # ---------------------------------------------------------------- checking
@@ -160,23 +193,36 @@ def counted(chunks, bar):
 
 # ---------------------------------------------------------------- HF -> ours
 
-def hf_to_ours(family, input_dir, output_path, dtype=None, progress=True):
-    """Convert a HF folder to a .ckpt (or .safetensors) of ours plus its YAML; returns a summary dict."""
-    if not os.path.isdir(input_dir):
-        raise ConfigError(f"--input_path: not a folder: {input_dir}")
-    config, _ = config_from_hf_folder(family, input_dir, dtype)
-    tensors = read_hf_tensors(input_dir)
+def tokenizer_folder(output_path):
+    return os.path.splitext(output_path)[0] + "_tokenizer"
+
+
+def write_gguf_tokenizer(gguf, folder):
+    """The GGUF's tokenizer as HF files in `folder` (written to a temporary name, renamed when complete); returns
+    the processor.tokenizer section that reads it."""
+    from mindformers.checkpoint.gguf_tokenizer import write_tokenizer_files  # pylint: disable=import-outside-toplevel
+    with atomic_folder(folder) as tmp_folder:
+        settings = write_tokenizer_files(gguf.metadata, tmp_folder, gguf.path)
+    section = {"type": "LlamaTokenizerFast", "tokenizer_file": os.path.join(os.path.abspath(folder), "tokenizer.json")}
+    section.update({key: value for key, value in settings.items() if key != "chat_template" and value is not None})
+    return section
+
+
+def hf_to_ours(family, input_path, output_path, dtype=None, progress=True):
+    """Convert a HF folder or a .gguf file to a .ckpt (or .safetensors) of ours plus its YAML (and, for GGUF, the
+    tokenizer files in <output>_tokenizer/); returns a summary dict."""
+    config, tensors, gguf = read_hf_source(family, input_path, dtype)
     plan = family.plan(config)
-    unused = check_against_plan(plan, tensors, input_dir, "hf_to_ours")
+    unused = check_against_plan(plan, tensors, input_path, "hf_to_ours")
     unused = [name for name in unused if not name.endswith("rotary_emb.inv_freq")]
     if unused:
         logger.warning("%s: %d tensors have no place in the model and are skipped (first: %s)",
-                       input_dir, len(unused), unused[0])
+                       input_path, len(unused), unused[0])
     out_dtype = {p.ours: canonical(dtype) or tensors[p.parts[0].hf_name].dtype for p in plan}
     total = sum(tensors[part.hf_name].nbytes for p in plan for part in p.parts)
     yaml_path = our_config_path(output_path)
-    with atomic_files(output_path, yaml_path) as (tmp_out, tmp_yaml), \
-            progress_bar(total, "convert", progress) as bar:
+    outputs = [output_path, yaml_path, tokenizer_folder(output_path)]
+    with atomic_files(*outputs[:2]) as (tmp_out, tmp_yaml), progress_bar(total, "convert", progress) as bar:
         if output_path.endswith(".safetensors"):
             writer = SafetensorsWriter(tmp_out, [(p.ours, out_dtype[p.ours], p.our_shape) for p in plan],
                                        metadata={"format": "ms"})
@@ -190,8 +236,12 @@ def hf_to_ours(family, input_dir, output_path, dtype=None, progress=True):
                 write(planned, counted(cast_chunks(parts, out_dtype[planned.ours]), bar))
         finally:
             writer.close()
-        write_our_yaml(tmp_yaml, family, config, input_dir)
-    return {"tensors": len(plan), "bytes_in": total, "output": output_path, "config": yaml_path}
+        tokenizer = write_gguf_tokenizer(gguf, outputs[2]) if gguf is not None else None
+        write_our_yaml(tmp_yaml, family, config, input_path, tokenizer)
+    summary = {"tensors": len(plan), "bytes_in": total, "output": output_path, "config": yaml_path}
+    if gguf is not None:
+        summary["tokenizer"] = outputs[2]
+    return summary
 
 
 # ---------------------------------------------------------------- ours -> HF

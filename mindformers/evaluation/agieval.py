@@ -1,5 +1,7 @@
 """AGIEval: multiple-choice questions from human exams (LSAT, SAT, GaoKao, LogiQA, ...), one JSON Lines file per
-task, zero-shot with AGIEval's published prompts (English and Chinese), scored by the choice letters' logits.
+task, zero-shot with AGIEval's published prompts (English and Chinese), scored as lm-evaluation-harness's agieval
+tasks score them: each option's full text ("(A)...") is a continuation of the prompt, ranked by log-likelihood;
+right when the best one is among the right answers (acc), and also per character of the option (acc_norm).
 
 Layout: <task>.jsonl rows {"passage", "question", "options": ["(A)...", ...], "label": "B"} (a list label names
 several right letters). Cloze tasks (rows without options, such as math) are not multiple choice and are skipped.
@@ -16,7 +18,7 @@ from mindformers.tools.errors import DataError
 
 logger = logging.getLogger("mindformers")
 
-DEFAULT_MAX_NEW_TOKENS = 5
+DEFAULT_MAX_NEW_TOKENS = 1  # unused: choices are scored, not generated
 LAYOUT = "<task>.jsonl rows {passage, question, options: ['(A)...', ...], label}"
 CHINESE_TASKS = {"gaokao-chinese", "gaokao-geography", "gaokao-history", "gaokao-biology", "gaokao-chemistry",
                  "gaokao-physics", "gaokao-mathqa", "logiqa-zh", "jec-qa-kd", "jec-qa-ca"}
@@ -65,7 +67,7 @@ def task_questions(path):
         chinese = is_chinese(task, record)
         answer = right_letters(record, letters, path, number)
         questions.append(ChoiceQuestion(task, FewShotPrompt(prompt_text(record, chinese)),
-                                        tuple(letter if chinese else f" {letter}" for letter in letters),
+                                        tuple(f" {option}" for option in options),
                                         answer[0] if len(answer) == 1 else answer, letters))
     return questions
 
@@ -80,4 +82,4 @@ def load_questions(data_path):
 
 
 def evaluate(run, questions):
-    return run.choice_task(questions, "tasks")
+    return run.choice_task(questions, "tasks", normalized=True)

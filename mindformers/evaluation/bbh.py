@@ -1,9 +1,12 @@
-"""BIG-Bench Hard: 23 hard BIG-Bench tasks, greedy generation, exact match of the extracted answer.
+"""BIG-Bench Hard: 27 hard BIG-Bench tasks, asked as lm-evaluation-harness's bbh (bbh_cot_fewshot) asks them: the
+task's description and its three chain-of-thought examples, then "Q: ...\\nA: Let's think step by step.\\n";
+greedy generation until "Q" or a blank line; the answer is what follows the first "the answer is " up to the
+line's last character (its period), and must equal the target exactly.
 
-Layout (suzgunmirac/BIG-Bench-Hard): bbh/<task>.json holding {"examples": [{"input", "target"}, ...]}, and
-optionally cot-prompts/<task>.txt, the task's few-shot prefix (chain of thought in the official files), found
-beside the task files or beside their folder. --eval_data_path may name the repository root or the bbh folder.
-Without a prefix a task is asked zero-shot.
+Layout (suzgunmirac/BIG-Bench-Hard): bbh/<task>.json holding {"examples": [{"input", "target"}, ...]} and
+cot-prompts/<task>.txt, the task's description and worked examples under a canary header and a '-----' line,
+found beside the task files or beside their folder. --eval_data_path may name the repository root or the bbh
+folder.
 """
 import os
 import re
@@ -13,11 +16,13 @@ from mindformers.evaluation.data_files import check_keys, files_in, layout_error
 from mindformers.evaluation.prompts import FewShotPrompt
 from mindformers.tools.errors import DataError
 
-DEFAULT_MAX_NEW_TOKENS = 32
-LAYOUT = "<task>.json files holding {examples: [{input, target}]} (optionally cot-prompts/<task>.txt)"
-STOP_STRINGS = ("\n\n", "Q:")
-COT_CUE = "Let's think step by step."
-_ANSWER_IS = re.compile(r"the answer is", re.IGNORECASE)
+DEFAULT_MAX_NEW_TOKENS = 1024  # lm-eval's max_gen_toks for bbh
+LAYOUT = "<task>.json files holding {examples: [{input, target}]} and cot-prompts/<task>.txt"
+STOP_STRINGS = ("</s>", "Q", "\n\n")
+SHOTS = 3
+QUERY = "Q: {input}\nA: Let's think step by step.\n"
+ANSWER = re.compile(r"(?<=the answer is )(.*)(?=.)")
+INVALID = "[invalid]"
 
 
 def task_files(data_path):
@@ -28,31 +33,37 @@ def task_files(data_path):
     raise layout_error("BBH", data_path, LAYOUT)
 
 
-def read_prefix(folder, task):
-    """The task's few-shot prefix, without the canary header the official files put above a '-----' line."""
+def cot_prompt_path(folder, task):
     for prompts in (os.path.join(folder, "cot-prompts"), os.path.join(os.path.dirname(folder), "cot-prompts")):
         path = os.path.join(prompts, f"{task}.txt")
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as stream:
-                text = stream.read()
-            parts = re.split(r"^-----\s*$", text, maxsplit=1, flags=re.MULTILINE)
-            return parts[-1].strip() + "\n\n"
-    return ""
+            return path
+    raise DataError(f"eval_data_path: {folder}: no cot-prompts/{task}.txt beside the task files (expected "
+                    f"{LAYOUT})")
 
 
-def task_prompt(prefix, question):
-    """The prefix's style decides the query's: a chain-of-thought prefix gets "A: Let's think step by step."."""
-    answer_start = f"A: {COT_CUE}" if COT_CUE in prefix else "A:"
-    return FewShotPrompt(f"Q: {question}\n{answer_start}", header=prefix)
+def read_cot_prompt(path):
+    """(description, worked examples) of a cot-prompts file: below its '-----' line, paragraphs separated by blank
+    lines, the first being the description."""
+    with open(path, encoding="utf-8") as stream:
+        text = stream.read()
+    body = re.split(r"^-----[ \t]*\n", text, maxsplit=1, flags=re.MULTILINE)[-1]
+    description, *shots = [part.strip("\n") for part in body.split("\n\n") if part.strip()]
+    if len(shots) < SHOTS:
+        raise DataError(f"{path}: expected a description and {SHOTS} worked examples separated by blank lines, got "
+                        f"{len(shots)} example(s)")
+    return description, shots[:SHOTS]
+
+
+def task_prompt(description, shots, question):
+    return FewShotPrompt(QUERY.format(input=question), header=description + "\n\n",
+                         shots=tuple(shot + "\n\n" for shot in shots))
 
 
 def extract_answer(text):
-    """What follows the last "the answer is" (else the whole text): its first line, without the closing period."""
-    markers = list(_ANSWER_IS.finditer(text))
-    answer = text[markers[-1].end():] if markers else text
-    answer = answer.lstrip(" :").strip()
-    answer = answer.split("\n", 1)[0].strip()
-    return answer[:-1].rstrip() if answer.endswith(".") else answer
+    """lm-eval's get-answer filter: the first match of (?<=the answer is )(.*)(?=.), stripped; else [invalid]."""
+    matches = ANSWER.findall(text)
+    return matches[0].strip() if matches else INVALID
 
 
 def task_examples(path):
@@ -71,9 +82,10 @@ def load_questions(data_path):
     questions = []
     for path in paths:
         task = os.path.basename(path)[:-len(".json")]
-        prefix = read_prefix(folder, task)
-        questions += [(task, task_prompt(prefix, example["input"]), str(example["target"]).strip())
-                      for example in task_examples(path)]
+        examples = task_examples(path)
+        description, shots = read_cot_prompt(cot_prompt_path(folder, task))
+        questions += [(task, task_prompt(description, shots, example["input"]), str(example["target"]))
+                      for example in examples]
     return questions
 
 

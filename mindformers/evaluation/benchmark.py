@@ -23,8 +23,20 @@ def task_module(task):
 
 
 def default_max_new_tokens(task):
-    """ModelLink's recommended generation length for the task."""
+    """The task's generation length in lm-evaluation-harness (max_gen_toks); unused by multiple-choice tasks."""
     return task_module(task).DEFAULT_MAX_NEW_TOKENS
+
+
+def fitted_default(task, model):
+    """The task's default max_new_tokens, at most half the model's context (lm-eval would refuse a model whose
+    context is shorter than the default; here the prompt keeps the other half)."""
+    default = default_max_new_tokens(task)
+    seq_length = getattr(getattr(model, "config", None), "seq_length", None)
+    if isinstance(seq_length, int) and default > seq_length // 2:
+        logger.warning("%s: max_new_tokens %d (the task's default) lowered to %d, half of seq_length %d; pass "
+                       "--max_new_tokens to choose", task, default, seq_length // 2, seq_length)
+        return max(seq_length // 2, 1)
+    return default
 
 
 def check_positive(value, key):
@@ -58,7 +70,7 @@ def run_benchmark_task(task, model, tokenizer, data_path, output_dir, batch_size
     module = task_module(task)
     check_positive(batch_size, "evaluation_batch_size")
     if max_new_tokens is None:
-        max_new_tokens = module.DEFAULT_MAX_NEW_TOKENS
+        max_new_tokens = fitted_default(task, model)
     check_positive(max_new_tokens, "max_new_tokens")
     if questions is None:
         questions = load_benchmark(task, data_path)

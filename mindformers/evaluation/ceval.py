@@ -48,8 +48,9 @@ LAYOUT = ("val/<subject>_val.csv with a header id,question,A,B,C,D,answer (and d
           "shots), or the val folder itself")
 EXAM = SubjectExam(task="C-Eval", split="val", layout=LAYOUT, has_header_row=True,
                    subject_names={subject: name for subject, (name, _) in SUBJECTS.items()},
-                   header="以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n",
-                   cue="\n答案：", answer_prefix="", categories=CATEGORIES, category_of=CATEGORY_OF)
+                   header="以下是中国关于{subject}的单项选择题，请选出其中的正确答案。\n\n",
+                   cue="\n答案：", categories=CATEGORIES, category_of=CATEGORY_OF,
+                   reports_acc_norm=True)
 
 load_questions = EXAM.questions
 evaluate = EXAM.evaluate

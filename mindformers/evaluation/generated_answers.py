@@ -4,20 +4,26 @@ from mindformers.trainer.predict import continuation
 
 
 def cut_at_stop(text, stop_strings):
-    """The text before the first stop string (generate stops after one appears; its tail is not the answer)."""
+    """The text before the first stop string (lm-eval splits at each in turn, which keeps the same prefix)."""
     ends = [text.index(stop) for stop in stop_strings if stop in text]
     return text[:min(ends)] if ends else text
 
 
-def generate_continuations(model, tokenizer, prompt_ids, batch_size, max_new_tokens, stop_strings, progress):
+def generate_continuations(model, tokenizer, prompt_ids, batch_size, max_new_tokens, stop_strings, progress,
+                           decode_alone=True):
     """The generated text after each prompt (greedy, one beam, no repetition penalty), cut at the first stop
-    string."""
+    string. decode_alone: the new tokens are decoded by themselves, as lm-eval does; else with the prompt."""
     texts = [None] * len(prompt_ids)
     for indices, rows in batches_longest_first(prompt_ids, batch_size):
         outputs = model.generate(rows, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                  repetition_penalty=1.0, stop_strings=list(stop_strings) or None,
                                  tokenizer=tokenizer)
         for index, output in zip(indices, outputs):
-            texts[index] = cut_at_stop(continuation(tokenizer, prompt_ids[index], output), stop_strings)
+            prompt = prompt_ids[index]
+            if decode_alone:
+                text = tokenizer.decode(output[len(prompt):], skip_special_tokens=True)
+            else:
+                text = continuation(tokenizer, prompt, output)
+            texts[index] = cut_at_stop(text, stop_strings)
         progress.update(len(indices))
     return texts

@@ -9,9 +9,10 @@ from mindformers.evaluation.subject_exams import SubjectExam
 DEFAULT_MAX_NEW_TOKENS = 1
 CATEGORIES = ("STEM", "humanities", "social sciences", "other")  # other: business, health, misc.
 
-# The four categories of the MMLU paper, by subject (its categories.py groups subjects the same way).
+# The four groups of lm-eval's mmlu task, by subject: the MMLU paper's categories, except that lm-eval counts
+# anatomy in STEM (the paper's categories.py has it under health, in "other").
 _SUBJECTS_BY_CATEGORY = {
-    "STEM": """abstract_algebra astronomy college_biology college_chemistry college_computer_science
+    "STEM": """abstract_algebra anatomy astronomy college_biology college_chemistry college_computer_science
         college_mathematics college_physics computer_security conceptual_physics electrical_engineering
         elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science
         high_school_mathematics high_school_physics high_school_statistics machine_learning""",
@@ -21,7 +22,7 @@ _SUBJECTS_BY_CATEGORY = {
     "social sciences": """econometrics high_school_geography high_school_government_and_politics
         high_school_macroeconomics high_school_microeconomics high_school_psychology human_sexuality
         professional_psychology public_relations security_studies sociology us_foreign_policy""",
-    "other": """anatomy business_ethics clinical_knowledge college_medicine global_facts human_aging management
+    "other": """business_ethics clinical_knowledge college_medicine global_facts human_aging management
         marketing medical_genetics miscellaneous nutrition professional_accounting professional_medicine virology""",
 }
 CATEGORY_OF = {subject: category for category, names in _SUBJECTS_BY_CATEGORY.items() for subject in names.split()}
@@ -31,7 +32,8 @@ LAYOUT = ("data/test/<subject>_test.csv with headerless rows question,A,B,C,D,an
           "data/dev/<subject>_dev.csv for the 5 shots), or the test folder itself")
 EXAM = SubjectExam(task="MMLU", split="test", layout=LAYOUT, has_header_row=False, subject_names={},
                    header="The following are multiple choice questions (with answers) about {subject}.\n\n",
-                   cue="\nAnswer:", answer_prefix=" ", categories=CATEGORIES, category_of=CATEGORY_OF)
+                   cue="\nAnswer:", categories=CATEGORIES, category_of=CATEGORY_OF,
+                   reports_acc_norm=False)
 
 load_questions = EXAM.questions
 evaluate = EXAM.evaluate

@@ -1,4 +1,4 @@
-"""Few-shot prompts and fitting them into the model's context."""
+"""Few-shot prompts as lm-evaluation-harness lays them out, and fitting their tokens into the model's context."""
 import dataclasses
 
 from mindformers.tools.errors import ConfigError
@@ -6,30 +6,19 @@ from mindformers.tools.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class FewShotPrompt:
-    """header + shots + query. Shots are dropped from the end when the prompt is too long for the model, as
-    MMLU's reference evaluation does."""
+    """header (lm-eval's task description) + shots (each a worked example with its separator) + query."""
 
     query: str
     header: str = ""
     shots: tuple = ()
 
-    def text(self, num_shots=None):
-        count = len(self.shots) if num_shots is None else num_shots
-        return self.header + "".join(self.shots[:count]) + self.query
-
-
-@dataclasses.dataclass(frozen=True)
-class FittedPrompt:
-    ids: list
-    shots: int          # how many shots were kept
-    truncated: bool     # even without shots the prompt was too long: only its end was kept
+    def text(self):
+        return self.header + "".join(self.shots) + self.query
 
 
 def context_budget(model, max_new_tokens):
-    """Prompt tokens a row may use: the model's seq_length less the room for max_new_tokens."""
-    seq_length = getattr(getattr(model, "config", None), "seq_length", None)
-    if not isinstance(seq_length, int):
-        raise ConfigError("model.model_config.seq_length: benchmark evaluation needs the model's context length")
+    """Prompt tokens a generation row may use: the model's seq_length less the room for max_new_tokens."""
+    seq_length = model_seq_length(model)
     budget = seq_length - max_new_tokens
     if budget < 2:
         raise ConfigError(f"max_new_tokens: {max_new_tokens} leaves no room for a prompt in seq_length {seq_length} "
@@ -37,14 +26,16 @@ def context_budget(model, max_new_tokens):
     return budget
 
 
-def fit_prompt(tokenizer, prompt, budget):
-    """Token ids of `prompt` with as many shots as fit in `budget` tokens. When not even the bare query fits, its
-    end is kept (the question's tail and the answer cue), behind the bos token."""
-    for shots in range(len(prompt.shots), -1, -1):
-        ids = tokenizer.encode(prompt.text(shots))
-        if len(ids) <= budget:
-            return FittedPrompt(ids, shots, False)
-    bos = tokenizer.bos_token_id
-    head = ids[:1] if bos is not None and ids and ids[0] == bos else []
-    return FittedPrompt(head + ids[len(ids) - (budget - len(head)):], 0, True)
+def model_seq_length(model):
+    seq_length = getattr(getattr(model, "config", None), "seq_length", None)
+    if not isinstance(seq_length, int):
+        raise ConfigError("model.model_config.seq_length: benchmark evaluation needs the model's context length")
+    return seq_length
 
+
+def keep_last(ids, budget):
+    """The last `budget` tokens, as lm-eval truncates a context that is too long (from the left, whatever is
+    there: a shot, the bos token, the start of the question). Returns (ids, whether anything was cut)."""
+    if len(ids) <= budget:
+        return ids, False
+    return ids[len(ids) - budget:], True

@@ -1,11 +1,14 @@
 """BenchmarkRun: what every task shares — the model, tokenizer, batch size and token budget — and the two ways a
-task asks the model: pick one of several choices, or generate an answer."""
+task asks the model, as lm-evaluation-harness does: score each choice's log-likelihood, or generate until a stop
+sequence."""
 import contextlib
 
+import numpy as np
+
 from mindformers.evaluation.accuracy import accuracy_tables
-from mindformers.evaluation.choice_scoring import answer_cue, choice_token_ids, score_questions
+from mindformers.evaluation.choice_scoring import score_rows, scoring_rows
 from mindformers.evaluation.generated_answers import generate_continuations
-from mindformers.evaluation.prompts import context_budget, fit_prompt
+from mindformers.evaluation.prompts import context_budget, keep_last, model_seq_length
 
 
 def progress_bar(total, desc, unit):
@@ -34,49 +37,62 @@ class BenchmarkRun:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.budget = context_budget(model, max_new_tokens)
-        self.prompts_with_fewer_shots = 0
         self.prompts_truncated = 0
-        self._choice_tokens = {}
 
-    def fit(self, prompts):
-        """Token ids of each prompt within the budget (shots dropped first, then the start cut), counted."""
-        ids = []
+    def loglikelihoods(self, questions):
+        """The log-likelihood of each choice of each ChoiceQuestion (a list per question)."""
+        rows, truncated = scoring_rows(self.tokenizer, questions, model_seq_length(self.model))
+        self.prompts_truncated += truncated
+        with progress_bar(len(rows), self.task, "requests") as bar, evaluation_mode(self.model):
+            return score_rows(self.model, rows, len(questions), self.batch_size, bar)
+
+    def generate(self, prompts, stop_strings, decode_alone=True):
+        """The greedy continuation of each FewShotPrompt, cut at the first stop sequence (the tokenizer's eos text
+        is one too, as in lm-eval). decode_alone: the generated tokens are decoded by themselves (lm-eval); else
+        with the prompt, its text then cut off (a leading space a sentencepiece decode would drop survives)."""
+        budget = context_budget(self.model, self.max_new_tokens)
+        prompt_ids = []
         for prompt in prompts:
-            fitted = fit_prompt(self.tokenizer, prompt, self.budget)
-            self.prompts_with_fewer_shots += fitted.shots < len(prompt.shots)
-            self.prompts_truncated += fitted.truncated
-            ids.append(fitted.ids)
-        return ids
-
-    def choose(self, questions):
-        """The ChoiceOutcome of each ChoiceQuestion."""
-        choice_ids = [choice_token_ids(self.tokenizer, answer_cue(q.prompt.query), q.choices, self._choice_tokens)
-                      for q in questions]
-        prompt_ids = self.fit([q.prompt for q in questions])
-        with progress_bar(len(questions), self.task, "questions") as bar, evaluation_mode(self.model):
-            return score_questions(self.model, prompt_ids, choice_ids, self.batch_size, bar)
-
-    def generate(self, prompts, stop_strings):
-        """The greedy continuation of each FewShotPrompt, cut at the first stop string."""
-        prompt_ids = self.fit(prompts)
+            ids, cut = keep_last(self.tokenizer.encode(prompt.text()), budget)
+            self.prompts_truncated += cut
+            prompt_ids.append(ids)
+        stops = tuple(stop_strings) + tuple(eos_text(self.tokenizer, stop_strings))
         with progress_bar(len(prompts), self.task, "prompts") as bar, evaluation_mode(self.model):
             return generate_continuations(self.model, self.tokenizer, prompt_ids, self.batch_size,
-                                          self.max_new_tokens, stop_strings, bar)
+                                          self.max_new_tokens, stops, bar, decode_alone)
 
-    def choice_task(self, questions, group_name, categories=None, category_of=None):
-        """Score ChoiceQuestions; (summary, one record per question)."""
-        outcomes = self.choose(questions)
+    def choice_task(self, questions, group_name, categories=None, category_of=None, normalized=False):
+        """Score ChoiceQuestions; (summary, one record per question). The verdict is lm-eval's acc: the choice with
+        the highest log-likelihood is one of the right ones; each record also has lm-eval's acc_norm verdict (the
+        log-likelihood per character of the choice, without its leading space), which the summary reports when
+        `normalized` (the tasks whose lm-eval YAML lists acc_norm)."""
+        all_scores = self.loglikelihoods(questions)
         records = []
-        for question, outcome in zip(questions, outcomes):
-            right = question.answer if isinstance(question.answer, tuple) else (question.answer,)
-            records.append({"group": question.group, "predicted": question.labels[outcome.predicted],
-                            "answer": "".join(question.labels[i] for i in right),
-                            "correct": right == (outcome.predicted,),
-                            "choice_logits": [round(v, 6) for v in outcome.choice_logits]})
-        return self.summary(accuracy_tables(records, group_name, categories, category_of)), records
+        for question, scores in zip(questions, all_scores):
+            predicted = int(np.argmax(scores))
+            lengths = np.array([float(len(choice[1:] if choice.startswith(" ") else choice))
+                                for choice in question.choices])
+            records.append({"group": question.group, "predicted": question.labels[predicted],
+                            "answer": "".join(question.labels[i] for i in question.right),
+                            "correct": predicted in question.right,
+                            "correct_norm": int(np.argmax(np.array(scores) / lengths)) in question.right,
+                            "loglikelihoods": [round(v, 6) for v in scores]})
+        table = accuracy_tables(records, group_name, categories, category_of)
+        if normalized:
+            norm = accuracy_tables([dict(r, correct=r["correct_norm"]) for r in records], group_name)
+            table["acc_norm"] = {"accuracy": norm["accuracy"], "correct": norm["correct"], "total": norm["total"]}
+        return self.summary(table), records
 
     def summary(self, table):
         """The task's table with how it was run."""
         return dict(table, task=self.task, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                    prompts_with_fewer_shots=self.prompts_with_fewer_shots, prompts_truncated=self.prompts_truncated)
+                    prompts_truncated=self.prompts_truncated)
+
+
+def eos_text(tokenizer, stop_strings):
+    """lm-eval adds the eos token's text to every task's stop sequences."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        return []
+    text = tokenizer.decode([eos], skip_special_tokens=False)
+    return [text] if text and text not in stop_strings else []

@@ -1,5 +1,7 @@
-"""What MMLU and C-Eval share: one CSV of four-way questions per subject in a split folder, shots from the
-subject's dev file, a header naming the subject, and "question / A. .. D. / cue" prompts answered by a letter."""
+"""What MMLU and C-Eval share: one CSV of four-way questions per subject in a split folder, the first five rows of
+the subject's dev file as shots, a description naming the subject, and "question / A. .. D. / cue" prompts whose
+choices are " A" .. " D", laid out as lm-evaluation-harness's mmlu and ceval-valid tasks lay them out (with
+--num_fewshot 5, the published setting)."""
 import dataclasses
 import logging
 import os
@@ -25,9 +27,9 @@ class SubjectExam:
     header: str            # the text before the shots, with {subject} for the subject's name
     subject_names: dict    # subject -> its name in the header (else the file's subject with spaces for '_')
     cue: str               # what ends a question, before the answer letter ("\nAnswer:")
-    answer_prefix: str     # what separates the cue from the letter (" " in English, nothing in Chinese)
     categories: tuple      # the categories scores are also reported for, in order
     category_of: dict      # subject -> category
+    reports_acc_norm: bool  # lm-eval's task lists acc_norm beside acc (ceval-valid does, mmlu does not)
 
     def read_records(self, path):
         """Dicts with question, A, B, C, D and answer."""
@@ -40,10 +42,11 @@ class SubjectExam:
 
     def question_text(self, record):
         options = "".join(f"\n{letter}. {record[letter]}" for letter in LETTERS)
-        return f"{record['question']}{options}{self.cue}"
+        return f"{record['question'].strip()}{options}{self.cue}"
 
     def shot_text(self, record, path, number):
-        return f"{self.question_text(record)}{self.answer_prefix}{answer_letter(record, path, number)}\n\n"
+        """lm-eval's shot: the question, its target delimiter " ", the answer letter, the shot separator."""
+        return f"{self.question_text(record)} {answer_letter(record, path, number)}\n\n"
 
     def folders(self, data_path):
         """(split folder, dev folder): data_path may be the root, its data/ folder, or the split folder itself;
@@ -64,7 +67,7 @@ class SubjectExam:
         else:
             logger.warning("%s: %s not found; %s is asked without shots", self.task, dev_path, subject)
         header = self.header_text(subject)
-        choices = tuple(self.answer_prefix + letter for letter in LETTERS)
+        choices = tuple(f" {letter}" for letter in LETTERS)
         return [ChoiceQuestion(subject, FewShotPrompt(self.question_text(record), header, shots), choices,
                                LETTERS.index(answer_letter(record, path, number)), LETTERS)
                 for number, record in enumerate(self.read_records(path), 1)]
@@ -79,7 +82,7 @@ class SubjectExam:
         return questions
 
     def evaluate(self, run, questions):
-        return run.choice_task(questions, "subjects", self.categories, self.category_of)
+        return run.choice_task(questions, "subjects", self.categories, self.category_of, self.reports_acc_norm)
 
 
 def answer_letter(record, path, number):

@@ -1,18 +1,35 @@
-"""A multi-turn chat over a causal LM with an fschat conversation template, answers streamed as they come."""
+"""A multi-turn chat over a causal LM with an fschat conversation template or the model folder's own Jinja chat
+template (`--template tokenizer`), answers streamed as they come."""
 import sys
 
 from mindformers.generation.streamers import TextStreamer
+from mindformers.models.chat_template import ChatTemplateConversation
 from mindformers.tools.errors import ConfigError
 
 DEFAULT_TEMPLATE = "llama-2"
+TOKENIZER_TEMPLATE = "tokenizer"
 
 
-def new_conversation(template):
+def new_conversation(template, tokenizer=None):
+    if template == TOKENIZER_TEMPLATE:
+        try:
+            return ChatTemplateConversation(tokenizer.get_chat_template(), tokenizer.special_tokens_map)
+        except ConfigError as error:
+            raise ConfigError(f"--template {TOKENIZER_TEMPLATE}: {error}") from None
     from fastchat.conversation import get_conv_template  # pylint: disable=import-outside-toplevel
     try:
         return get_conv_template(template)
     except KeyError:
-        raise ConfigError(f"--template: unknown fschat conversation template {template!r}") from None
+        raise ConfigError(f"--template: unknown fschat conversation template {template!r} ('{TOKENIZER_TEMPLATE}' "
+                          "uses the model folder's own chat_template)") from None
+
+
+def prompt_ids(tokenizer, conversation):
+    """A Jinja template writes bos and every control token itself (transformers tokenizes its text without adding
+    any); fschat text marks them as <s> / </s> literals."""
+    if isinstance(conversation, ChatTemplateConversation):
+        return tokenizer.encode(conversation.get_prompt(), add_special_tokens=False)
+    return encode_with_specials(tokenizer, conversation.get_prompt())
 
 
 def encode_with_specials(tokenizer, text):
@@ -46,16 +63,16 @@ class ChatSession:
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.output = output or sys.stdout
         self.generate_options = generate_options
-        self.conversation = new_conversation(template)
+        self.conversation = new_conversation(template, tokenizer)
 
     def clear(self):
-        self.conversation = new_conversation(self.template)
+        self.conversation = new_conversation(self.template, self.tokenizer)
 
     def prompt_ids(self):
         """The conversation's tokens, dropping the oldest turns while they leave no room to answer."""
         limit = self.model.config.seq_length - 1
         while True:
-            ids = encode_with_specials(self.tokenizer, self.conversation.get_prompt())
+            ids = prompt_ids(self.tokenizer, self.conversation)
             if len(ids) < limit or len(self.conversation.messages) <= 2:
                 return ids
             del self.conversation.messages[:2]

@@ -1,11 +1,14 @@
 """GenerationMixin: `model.generate(input_ids, **options)` for the causal LMs (greedy, sampling, beam search)."""
+import contextlib
+
 import numpy as np
 from mindspore import Tensor
 
 from mindformers.generation.beam_search import BeamSearch
 from mindformers.generation.decoding_state import DecodingState
 from mindformers.generation.generation_config import GenerationConfig
-from mindformers.generation.logits_process import apply_repetition_penalty, log_softmax, next_tokens
+from mindformers.generation.logits_process import apply_repetition_penalty, log_softmax
+from mindformers.generation.row_decoding import DecodingRow, decode_rows, ends_with_stop, token_budget
 from mindformers.generation.transposed_weights import mark_stale, transposed_weights
 from mindformers.tools.errors import ConfigError
 
@@ -59,68 +62,48 @@ class GenerationMixin:
             raise ConfigError("generate: stop_strings: pass tokenizer= as well (it turns tokens into text)")
         if streamer is not None and (len(rows) != 1 or config.num_beams > 1):
             raise ConfigError("generate: streamer: expected one prompt and num_beams 1")
+        with self._inference(config):
+            if config.num_beams > 1:
+                return self._beam_search(rows, budgets, config, tokenizer)
+            return self._decode(rows, budgets, config, tokenizer, streamer)
+
+    def generate_rows(self, rows, tokenizer=None):
+        """Continue DecodingRows (mindformers.generation.row_decoding) in one batch, each under its own options
+        (sampling, eos, stop strings, budget) and with its own token callback: the server's batches. Stop strings
+        need `tokenizer`."""
+        if tokenizer is None and any(row.config.stop_list for row in rows):
+            raise ConfigError("generate: stop_strings: pass tokenizer= as well (it turns tokens into text)")
+        with self._inference(rows[0].config):
+            decode_rows(self, rows, tokenizer)
+
+    @contextlib.contextmanager
+    def _inference(self, config):
+        """Inference mode (and on CPU the transposed weight copies) for the length of one generation."""
         was_training = self.training
         self.set_train(False)
         try:
             with transposed_weights(self, config.transposed_weights):
-                if config.num_beams > 1:
-                    return self._beam_search(rows, budgets, config, tokenizer)
-                return self._decode(rows, budgets, config, tokenizer, streamer)
+                yield
         finally:
             self.set_train(was_training)
 
     def _budgets(self, rows, config):
-        """New tokens each row may take: max_new_tokens, else up to max_decode_length, and never past seq_length."""
-        seq_length = self.config.seq_length
-        budgets = []
-        for row in rows:
-            if len(row) >= seq_length:
-                raise ConfigError(f"generate: a prompt of {len(row)} tokens is too long for seq_length {seq_length} "
-                                  f"(model.model_config.seq_length); shorten it or raise seq_length")
-            wanted = config.max_new_tokens or config.max_decode_length - len(row)
-            if wanted < 1:
-                raise ConfigError(f"generate: max_decode_length {config.max_decode_length} leaves no room after a "
-                                  f"prompt of {len(row)} tokens; raise it or set max_new_tokens")
-            budgets.append(min(wanted, seq_length - len(row)))
-        return np.array(budgets)
-
-    @staticmethod
-    def _ends_with_stop(tokens, config, tokenizer):
-        if not config.stop_list:
-            return False
-        longest = max(len(s) for s in config.stop_list)
-        text = tokenizer.decode(tokens[-(longest + 8):], skip_special_tokens=True)
-        return any(s in text for s in config.stop_list)
+        return np.array([token_budget(len(row), config, self.config.seq_length) for row in rows])
 
     def _decode(self, rows, budgets, config, tokenizer, streamer):
-        """Greedy or sampling, all rows in step; a row that ends (eos, stop string, budget) stops growing."""
-        state = DecodingState(self, rows, int(budgets.max()), config)
+        """Greedy or sampling, all rows in step under one config and one random generator."""
         rng = np.random.default_rng(config.seed)
-        eos = set(config.eos_ids)
-        generated = [[] for _ in rows]
-        done = np.zeros(len(rows), bool)
+        on_token = None
         if streamer is not None:
             streamer.put(np.array(rows[0]))
-        logits = state.first_logits()
-        column = state.prompt_columns
-        while True:
-            seen = [row + gen for row, gen in zip(rows, generated)] if config.repetition_penalty != 1.0 else None
-            tokens = next_tokens(logits, seen, config, rng)
-            for r, token in enumerate(tokens):
-                if done[r]:
-                    continue
-                generated[r].append(int(token))
-                done[r] = (int(token) in eos or len(generated[r]) >= budgets[r]
-                           or self._ends_with_stop(generated[r], config, tokenizer))
-            if streamer is not None:
-                streamer.put(np.array([int(tokens[0])]))
-            if done.all():
-                break
-            logits = state.next_logits(np.where(done, config.pad_token_id, tokens), column)
-            column += 1
+
+            def on_token(token):
+                streamer.put(np.array([token]))
+        decoding = [DecodingRow(row, budget, config, rng, on_token) for row, budget in zip(rows, budgets)]
+        decode_rows(self, decoding, tokenizer)
         if streamer is not None:
             streamer.end()
-        return [row + gen for row, gen in zip(rows, generated)]
+        return [row.prompt + row.generated for row in decoding]
 
     def _beam_search(self, rows, budgets, config, tokenizer):
         beams = config.num_beams
@@ -129,8 +112,7 @@ class GenerationMixin:
         eos = set(config.eos_ids)
 
         def ends(item, tokens):
-            return (tokens[-1] in eos or len(tokens) >= budgets[item]
-                    or self._ends_with_stop(tokens, config, tokenizer))
+            return tokens[-1] in eos or len(tokens) >= budgets[item] or ends_with_stop(tokens, config, tokenizer)
 
         logits = state.first_logits()
         column = state.prompt_columns

@@ -12,9 +12,10 @@ import mindspore as ms
 from mindformers.checkpoint.atomic import atomic_files
 from mindformers.checkpoint.checkpoint_io import load_weights, read_checkpoint
 from mindformers.checkpoint.ckpt_stream import CkptWriter
-from mindformers.checkpoint.hf_convert import (DEFAULT_SHARD_BYTES, build_our_config, check_against_plan,
-                                               config_from_hf_folder, is_hf_folder, load_our_yaml, our_config_path,
-                                               ours_to_hf, read_hf_tensors, write_our_yaml)
+from mindformers.checkpoint.gguf_file import is_gguf
+from mindformers.checkpoint.hf_convert import (DEFAULT_SHARD_BYTES, build_our_config, is_hf_folder, load_our_yaml,
+                                               our_config_path, ours_to_hf, read_hf_source, write_our_yaml)
+from mindformers.checkpoint.hf_weights import load_hf_weights
 from mindformers.checkpoint.hf_mapping import family_for_model_type
 from mindformers.checkpoint.tensor_dtypes import cast
 from mindformers.checkpoint.tensor_store import TensorInfo
@@ -57,11 +58,12 @@ class PreTrainedMixin:
 
     @classmethod
     def from_pretrained(cls, path, **config_overrides):
-        """A model in eval mode from a HF folder, a folder of ours (checkpoint + same-named YAML), or the path
-        of one of our checkpoints. Keyword arguments override config keys (e.g. compute_dtype="float32")."""
+        """A model in eval mode from a HF folder, a llama.cpp .gguf file, a folder of ours (checkpoint + same-named
+        YAML), or the path of one of our checkpoints. Keyword arguments override config keys (e.g.
+        compute_dtype="float32")."""
         path = os.path.expanduser(str(path))
-        if os.path.isdir(path) and is_hf_folder(path):
-            model = cls._from_hf_folder(path, config_overrides)
+        if os.path.isdir(path) and is_hf_folder(path) or is_gguf(path):
+            model = cls._from_hf_source(path, config_overrides)
         elif os.path.isdir(path) or os.path.isfile(path):
             model = cls._from_our_checkpoint(path, config_overrides)
         else:
@@ -70,21 +72,10 @@ class PreTrainedMixin:
         return model
 
     @classmethod
-    def _from_hf_folder(cls, folder, overrides):
-        family = cls.hf_family()
-        config, _ = config_from_hf_folder(family, folder, overrides=overrides)
+    def _from_hf_source(cls, path, overrides):
+        config, _, _ = read_hf_source(cls.hf_family(), path, overrides=overrides, key="from_pretrained")
         model = cls(config)
-        tensors = read_hf_tensors(folder)
-        plan = family.plan(config)
-        check_against_plan(plan, tensors, folder, "hf_to_ours")
-        params = {p.name: p for p in model.get_parameters()}
-        for planned in plan:
-            param = params.get(planned.ours)
-            if param is None:
-                raise ConfigError(f"from_pretrained: the model has no parameter '{planned.ours}' for {folder}")
-            parts = [tensors[part.hf_name] for part in planned.parts]
-            values = np.concatenate([cast(info.read().reshape(-1), info.dtype, "F32") for info in parts])
-            param.set_data(ms.Tensor(values.reshape(planned.our_shape), dtype=param.dtype))
+        load_hf_weights(model, config, path, key="from_pretrained")
         return model
 
     @classmethod

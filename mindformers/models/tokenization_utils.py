@@ -48,7 +48,8 @@ class MindFormerTokenizer:
 
     def __init__(self, bos_token=None, eos_token=None, unk_token=None, pad_token=None,
                  additional_special_tokens=None, add_bos_token=True, add_eos_token=False,
-                 padding_side="right", truncation_side="right", model_max_length=None, **kwargs):
+                 padding_side="right", truncation_side="right", model_max_length=None, chat_template=None,
+                 **kwargs):
         # Config files carry keys meant for other tokenizer implementations; they must not break the build.
         self.init_kwargs = dict(kwargs)
         self.bos_token, self.eos_token, self.unk_token, self.pad_token = bos_token, eos_token, unk_token, pad_token
@@ -58,6 +59,8 @@ class MindFormerTokenizer:
         self.padding_side = padding_side
         self.truncation_side = truncation_side
         self.model_max_length = model_max_length
+        # A Jinja template (or {name: template}) from the model folder's tokenizer_config.json / chat_template.jinja.
+        self.chat_template = chat_template
 
     # ---- sides (validated so a typo fails where it is made) -------------------------------------------------
     @property
@@ -283,12 +286,60 @@ class MindFormerTokenizer:
 
     # ---- decoding ---------------------------------------------------------------------------------------------
     def decode(self, ids, skip_special_tokens=False, **kwargs):
+        # clean_up_tokenization_spaces (in kwargs or a folder's tokenizer_config.json) is not applied: it is meant
+        # for WordPiece and would remove real spaces before punctuation, so transformers 5 ignores it for BPE too.
         return self._decode(_to_id_list(ids), skip_special_tokens)
 
     def batch_decode(self, sequences, skip_special_tokens=False, **kwargs):
         if hasattr(sequences, "asnumpy"):
             sequences = sequences.asnumpy()
         return [self.decode(seq, skip_special_tokens=skip_special_tokens) for seq in sequences]
+
+    # ---- chat templates ---------------------------------------------------------------------------------------
+    def get_chat_template(self, chat_template=None):
+        """The Jinja source to render: `chat_template` (a template, or the name of one of the folder's templates),
+        else the tokenizer's own."""
+        own = self.chat_template
+        if isinstance(own, dict):
+            if chat_template in own:
+                return own[chat_template]
+            if chat_template is None:
+                if "default" not in own:
+                    raise ConfigError(f"chat_template: the tokenizer has templates {sorted(own)} and none is named "
+                                      "'default'; pass chat_template=<name>")
+                return own["default"]
+        if chat_template is not None:
+            return chat_template
+        if not own:
+            raise ConfigError("chat_template: the tokenizer has none (no chat_template in its tokenizer_config.json "
+                              "or chat_template.jinja); pass chat_template=... or use an fschat template")
+        return own
+
+    def apply_chat_template(self, conversation, chat_template=None, add_generation_prompt=False,
+                            continue_final_message=False, tokenize=True, return_dict=False, tools=None,
+                            documents=None, **kwargs):
+        """The chat rendered with the model's Jinja template (text), or its ids as transformers gives them (the
+        template writes bos and the other control tokens itself, so none are added here); return_dict gives
+        {'input_ids', 'attention_mask'}. Extra keyword arguments are template variables."""
+        from mindformers.models.chat_template import render_chat  # jinja2 is imported only by chat users
+        variables = {**self.special_tokens_map, **kwargs}
+        text = render_chat(self.get_chat_template(chat_template), conversation,
+                           add_generation_prompt=add_generation_prompt, continue_final_message=continue_final_message,
+                           tools=tools, documents=documents, **variables)
+        if not tokenize:
+            return text
+        ids = self.encode(text, add_special_tokens=False)
+        return BatchEncoding(input_ids=ids, attention_mask=[1] * len(ids)) if return_dict else ids
+
+    def encode_continuation(self, text):
+        """Ids of `text` as they come out when it follows other text (no start-of-text treatment such as
+        sentencepiece's dummy prefix): encoded behind a special token whose id is then dropped."""
+        for token in self.all_special_tokens:
+            lead = self.convert_tokens_to_ids(token)
+            ids = self.encode(token + text, add_special_tokens=False)
+            if ids and ids[0] == lead:
+                return ids[1:]
+        return self.encode(text, add_special_tokens=False)
 
     # ---- hooks a tokenizer implements -----------------------------------------------------------------------
     @property

@@ -9,17 +9,29 @@ from mindformers.models.modules.linear import Linear
 from mindformers.tools.errors import ConfigError
 
 
+_PARALLEL_MODES = {0: ms.ParallelMode.DATA_PARALLEL, 1: ms.ParallelMode.SEMI_AUTO_PARALLEL,
+                   2: ms.ParallelMode.AUTO_PARALLEL, 3: ms.ParallelMode.HYBRID_PARALLEL}
+# `parallel` keys handed to MindSpore's auto-parallel context as they are.
+_PASSED_THROUGH = ("enable_alltoall", "dataset_strategy", "pipeline_config", "loss_repeated_mean")
+
+
 def set_semi_auto_parallel(config, settings, world_size):
     parallel = config.get("parallel") or {}
     strategy = parallel.get("strategy_ckpt_config") or {}
+    mode = parallel.get("parallel_mode", 1)
+    options = {key: parallel[key] for key in _PASSED_THROUGH if parallel.get(key) is not None}
+    if parallel.get("parallel_optimizer_config"):
+        options["parallel_optimizer_config"] = dict(parallel["parallel_optimizer_config"])
     ms.set_auto_parallel_context(
-        parallel_mode=ms.ParallelMode.SEMI_AUTO_PARALLEL, device_num=world_size,
+        parallel_mode=_PARALLEL_MODES.get(mode, mode), device_num=world_size,
         pipeline_stages=settings.pipeline_stage, full_batch=settings.full_batch,
         gradients_mean=bool(parallel.get("gradients_mean", False)),
         enable_parallel_optimizer=settings.optimizer_shard,
         search_mode=parallel.get("search_mode", "sharding_propagation"),
         strategy_ckpt_config={"save_file": strategy.get("save_file") or parallel.get("strategy_ckpt_save_file")
-                              or "./ckpt_strategy.ckpt", "only_trainable_params": False})
+                              or "./ckpt_strategy.ckpt",
+                              "only_trainable_params": bool(strategy.get("only_trainable_params", False))},
+        **options)
 
 
 def linear_strategy(split_dim, dp, mp):

@@ -23,6 +23,13 @@ def load_finetune_weights(network, path, params=None, key="load_checkpoint"):
         if not is_pet_parameter(param.name) and param.name not in params:
             raise ConfigError(f"{key}: {path} has no tensor '{param.name}' (expected shape {tuple(param.shape)})")
     missing = load_weights(network, params, path, require_all=False, key=key)
+    return load_adapters(network, missing)
+
+
+def load_adapters(network, missing=()):
+    """pet_config.adapter_checkpoint, when set, over the base weights; returns the names still at their init."""
+    from mindformers.pet import is_pet_parameter  # pylint: disable=import-outside-toplevel
+    missing = list(missing)
     adapter = network.pet_config.adapter_checkpoint
     if adapter:
         where = "model.model_config.pet_config.adapter_checkpoint"

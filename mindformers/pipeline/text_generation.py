@@ -12,8 +12,8 @@ class TextGenerationPipeline:
         if tokenizer is None:
             raise ConfigError("pipeline text_generation: tokenizer: expected a tokenizer")
         if isinstance(model, str):
-            from mindformers.models.llama import LlamaForCausalLM  # pylint: disable=import-outside-toplevel
-            model = LlamaForCausalLM.from_pretrained(model)
+            from mindformers.models.auto import AutoModelForCausalLM  # pylint: disable=import-outside-toplevel
+            model = AutoModelForCausalLM.from_pretrained(model)
         if not hasattr(model, "generate"):
             raise ConfigError(f"pipeline text_generation: model: expected a causal LM or a path, got "
                               f"{type(model).__name__}")

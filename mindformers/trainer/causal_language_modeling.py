@@ -7,7 +7,7 @@ import mindspore as ms
 from mindspore import Tensor
 
 from mindformers.checkpoint.checkpoint_io import scalar
-from mindformers.core.callback import ProfileMonitor, TrainState
+from mindformers.core.callback import ProfileMonitor, TensorBoardMonitor, TrainState
 from mindformers.models.decoder.config import run_model_arguments
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
@@ -20,6 +20,7 @@ from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 from mindformers.tools.register.validate import check_train_sections
 from mindformers.trainer.checkpoint_loading import load_checkpoint_for
+from mindformers.trainer.run_record import record_eval_results, run_info, write_run_info
 
 logger = logging.getLogger("mindformers")
 
@@ -72,6 +73,18 @@ def build_tokenizer(config):
     return build_from_config(tokenizer, MindFormerModuleType.TOKENIZER, where="processor.tokenizer")
 
 
+def build_callback_list(config, list_key):
+    """The callbacks of `callbacks` (training) or `eval_callbacks` (run_mode eval); a callback class's
+    CONFIG_DEFAULTS names run-config keys that fill arguments the entry leaves out (ObsMonitor's remote_save_url)."""
+    callbacks = []
+    for index, item in enumerate(config.get(list_key) or []):
+        where = f"{list_key}[{index}]"
+        cls = MindFormerRegister.get_cls(MindFormerModuleType.CALLBACK, (item or {}).get("type"), where=f"{where}.type")
+        defaults = {arg: config.get(key) for arg, key in getattr(cls, "CONFIG_DEFAULTS", {}).items()}
+        callbacks.append(build_from_config(item, MindFormerModuleType.CALLBACK, default_args=defaults, where=where))
+    return callbacks
+
+
 @MindFormerRegister.register(MindFormerModuleType.TRAINER)
 class CausalLanguageModelingTrainer:
     """Pretraining of causal language models (Llama family) from packed MindRecord rows."""
@@ -106,9 +119,12 @@ class CausalLanguageModelingTrainer:
         """The YAML's metric(s) over the eval dataset, or with eval_task a benchmark from mindformers.evaluation."""
         if self.config.get("eval_task"):
             from mindformers.trainer.eval_task import run_eval_task  # pylint: disable=import-outside-toplevel
-            return run_eval_task(self.config)
-        from mindformers.trainer.evaluate import evaluate  # pylint: disable=import-outside-toplevel
-        return evaluate(self.config)
+            results = run_eval_task(self.config)
+        else:
+            from mindformers.trainer.evaluate import evaluate  # pylint: disable=import-outside-toplevel
+            results = evaluate(self.config)
+        record_eval_results(self.config, results)
+        return results
 
     # ---- building -------------------------------------------------------------------------------------------
     def runner_settings(self):
@@ -164,12 +180,15 @@ class CausalLanguageModelingTrainer:
                                  where="runner_wrapper")
 
     def build_callbacks(self):
-        callbacks = [build_from_config(item, MindFormerModuleType.CALLBACK, where=f"callbacks[{index}]")
-                     for index, item in enumerate(self.config.get("callbacks") or [])]
-        if self.config.get("profile"):
-            callbacks.append(ProfileMonitor(start_step=self.config.get("profile_start_step") or 1,
-                                            stop_step=self.config.get("profile_stop_step") or 10,
-                                            profile_memory=bool(self.config.get("profile_memory"))))
+        callbacks = build_callback_list(self.config, "callbacks")
+        if self.config.get("tensorboard") is not None:  # after the YAML's callbacks: it plots MFLossMonitor's record
+            callbacks.append(TensorBoardMonitor(**(self.config.get("tensorboard") or {})))
+        if self.config.get("profile"):  # init_start_profile: from the first step, whatever profile_start_step says
+            start = 1 if self.config.get("init_start_profile") else self.config.get("profile_start_step") or 1
+            callbacks.append(ProfileMonitor(start_step=start, stop_step=self.config.get("profile_stop_step") or 10,
+                                            output_path=self.config.get("profile_output") or None,
+                                            profile_memory=bool(self.config.get("profile_memory")),
+                                            profile_communication=bool(self.config.get("profile_communication"))))
         return callbacks
 
     def setup_parallel(self):
@@ -238,6 +257,9 @@ class CausalLanguageModelingTrainer:
                            seq_length=model_config.seq_length, global_step=initial_step,
                            initial_step=initial_step)
         state.extra["layout"] = layout_record(network, self.parallel, self.rank_id)
+        state.extra["run_info"] = run_info(config, state, network, self.model_name)
+        if self.rank_id == 0:
+            write_run_info(self.output_dir, state.extra["run_info"])
         if initial_step:
             state.epoch = (initial_step - 1) // steps_per_epoch + 1
             state.step_in_epoch = (initial_step - 1) % steps_per_epoch + 1

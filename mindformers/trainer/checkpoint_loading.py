@@ -7,6 +7,7 @@ folder of rank_*/ files with their strategy.json, MindSpore strategy files throu
 one whole file): each rank assembles the pieces it needs, one tensor at a time.
 """
 import logging
+import os
 
 from mindformers.checkpoint.checkpoint_io import load_weights, read_checkpoint, resolve_checkpoint
 from mindformers.checkpoint.checkpoint_source import CheckpointSource
@@ -14,7 +15,8 @@ from mindformers.checkpoint.rank_layout import whole_layout
 from mindformers.checkpoint.reshard import reshard_for
 from mindformers.parallel.layout_file import (check_checkpoint_strategy, layout_record, network_holds_shards,
                                               rank_layout)
-from mindformers.pet.checkpoint import load_finetune_weights
+from mindformers.checkpoint.hf_weights import is_hf_source, load_hf_weights
+from mindformers.pet.checkpoint import is_pet_network, load_adapters, load_finetune_weights
 
 logger = logging.getLogger("mindformers")
 
@@ -33,15 +35,35 @@ def resharded_checkpoint(network, cell, config, settings, rank_id, source, resum
     return checkpoint.location, tensors
 
 
+def named_checkpoint(config):
+    """model_config.checkpoint_name_or_path when it is a local file or folder (MindFormers loads it when no
+    load_checkpoint is given). A model-zoo name such as 'llama2_7b' is what MindFormers downloads; nothing is
+    downloaded here, which is said once."""
+    name = ((config.get("model") or {}).get("model_config") or {}).get("checkpoint_name_or_path")
+    if not name:
+        return None
+    if os.path.exists(os.path.expanduser(str(name))):
+        return os.path.expanduser(str(name))
+    logger.warning("model.model_config.checkpoint_name_or_path %r is not a local file or folder: named checkpoints "
+                   "are not downloaded here (pass --load_checkpoint); weights start from their initialisation", name)
+    return None
+
+
 def load_checkpoint_for(network, config, settings, rank_id=0, resume_cell=None, source=None):
     """Load config.load_checkpoint (or `source`) into `network`. With `resume_cell` (the train cell) this is a
     resume: its parameters (optimizer moments, step, loss scale) are loaded too and config.resume_training may name
     the file. Returns the loaded tensors by name (step_num, epoch_num, loss_scale among them when saved), or None
     when no checkpoint is given."""
-    source = config.get("load_checkpoint") or source
+    source = config.get("load_checkpoint") or source or named_checkpoint(config)
     if not source:
         return None
     resume_name = config.get("resume_training") if resume_cell is not None else None
+    if resume_cell is None and is_hf_source(source):  # a HF folder or .gguf: converted on the fly, one tensor at a time
+        load_hf_weights(network, network.config, source)
+        if is_pet_network(network):
+            load_adapters(network)
+        logger.info("loaded weights from %s (converted from HuggingFace/GGUF layout)", source)
+        return {}
     if config.get("auto_trans_ckpt"):
         where, tensors = resharded_checkpoint(network, resume_cell or network, config, settings, rank_id, source,
                                               resume_name)

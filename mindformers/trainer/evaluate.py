@@ -15,7 +15,8 @@ from mindspore import Tensor
 from mindformers.checkpoint.atomic import atomic_files
 from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerModuleType, build_from_config
-from mindformers.trainer.causal_language_modeling import build_model_config
+from mindformers.core.callback import TrainState
+from mindformers.trainer.causal_language_modeling import build_callback_list, build_model_config
 from mindformers.trainer.eval_generation import AnswerGenerator, check_answer_rows
 from mindformers.trainer.inference_model import build_inference_model
 
@@ -154,6 +155,12 @@ def evaluate(config):
     model_config, network, tokenizer = build_inference_model(config, "run_mode eval", need_tokenizer=bool(generating),
                                                              need_checkpoint=True)
     generator = AnswerGenerator(network, tokenizer, model_config, config, DATASET_DIR_KEY) if generating else None
+    output_dir = os.path.abspath(config.get("output_dir") or "./output")
+    callbacks = build_callback_list(config, "eval_callbacks")  # e.g. ObsMonitor: upload the results when done
+    state = TrainState(train_cell=network, model_config=model_config, output_dir=output_dir, steps_per_epoch=0,
+                       total_steps=0)
+    for callback in callbacks:
+        callback.on_train_begin(state)
     logger.info("evaluating %s on %d rows of %s in batches of %d", ", ".join(metrics), dataset.num_rows,
                 getattr(dataset.loader, "dataset_dir", SECTION), batch_size)
     first_row = 0
@@ -172,5 +179,7 @@ def evaluate(config):
     results = {name: metric.eval() for name, metric in metrics.items()}
     for name, result in results.items():
         logger.info("%s = %s", name, {name: result})
-    write_results(os.path.abspath(config.get("output_dir") or "./output"), results)
+    write_results(output_dir, results)
+    for callback in callbacks:
+        callback.on_train_end(state)
     return results

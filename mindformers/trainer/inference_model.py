@@ -3,11 +3,12 @@ YAML says and switched to inference."""
 import logging
 
 from mindformers.checkpoint import resolve_checkpoint
+from mindformers.checkpoint.hf_weights import is_hf_source
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings
 from mindformers.tools.errors import ConfigError
 from mindformers.trainer.causal_language_modeling import build_network, build_tokenizer, tokenizer_file_key
-from mindformers.trainer.checkpoint_loading import load_checkpoint_for
+from mindformers.trainer.checkpoint_loading import load_checkpoint_for, named_checkpoint
 
 logger = logging.getLogger("mindformers")
 
@@ -15,13 +16,15 @@ logger = logging.getLogger("mindformers")
 def checkpoint_to_load(config, purpose, required, rank_id=0):
     """The checkpoint file --load_checkpoint names (a file, a folder, or an output folder with rank_<r>/), found
     before anything is built; None when none is given and `purpose` can run without one."""
-    source = config.get("load_checkpoint")
+    source = config.get("load_checkpoint") or named_checkpoint(config)
     if not source:
         if required:
             raise ConfigError(f"load_checkpoint: {purpose} scores trained weights; pass --load_checkpoint (a "
                               "checkpoint file or folder)")
         logger.warning("no load_checkpoint given: running %s with randomly initialised weights", purpose)
         return None
+    if is_hf_source(source):  # a HF folder or .gguf, converted while loading
+        return source
     return resolve_checkpoint(source, rank_id)
 
 

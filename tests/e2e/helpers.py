@@ -44,6 +44,17 @@ def assert_one_line_error(result, *fragments):
     return lines[0]
 
 
+def main_one_line_error(capsys, main, argv):
+    """A CLI's main(argv) called in this process on a user error: exit 2 and one `error:` line on stderr."""
+    import pytest  # pylint: disable=import-outside-toplevel
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
 # The model the end-to-end tests train: small enough for seconds per run, large enough for the loss to fall.
 TINY_SIZES = dict(vocab_size=600, seq_length=32, num_layers=2, hidden_size=64, intermediate_size=128)
 

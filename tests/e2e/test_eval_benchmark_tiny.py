@@ -57,8 +57,8 @@ def test_mmlu_through_run_mindformer(saved_model, benchmark_folders, benchmark_t
                               benchmark_folders["mmlu"], str(tmp_path / "here"), batch_size=3)
     here_records = read_json_lines(tmp_path / "here" / "eval_mmlu_predictions.jsonl")
     assert [r["predicted"] for r in cli_records] == [r["predicted"] for r in here_records]
-    np.testing.assert_allclose([r["choice_logits"] for r in cli_records], [r["choice_logits"] for r in here_records],
-                               atol=1e-4)
+    np.testing.assert_allclose([r["loglikelihoods"] for r in cli_records],
+                               [r["loglikelihoods"] for r in here_records], atol=1e-4)
     assert {k: results[k] for k in ("accuracy", "subjects", "categories")} == {
         k: here[k] for k in ("accuracy", "subjects", "categories")}
 

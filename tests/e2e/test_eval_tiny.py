@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from mindformers.checkpoint import list_checkpoints
-from tests.e2e.helpers import REPO, TINY_SIZES, assert_one_line_error, run_cli, run_main, write_user_config
+from tests.e2e.helpers import (REPO, TINY_SIZES, assert_one_line_error, read_metrics, run_cli, run_main,
+                               write_user_config)
 from tests.fixtures.instruction_data import QA_SEQ_LENGTH
 
 SQUAD_SEQ_LENGTH = 192
@@ -100,7 +101,9 @@ def trained(tmp_path_factory, sp_model_file, wiki_mindrecord):
     config = write_user_config(
         folder / "my_pretrain.yaml", "llama2/pretrain_llama2_tiny.yaml", sp_model_file, seed=3,
         runner_config={"epochs": 1, "batch_size": 4}, lr_schedule={"learning_rate": 5.e-3, "warmup_steps": 2},
-        callbacks=[{"type": "CheckpointMonitor", "prefix": "tiny", "save_checkpoint_steps": 1000}])
+        tensorboard={"log_timers_to_tensorboard": False},
+        callbacks=[{"type": "MFLossMonitor", "per_print_times": 100},
+                   {"type": "CheckpointMonitor", "prefix": "tiny", "save_checkpoint_steps": 1000}])
     return config, train(config, wiki_mindrecord, folder / "out")
 
 
@@ -122,10 +125,12 @@ def held_out_rows(tmp_path_factory, sp_model_file, sample_text_files):
 
 def test_perplexity_of_a_trained_model_equals_numpy_over_its_logits(trained, held_out_rows, tmp_path):
     config, checkpoint = trained
+    training_output = os.path.dirname(os.path.dirname(os.path.dirname(checkpoint)))
+    outputs = {33: training_output, 32: tmp_path / "rows32"}  # one result beside the training run's records
     for length, rows in held_out_rows.items():
         ids = read_rows(rows)["input_ids"]
         assert ids.shape[1] == length
-        results, result = run_eval(config, rows, checkpoint, tmp_path / f"rows{length}", "--batch_size",
+        results, result = run_eval(config, rows, checkpoint, outputs[length], "--batch_size",
                                    str(uneven_batch_size(len(ids))))
         assert list(results) == ["PerplexityMetric"] and PPL_LINE in result.stdout
         assert "eval: 100%" in result.stderr  # the progress bar ran to the end
@@ -134,7 +139,26 @@ def test_perplexity_of_a_trained_model_equals_numpy_over_its_logits(trained, hel
         assert ppl["loss"] == pytest.approx(expected, rel=1e-4)
         assert ppl["PPL"] == pytest.approx(math.exp(expected), rel=1e-4)
         assert ppl["PPL"] < 0.6 * TINY_SIZES["vocab_size"]  # trained: far better than a uniform guess
-    assert not [name for name in os.listdir(tmp_path / "rows33") if name.startswith(".tmp-")]
+    assert not [name for name in os.listdir(training_output) if name.startswith(".tmp-")]
+    check_eval_is_recorded(training_output)
+
+
+def check_eval_is_recorded(output):
+    """With a tensorboard section the result is also an eval/... scalar at the checkpoint's training step, and the
+    run's report shows it."""
+    from mindformers.tools.report import main as report  # pylint: disable=import-outside-toplevel
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    with open(os.path.join(output, "eval_results.json"), encoding="utf-8") as stream:
+        ppl = json.load(stream)["PerplexityMetric"]
+    last_step = read_metrics(output)[-1]["step"]
+    events = event_accumulator.EventAccumulator(os.path.join(output, "tensorboard", "rank_0"))
+    events.Reload()
+    [loss] = events.Scalars("eval/PerplexityMetric/loss")
+    assert loss.step == last_step and loss.value == pytest.approx(ppl["loss"], rel=1e-6)
+    assert "throughput" not in events.Tags()["scalars"] and "loss" in events.Tags()["scalars"]  # no timers
+    assert report([output]) == 0
+    page = open(os.path.join(output, "report", "index.html"), encoding="utf-8").read()
+    assert "Evaluation" in page and "PerplexityMetric.PPL" in page and f"{ppl['PPL']:.6g}" in page
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,10 @@ def fails(error_type, model, tokenizer, task, data_path, output_dir, **options):
     return message
 
 
-def test_defaults_follow_modellink():
+def test_generation_lengths_follow_lm_eval():
+    """lm-eval's max_gen_toks (choice tasks generate nothing)."""
     assert {task: default_max_new_tokens(task) for task in BENCHMARK_TASKS} == {
-        "mmlu": 1, "ceval": 1, "boolq": 1, "agieval": 5, "bbh": 32, "gsm8k": 200, "human_eval": 200}
+        "mmlu": 1, "ceval": 1, "boolq": 1, "agieval": 1, "bbh": 1024, "gsm8k": 256, "human_eval": 1024}
 
 
 def test_unknown_task_and_bad_settings(model, tokenizer, benchmark_folders, tmp_path):
@@ -98,6 +99,13 @@ BAD_ROWS = {
     "bbh: a file without examples": (
         "bbh", lambda root: write_text(root, "navigate.json", json.dumps({"rows": []})),
         "navigate.json: missing examples"),
+    "bbh: a task without its cot-prompts file": (
+        "bbh", lambda root: write_text(root, "navigate.json", json.dumps({"examples": []})),
+        "no cot-prompts/navigate.txt beside the task files"),
+    "bbh: a cot-prompts file with too few examples": (
+        "bbh", lambda root: (write_text(root, "navigate.json", json.dumps({"examples": []})), write_text(
+            root / "cot-prompts", "navigate.txt", "canary\n-----\nNavigate.\n\nQ: one\nA: x"))[0],
+        "navigate.txt: expected a description and 3 worked examples separated by blank lines, got 1"),
     "agieval: a label that is no option": (
         "agieval", lambda root: write_jsonl(str(root / "sat-math.jsonl"), [
             {"passage": None, "question": "q", "options": ["(A)1", "(B)2"], "label": "C"}]) or root,
@@ -115,11 +123,3 @@ def test_a_bad_row_names_the_file_and_row(case, model, tokenizer, tmp_path):
     data_path = write(tmp_path / "data")
     message = fails(DataError, model, tokenizer, task, data_path, tmp_path / "out")
     assert fragment in message, message
-
-
-def test_a_tokenizer_that_cannot_tell_the_choices_apart(sp_model_file, benchmark_folders, tmp_path):
-    """The 600-piece tokenizer writes " B" and " D" as "▁" + letter: their first tokens are the same."""
-    from mindformers.models.llama.llama_tokenizer import LlamaTokenizer  # pylint: disable=import-outside-toplevel
-    small = LlamaTokenizer(vocab_file=sp_model_file)
-    message = fails(DataError, AnswerKeyModel(small, {}), small, "mmlu", benchmark_folders["mmlu"], tmp_path / "out")
-    assert f"{sp_model_file}: choices [' A', ' B', ' C', ' D'] after 'Answer:' start with the same token" in message

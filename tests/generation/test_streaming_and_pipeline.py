@@ -7,7 +7,7 @@ import pytest
 import mindspore as ms
 
 from mindformers import ConfigError, LlamaConfig, LlamaForCausalLM, TextIteratorStreamer, TextStreamer, pipeline
-from mindformers.generation.chat import ChatSession, encode_with_specials
+from mindformers.generation.chat import ChatSession, encode_with_specials, prompt_ids
 from mindformers.models.llama import LlamaTokenizer
 
 
@@ -75,3 +75,21 @@ def test_chat_session_uses_the_llama2_template(model_and_tokenizer):
     assert session.conversation.messages[1][1] == first
     session.clear()
     assert session.conversation.messages == []
+
+
+def test_chat_session_with_the_folders_jinja_template(model_and_tokenizer, sp_model_file):
+    """--template tokenizer: the prompt is the model folder's chat_template, as transformers' apply_chat_template
+    renders and tokenizes it."""
+    from tests.fixtures.family_tokenizers import LLAMA2_TEMPLATE  # pylint: disable=import-outside-toplevel
+    model, plain = model_and_tokenizer
+    tokenizer = LlamaTokenizer(vocab_file=sp_model_file, chat_template=LLAMA2_TEMPLATE)
+    session = ChatSession(model, tokenizer, template="tokenizer", output=io.StringIO(), max_new_tokens=2)
+    first = session.answer("Hi")
+    session.conversation.append_message("user", "More")
+    session.conversation.append_message("assistant", None)
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": first},
+                {"role": "user", "content": "More"}]
+    assert prompt_ids(tokenizer, session.conversation) == tokenizer.apply_chat_template(messages,
+                                                                                       add_generation_prompt=True)
+    with pytest.raises(ConfigError, match="--template tokenizer: chat_template: the tokenizer has none"):
+        ChatSession(model, plain, template="tokenizer")

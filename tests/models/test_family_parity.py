@@ -36,6 +36,8 @@ CASES = {
     "mixtral": ("mixtral", "MixtralForCausalLM", dict(kv_heads=2, theta=1e6, sliding_window=None)),
 }
 assert set(CASES) == set(FAMILY_MODELS)
+AUTO_FROM_HF = {"qwen2": "Qwen2ForCausalLM", "gemma": "GemmaForCausalLM", "internlm": "InternLMForCausalLM",
+                "aquila": "Aquila2ForCausalLM", "llama": "LlamaForCausalLM"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -60,6 +62,10 @@ def test_family_matches_transformers_through_the_converter(case, tmp_path):
     ours = getattr(models, class_name).from_pretrained(tmp_path / "ours")
     for key, value in expected.items():
         assert getattr(ours.config, key) == value, key
+    # AutoModelForCausalLM finds the family from the YAML beside our checkpoint, or from config.json's model_type
+    assert type(models.AutoModelForCausalLM.from_pretrained(tmp_path / "ours")).__name__ == class_name
+    hf_type = json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"]
+    assert type(models.AutoModelForCausalLM.from_pretrained(hf_folder)).__name__ == AUTO_FROM_HF[hf_type]
 
     assert_logits_match(ours, hf_model)
 

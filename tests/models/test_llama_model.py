@@ -35,13 +35,20 @@ def build(config, seed=0, train=False, **kwargs):
 
 # ---------------------------------------------------------------- training loss
 
+def real_inputs(ids, pad_id):
+    """True before the run of pad_id that ends each row (the row's padding)."""
+    real = ids != pad_id
+    last = np.where(real.any(1), ids.shape[1] - 1 - np.argmax(real[:, ::-1], axis=1), -1)
+    return np.arange(ids.shape[1])[None, :] <= last[:, None]
+
+
 def reference_loss(model, ids, labels, ignore_id, pad_id):
-    """Mean NLL of targets labels[:, 1:] from logits of ids[:, :-1], skipping ignored labels and pad inputs."""
+    """Mean NLL of targets labels[:, 1:] from logits of ids[:, :-1], skipping ignored labels and padding inputs."""
     model.set_train(False)
     logits = model(Tensor(ids[:, :-1])).asnumpy().astype(np.float64)
     model.set_train(True)
     targets = labels[:, 1:]
-    keep = (targets != ignore_id) & (ids[:, :-1] != pad_id)
+    keep = (targets != ignore_id) & real_inputs(ids, pad_id)[:, :-1]
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     picked = np.take_along_axis(log_probs, np.where(keep, targets, 0)[..., None], -1)[..., 0]
     return -(picked * keep).sum() / keep.sum()
@@ -63,6 +70,26 @@ def test_loss_ignores_ignore_token_id_and_pad():
     assert float(model(Tensor(ids), Tensor(other)).asnumpy()) == pytest.approx(loss, rel=1e-6)
     # Without labels the targets are the shifted inputs, here with the pad positions skipped.
     assert float(model(Tensor(ids)).asnumpy()) == pytest.approx(reference_loss(model, ids, ids, -100, 0), rel=1e-5)
+
+
+def test_pad_equal_to_eos_keeps_every_target_of_packed_rows():
+    """HF configs often set pad_token_id == eos_token_id. A packed pretraining row holds an eos after every document:
+    those are real tokens, and the targets after them count; only the run of pad ids that ends a row is padding."""
+    eos = 2
+    config = our_config(num_layers=1, pad_token_id=eos)
+    model = build(config, train=True)
+    ids = np.random.default_rng(5).integers(3, VOCAB, (3, SEQ + 1)).astype(np.int32)
+    ids[0, [3, 7, SEQ]] = eos          # three documents end inside / at the end of a packed row
+    ids[1, [4, 8, 9]] = eos            # ... twice in a row (an empty document)
+    ids[2, 6:] = eos                   # a padded row: its document's eos, then padding
+    _, targets, mask = model.loss_targets(Tensor(ids))
+    mask = mask.asnumpy()
+    assert mask[0].all() and mask[1].all()         # every target of the packed rows counts
+    assert mask[2].tolist() == [True] * 6 + [False] * (SEQ - 6)  # up to the eos ending the document, learned
+    loss = float(model(Tensor(ids)).asnumpy())
+    assert loss == pytest.approx(reference_loss(model, ids, ids, -100, eos), rel=1e-5)
+    # with labels the same rows count the same targets
+    assert float(model(Tensor(ids), Tensor(ids)).asnumpy()) == pytest.approx(loss, rel=1e-6)
 
 
 # ---------------------------------------------------------------- layouts, recompute
@@ -97,8 +124,11 @@ def test_recompute_config_is_accepted_and_does_not_change_the_loss():
 # ---------------------------------------------------------------- graph mode
 
 def test_graph_mode_loss_equals_pynative():
-    config = our_config(num_layers=1, n_kv_heads=2, sliding_window=None)
-    ids = Tensor(np.random.default_rng(4).integers(1, VOCAB, (2, SEQ + 1)).astype(np.int32))
+    config = our_config(num_layers=1, n_kv_heads=2, sliding_window=None, pad_token_id=2)
+    ids = np.random.default_rng(4).integers(3, VOCAB, (2, SEQ + 1)).astype(np.int32)
+    ids[0, 4] = ids[1, 2] = 2  # an eos equal to the pad id inside a row: real
+    ids[1, -3:] = 2            # trailing padding
+    ids = Tensor(ids)
     pynative_loss = float(build(config, train=True)(ids).asnumpy())
     ms.set_context(mode=ms.GRAPH_MODE)
     graph_loss = float(build(config, train=True)(ids).asnumpy())

@@ -11,23 +11,7 @@ from mindformers.models.llama import LlamaProcessor, LlamaTokenizer, LlamaTokeni
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.tools.errors import ConfigError, DataError
 from mindformers.tools.register import MindFormerModuleType, build_from_config
-from tests.fixtures.tokenizers import REPO
-
-CRAFTED = [
-    "", " ", "  ", "\n", "Hello world", "  two leading spaces", "trailing spaces   ", "tabs\tand\t\tmore",
-    "lines\n\nwith\r\nbreaks", "runs     of      spaces", "12345 digits 3.14159 and 1,000,000",
-    "unicode: café ß ° “quotes” — dash … ellipsis", "emoji 😀 and CJK 漢字 and Ω", "\u2581starts with the meta symbol",
-    "a</s>b", "a </s> b", "<s>starts with bos", "ends with eos</s>", "<unk> in text", "</s></s>  y<s>", "<s",
-    "a<|end_of_text|>b", "<|begin_of_text|>x", "<|reserved_special_token_0|> pad", "it's we'LL they'd",
-    "def f(x):\n    return x ** 2  # square", "\ufeffbyte order mark", "mixed\u3000ideographic space",
-]
-
-
-def sample_lines(sample_text_files, count=1500):
-    with open(sample_text_files[0], encoding="utf-8") as stream:
-        lines = stream.read().split("\n")
-    assert len(lines) >= count
-    return lines[:count]
+from tests.fixtures.tokenizers import CRAFTED, REPO, sample_lines
 
 
 # ---- fixtures: our tokenizers and transformers' on the same files ----------------------------------------------

@@ -57,3 +57,63 @@ def test_use_parallel_without_msrun_is_one_line_error(tmp_path):
     result = run_cli(["run_mindformer.py", "--config", "configs/llama2/pretrain_llama2_tiny.yaml", "--use_parallel",
                       "True", "--output_dir", str(tmp_path)])
     assert_one_line_error(result, "use_parallel", "msrun_launcher.sh")
+
+
+def stage_rows(out):
+    """[{params, grads, optimizer, activations, kv_cache, total}] in GiB, per pipeline stage."""
+    keys = ("params", "grads", "optimizer", "activations", "kv_cache", "total")
+    return [dict(zip(keys, map(float, line.split()[2:]))) for line in out.splitlines()
+            if line.strip() and line.split()[0].isdigit() and len(line.split()) == 8]
+
+
+def dry_config(capsys, name, *flags, device_num=None, overrides=None):
+    args = build_parser().parse_args(["--config", f"{REPO}/configs/llama2/{name}.yaml", "--dry_run", *flags])
+    config = load_config(args)
+    config.merge_from_dict(overrides or {})
+    run_dry_run(config, device_num=device_num, device_memory="64GB", show_layouts=False)
+    return stage_rows(capsys.readouterr().out)
+
+
+def test_memory_follows_the_run_mode(capsys):
+    """predict: weights + KV cache, nothing for training; LoRA: gradients and moments of the adapters only."""
+    (predict,) = dry_config(capsys, "predict_llama2_7b")
+    assert predict["grads"] == predict["optimizer"] == 0
+    assert predict["kv_cache"] == 2.0  # 2 x 32 layers x 32 heads x 128 x 4096 tokens x fp16
+    (paged,) = dry_config(capsys, "predict_llama2_7b", overrides={
+        "model.model_config.is_dynamic": True, "model.model_config.num_blocks": 1024})
+    assert paged["kv_cache"] == 8.0  # MindFormers' paged cache: num_blocks x block_size (16) tokens
+    (lora,) = dry_config(capsys, "lora_llama2_7b", device_num=8)
+    (full,) = dry_config(capsys, "finetune_llama2_7b", device_num=8)
+    assert lora["grads"] < 0.01 and lora["optimizer"] < 0.05 < full["optimizer"]
+
+
+def test_parallel_optimizer_shards_weights_grads_and_moments(capsys):
+    (sharded,) = dry_config(capsys, "finetune_llama2_7b", device_num=8)
+    (whole,) = dry_config(capsys, "finetune_llama2_7b", device_num=8,
+                          overrides={"parallel.enable_parallel_optimizer": False})
+    for key in ("params", "grads", "optimizer"):
+        assert abs(sharded[key] * 8 - whole[key]) < 0.05, key
+    (fp32_state,) = dry_config(capsys, "finetune_llama2_7b", device_num=8,
+                               overrides={"optimizer": {"type": "FP32StateAdamWeightDecay"}})
+    assert abs(fp32_state["optimizer"] - 2 * sharded["optimizer"]) < 0.01  # float32 moments of fp16 weights
+    (capped,) = dry_config(capsys, "finetune_llama2_7b", device_num=8, overrides={
+        "parallel.parallel_optimizer_config.optimizer_weight_shard_size": 2})
+    assert abs(capped["params"] * 2 - whole["params"]) < 0.05
+
+
+SEVEN_B = {"seq_length": 4096, "hidden_size": 4096, "num_layers": 32, "num_heads": 32, "vocab_size": 32000,
+           "compute_dtype": "float16", "param_init_type": "float16", "softmax_compute_type": "float16",
+           "rotary_dtype": "float16"}
+
+
+@pytest.mark.parametrize("name,devices", [("pretrain", 8), ("finetune", 8), ("lora", 8), ("predict", 1)])
+def test_mindformers_7b_configs_fit_where_mindformers_runs_them(capsys, name, devices):
+    """MindFormers' own 7b configs (tests/fixtures/mindformers_configs with their CPU edits undone: 7b sizes, fp16,
+    FP32StateAdamWeightDecay, the parallel optimizer) on the devices MindFormers publishes them for."""
+    args = build_parser().parse_args(["--config", f"{REPO}/tests/fixtures/mindformers_configs/{name}_llama2_7b.yaml",
+                                      "--dry_run"])
+    config = load_config(args)
+    config.merge_from_dict({f"model.model_config.{key}": value for key, value in SEVEN_B.items()})
+    run_dry_run(config, device_num=devices, device_memory="64GB", show_layouts=False)
+    out = capsys.readouterr().out
+    assert f"-> {devices} devices" in out and "fits in 64.00 GiB" in out, out[-600:]

@@ -1,6 +1,7 @@
 """CheckpointMonitor: periodic, atomic, per-rank checkpoints with a retention limit."""
 import logging
 import os
+import time
 
 from mindformers.checkpoint import checkpoint_name, list_checkpoints, rank_dir, save_checkpoint_atomic
 from mindformers.core.callback.callback import Callback
@@ -10,32 +11,34 @@ from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 logger = logging.getLogger("mindformers")
 
 
-@MindFormerRegister.register(MindFormerModuleType.CALLBACK)
+@MindFormerRegister.register(MindFormerModuleType.CALLBACK, alias="CheckpointMointor")  # MindFormers' old spelling
 class CheckpointMonitor(Callback):
     """Saves <output_dir>/checkpoint/rank_<r>/<prefix>_rank_<r>-<epoch>_<step>.ckpt every
-    `save_checkpoint_steps` steps and at the end, keeping the newest `keep_checkpoint_max`.
+    `save_checkpoint_steps` steps (and, with `save_checkpoint_seconds`, whenever that many seconds have passed since
+    the last save) and at the end, keeping the newest `keep_checkpoint_max`. Each rank saves its own slices
+    (integrated_save False); merging them is mindformers.tools.transform_ckpt's job.
 
     The file holds the network, optimizer state and loss scale (unless save_network_params only), plus
     epoch_num / step_num (global step) so a resume restarts at the same data position.
     """
 
     def __init__(self, prefix="CKP", directory=None, save_checkpoint_steps=1, keep_checkpoint_max=5,
-                 integrated_save=True, async_save=False, save_network_params=False, save_trainable_params=False,
+                 integrated_save=False, async_save=False, save_network_params=False, save_trainable_params=False,
                  checkpoint_format="ckpt", save_checkpoint_seconds=0, keep_checkpoint_per_n_minutes=0,
                  append_info=None, remove_redundancy=False):
-        # Accepted so published MindFormers YAMLs load; these knobs have no separate meaning in this trainer.
-        del integrated_save, save_checkpoint_seconds, keep_checkpoint_per_n_minutes
-        del remove_redundancy
+        # Values other than the neutral ones are refused before the run (tools/register/unsupported_keys.py).
+        del integrated_save, keep_checkpoint_per_n_minutes, remove_redundancy, async_save
+        self.save_checkpoint_seconds = float(save_checkpoint_seconds or 0)
         self.prefix = prefix
         self.directory = directory
         self.save_checkpoint_steps = max(1, int(save_checkpoint_steps))
         self.keep_checkpoint_max = int(keep_checkpoint_max) if keep_checkpoint_max else 0
-        self.async_save = async_save
         self.network_only = save_network_params
         self.trainable_only = save_trainable_params  # PET: adapters only (load them with pet_config.adapter_checkpoint)
         self.format = checkpoint_format
         self.append_info = dict(append_info or {})
         self.last_saved_step = None
+        self.last_saved_time = time.monotonic()
         self.layout_written_to = None
 
     def folder(self, state):
@@ -59,13 +62,19 @@ class CheckpointMonitor(Callback):
             write_layout_file(folder, state.extra["layout"])
             self.layout_written_to = folder
         self.last_saved_step = state.global_step
+        self.last_saved_time = time.monotonic()
         logger.info("saved checkpoint %s", path)
         if self.keep_checkpoint_max:
             for stale in list_checkpoints(folder)[:-self.keep_checkpoint_max]:
                 os.remove(stale)
 
+    def on_train_begin(self, state):
+        self.last_saved_time = time.monotonic()
+
     def on_step_end(self, state):
-        if state.global_step % self.save_checkpoint_steps == 0:
+        seconds_due = self.save_checkpoint_seconds and \
+            time.monotonic() - self.last_saved_time >= self.save_checkpoint_seconds
+        if state.global_step % self.save_checkpoint_steps == 0 or seconds_due:
             self.save(state)
 
     def on_train_end(self, state):

@@ -76,6 +76,7 @@ class MFLossMonitor(Callback):
             "mfu": mfu, "eta_s": eta, "time": time.time(),
         }
         record.update(state.step_metrics)  # the model's own numbers (MoE: aux_loss, dropped_tokens, expert_load)
+        state.extra["step_record"] = record  # for the callbacks after this one (TensorBoardMonitor)
         if state.rank_id == 0:  # the loss is already averaged over data-parallel ranks: one shared record
             with open(self.path, "a", encoding="utf-8") as stream:
                 stream.write(json.dumps(record) + "\n")

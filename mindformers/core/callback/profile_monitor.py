@@ -16,7 +16,7 @@ class ProfileMonitor(Callback):
 
     def __init__(self, start_step=1, stop_step=10, output_path=None, profile_memory=False,
                  profile_communication=False):
-        del profile_communication  # only meaningful on Ascend clusters; MindSpore collects it there by default
+        self.profile_communication = bool(profile_communication)  # collective timings: Ascend clusters only
         self.start_step = int(start_step)
         self.stop_step = int(stop_step)
         self.output_path = output_path
@@ -30,7 +30,10 @@ class ProfileMonitor(Callback):
             return  # resumed past the window: nothing to profile
         self.path = self.output_path or os.path.join(state.output_dir, "profile", f"rank_{state.rank_id}")
         os.makedirs(self.path, exist_ok=True)
-        self.profiler = ms.Profiler(start_profile=False, output_path=self.path, profile_memory=self.profile_memory)
+        options = {"profile_communication": True} if self.profile_communication and \
+            ms.get_context("device_target") == "Ascend" else {}
+        self.profiler = ms.Profiler(start_profile=False, output_path=self.path, profile_memory=self.profile_memory,
+                                    **options)
         if self.start_step <= first_step:
             self.profiler.start()
 

@@ -17,6 +17,9 @@ _DEVICES = ("Ascend", "CPU", "GPU")
 _DEVICE_ONLY_KEYS = ("max_device_memory", "mempool_block_size", "variable_memory_max_size", "ascend_config",
                      "enable_graph_kernel", "graph_kernel_flags", "memory_optimize_level", "affinity_cpu_list")
 
+_ANY_DEVICE_KEYS = ("runtime_num_threads", "inter_op_parallel_num", "enable_compile_cache", "compile_cache_path",
+                    "pynative_synchronize")
+
 
 def device_available(target):
     from mindspore._c_expression import MSContext  # pylint: disable=import-outside-toplevel
@@ -76,10 +79,17 @@ def build_context(config):
     if context.get("save_graphs"):
         settings["save_graphs"] = context["save_graphs"]
         settings["save_graphs_path"] = context.get("save_graphs_path", "./graph")
+    for key in _ANY_DEVICE_KEYS:  # thread counts and the compile cache mean the same on every device
+        if context.get(key) is not None:
+            settings[key] = context[key]
     if context.get("deterministic") or config.get("deterministic"):
         settings["deterministic"] = "ON"
     if device_target != "CPU":
         settings.update({key: context[key] for key in _DEVICE_ONLY_KEYS if context.get(key) is not None})
+    else:
+        unused = [key for key in _DEVICE_ONLY_KEYS if context.get(key) not in (None, False)]
+        if unused:
+            logger.info("context: %s apply to Ascend devices only; not used on CPU", ", ".join(unused))
     ms.set_context(**settings)
     set_seed(int(config.get("seed") or 0))  # the same seed on every rank: data-parallel replicas start identical
     if config.get("use_parallel"):

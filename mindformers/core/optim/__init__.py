@@ -1,1 +1,1 @@
-from mindformers.core.optim.adamw import AdamW, weight_decay_groups
+from mindformers.core.optim.adamw import AdamW, AdamWeightDecay, FP32StateAdamWeightDecay, weight_decay_groups

@@ -1,5 +1,14 @@
-"""AdamW with the usual parameter groups: no weight decay on norms, biases and other 1-D parameters."""
-from mindspore import nn
+"""Adam with decoupled weight decay, under the three names MindFormers configs use, with the usual parameter groups:
+no weight decay on norms, biases and other 1-D parameters (MindFormers groups every optimizer's parameters so).
+
+- AdamW: MindFormers' spelling (betas, eps, weight_decay); moments in the parameter's dtype.
+- AdamWeightDecay: MindSpore's nn.AdamWeightDecay spelling (beta1, beta2, eps, weight_decay); moments likewise.
+- FP32StateAdamWeightDecay: the same update with the moments kept in float32 whatever the parameter dtype, so
+  float16 weights do not overflow their second moment (MindFormers' default for its Llama configs).
+"""
+import mindspore as ms
+from mindspore import Parameter, ParameterTuple, nn
+from mindspore.common.initializer import initializer
 
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
@@ -21,10 +30,37 @@ def weight_decay_groups(params, weight_decay):
 
 
 @MindFormerRegister.register(MindFormerModuleType.OPTIMIZER)
-class AdamW(nn.AdamWeightDecay):
-    """MindSpore's fused AdamWeightDecay, configured the way MindFormers' YAML spells it (betas, eps)."""
+class AdamWeightDecay(nn.AdamWeightDecay):
+    """MindSpore's fused AdamWeightDecay over the weight-decay groups; its update casts to float32 internally and
+    writes each moment back in the moment's own dtype."""
+
+    def __init__(self, params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0):
+        super().__init__(weight_decay_groups(list(params), float(weight_decay)), learning_rate=learning_rate,
+                         beta1=float(beta1), beta2=float(beta2), eps=float(eps))
+
+
+@MindFormerRegister.register(MindFormerModuleType.OPTIMIZER)
+class AdamW(AdamWeightDecay):
+    """AdamWeightDecay configured the way MindFormers' AdamW spells it (betas, eps)."""
 
     def __init__(self, params, learning_rate=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         beta1, beta2 = (float(b) for b in betas)
-        super().__init__(weight_decay_groups(list(params), float(weight_decay)), learning_rate=learning_rate,
-                         beta1=beta1, beta2=beta2, eps=float(eps))
+        super().__init__(params, learning_rate=learning_rate, beta1=beta1, beta2=beta2, eps=eps,
+                         weight_decay=weight_decay)
+
+
+def float32_moments(params, prefix):
+    return ParameterTuple(Parameter(initializer("zeros", p.shape, ms.float32), name=f"{prefix}.{p.name}")
+                          for p in params)
+
+
+@MindFormerRegister.register(MindFormerModuleType.OPTIMIZER)
+class FP32StateAdamWeightDecay(AdamWeightDecay):
+    """AdamWeightDecay whose first and second moments are float32 for every parameter (same names, adam_m.* and
+    adam_v.*, so checkpoints and resharding treat them alike)."""
+
+    def __init__(self, params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0):
+        super().__init__(params, learning_rate=learning_rate, beta1=beta1, beta2=beta2, eps=eps,
+                         weight_decay=weight_decay)
+        self.moments1 = float32_moments(self._parameters, "adam_m")
+        self.moments2 = float32_moments(self._parameters, "adam_v")

@@ -11,6 +11,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from mindformers.core.loss import CrossEntropyLoss
+from mindformers.core.loss.padding_mask import RealTokenMask
 from mindformers.generation.generation_mixin import GenerationMixin
 from mindformers.models.decoder.choices import make_norm, use_fused_kernels
 from mindformers.models.decoder.config import DecoderConfig
@@ -108,6 +109,7 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
             self.gather_logits = GatherFromModelParallel(groups)
         self.loss = CrossEntropyLoss(vocab_parallel=self.vocab_split_logits)
         self.pad_token_id = config.pad_token_id
+        self.real_tokens = RealTokenMask(config.pad_token_id)
         self.ignore_token_id = config.ignore_token_id
         self.tie_word_embeddings = config.tie_word_embeddings
         self.compute_dtype = config.dtype("compute_dtype")
@@ -160,14 +162,15 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
 
     def loss_targets(self, input_ids, labels=None):
         """(tokens, targets, mask) of rows of seq_length+1 ids: the model reads tokens, predicts targets, and a
-        target counts where mask is True (not ignore_token_id, and its input is not padding). Training and the
-        perplexity evaluation both use this one definition."""
+        target counts where mask is True (not ignore_token_id, and its input is not padding: not in the run of
+        pad_token_id that ends the row, so an eos equal to the pad id inside a packed row still counts). Training
+        and the perplexity evaluation both use this one definition."""
         tokens = input_ids[:, :-1]
         if labels is None:
             targets = input_ids[:, 1:]
         else:
             targets = labels[:, 1:]
-        mask = ops.logical_and(ops.ne(targets, self.ignore_token_id), ops.ne(tokens, self.pad_token_id))
+        mask = ops.logical_and(ops.ne(targets, self.ignore_token_id), self.real_tokens(input_ids)[:, :-1])
         return tokens, targets, mask
 
     # ---- what code outside the model asks it ---------------------------------------------------------------

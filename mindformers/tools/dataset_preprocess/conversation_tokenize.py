@@ -1,27 +1,48 @@
-"""One conversation -> (input_ids, labels) rows rendered with an fschat (FastChat) prompt template.
+"""One conversation -> (input_ids, labels) rows rendered with an fschat (FastChat) prompt template or with the
+model folder's own Jinja chat template (tokenizer_config.json's chat_template, `--template tokenizer`).
 
-The prompt text is exactly what fschat's Conversation.get_prompt() gives, so a model finetuned on these rows
-sees at inference the same text that a FastChat-style chat front end builds. Only assistant replies are
-learned: every other token (system message, user turns, role tags, padding) has the ignore id in `labels`.
+The prompt text is exactly what fschat's Conversation.get_prompt() (or transformers' apply_chat_template) gives,
+so a model finetuned on these rows sees at inference the same text that a chat front end builds. Only assistant
+replies are learned: every other token (system message, user turns, role tags, padding) has the ignore id in
+`labels`.
 
 Masking works on the rendered text: for each assistant reply, the template is rendered once with the reply
 left open (ending in e.g. "ASSISTANT:") and once with it filled in; the characters between the two
 renderings are the reply (with the template's end-of-turn separator, e.g. "</s>", which teaches the model
 to stop). The text is then tokenized span by span, so label boundaries fall exactly on token boundaries.
 
-Row layout matches the pretraining rows: seq_length + 1 tokens, [bos] first. LlamaForCausalLM feeds
+Row layout matches the pretraining rows: seq_length + 1 tokens, [bos] first when the family adds bos (a Jinja
+template writes its own bos, so none is added for it). LlamaForCausalLM feeds
 input_ids[:-1] and learns labels[1:], so labels[i] is the target for the token that follows position i-1:
 labels are aligned with input_ids, not shifted.
 """
+import os
+
 import numpy as np
 
+from mindformers.models.chat_template import ChatTemplateConversation, ChatTemplateRefused
 from mindformers.tools.dataset_preprocess.conversation_records import UnusableRecord
-from mindformers.tools.errors import ConfigError
+from mindformers.tools.errors import ConfigError, DataError
 
 IGNORE_TOKEN_ID = -100
+TOKENIZER_TEMPLATE = "tokenizer"  # --template value: the model folder's own chat_template
 
 
-def load_template(name, flag="--template"):
+def load_template(name, flag="--template", tokenizer=None):
+    """An fschat Conversation by name, or a ChatTemplateConversation for the tokenizer's Jinja template
+    (`tokenizer`) or a .jinja file."""
+    if name == TOKENIZER_TEMPLATE:
+        try:
+            source = tokenizer.get_chat_template()
+        except ConfigError as error:
+            raise ConfigError(f"{flag} {TOKENIZER_TEMPLATE}: {error}") from None
+        return ChatTemplateConversation(source, tokenizer.special_tokens_map, name=TOKENIZER_TEMPLATE)
+    if name.endswith(".jinja"):
+        if not os.path.isfile(name):
+            raise DataError(f"{flag}: chat template file not found: {name}")
+        with open(name, encoding="utf-8") as stream:
+            source = stream.read()
+        return ChatTemplateConversation(source, tokenizer.special_tokens_map if tokenizer else {}, name=name)
     try:
         from fastchat.conversation import conv_templates, get_conv_template
     except ImportError as error:
@@ -29,7 +50,8 @@ def load_template(name, flag="--template"):
     if name not in conv_templates:
         close = sorted(n for n in conv_templates if name.split("_")[0].lower() in n.lower())[:8]
         raise ConfigError(f"{flag}: unknown fschat template {name!r}"
-                          f"{' (similar: ' + ', '.join(close) + ')' if close else ''}")
+                          f"{' (similar: ' + ', '.join(close) + ')' if close else ''}; "
+                          f"'{TOKENIZER_TEMPLATE}' uses the model folder's own chat_template")
     return get_conv_template(name)
 
 
@@ -68,11 +90,13 @@ def render_spans(template, system, messages):
 class ConversationTokenizer:
     """Turns (system, messages) into int32 (input_ids, labels) of `row_length` tokens each."""
 
-    def __init__(self, tokenizer, template, row_length, add_bos=True, pad_token_id=None,
+    def __init__(self, tokenizer, template, row_length, add_bos=None, pad_token_id=None,
                  ignore_token_id=IGNORE_TOKEN_ID):
         self.tokenizer = tokenizer
         self.template = template
         self.row_length = row_length
+        if add_bos is None:  # a Jinja template writes bos itself; fschat templates rely on the tokenizer adding it
+            add_bos = tokenizer.add_bos_token and not isinstance(template, ChatTemplateConversation)
         self.bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
         if pad_token_id is None:
             pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -81,17 +105,19 @@ class ConversationTokenizer:
         self.truncated = 0  # rows that lost tokens to seq_length
 
     def encode_span(self, text, first):
-        """Token ids of one span. Later spans are encoded behind the bos text and the bos id dropped again: the
-        tokenizer then treats them as mid-text (no sentencepiece dummy prefix), as it does the whole prompt."""
-        bos_text = self.tokenizer.bos_token
-        if first or not self.bos or not bos_text:
+        """Token ids of one span. Later spans are encoded as continuations (no sentencepiece dummy prefix), as the
+        tokenizer treats them inside the whole prompt."""
+        if first:
             return self.tokenizer.encode(text, add_special_tokens=False)
-        ids = self.tokenizer.encode(bos_text + text, add_special_tokens=False)
-        return ids[1:] if ids and ids[0] == self.bos[0] else self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.encode_continuation(text)
 
     def encode(self, system, messages):
         ids, learn = list(self.bos), [False] * len(self.bos)
-        for index, (text, is_assistant) in enumerate(render_spans(self.template, system, messages)):
+        try:
+            spans = render_spans(self.template, system, messages)
+        except ChatTemplateRefused as error:  # e.g. a system prompt for a template without a system role
+            raise UnusableRecord(f"refused by the template ({str(error).split(': ', 1)[-1]})") from None
+        for index, (text, is_assistant) in enumerate(spans):
             if not text:
                 continue
             piece = self.encode_span(text, first=index == 0)

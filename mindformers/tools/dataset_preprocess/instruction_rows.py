@@ -22,10 +22,11 @@ def preprocess_qa(args):
     for path in paths:
         if not path.lower().endswith((".json", ".jsonl")):
             raise DataError(f"--input_glob: {path}: qa data must be .json (a list of records) or .jsonl")
-    template = load_template(args.template)
+    tokenizer = load_tokenizer(args.model_file, eos_token=getattr(args, "eos_token", None))
+    template = load_template(args.template, tokenizer=tokenizer)
     row_length = args.seq_length + 1
-    encoder = ConversationTokenizer(load_tokenizer(args.model_file), template, row_length,
-                                    add_bos=args.add_bos, pad_token_id=args.pad_token_id)
+    encoder = ConversationTokenizer(tokenizer, template, row_length, add_bos=args.add_bos,
+                                    pad_token_id=args.pad_token_id)
     skipped, pending = {}, []
     from tqdm import tqdm
     total = sum(os.path.getsize(path) for path in paths) * args.repeat

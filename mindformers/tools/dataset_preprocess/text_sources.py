@@ -14,6 +14,7 @@ import json
 import os
 
 from mindformers.tools.errors import DataError
+from mindformers.tools.json_file import load_json
 
 
 def find_input_files(pattern, flag="--input_glob"):
@@ -76,13 +77,7 @@ def read_jsonl(path, key, advance):
 
 
 def read_json(path, key, advance):
-    try:
-        with open(path, encoding="utf-8") as stream:
-            records = json.load(stream)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
+    records = load_json(path)
     advance(os.path.getsize(path))
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of objects, got {type(records).__name__} "

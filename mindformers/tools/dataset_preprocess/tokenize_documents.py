@@ -11,36 +11,46 @@ CHUNK_DOCUMENTS = 64          # documents per task: enough to amortise the inter
 CHUNK_CHARACTERS = 1 << 18    # ...but a task never carries much more than 256K characters
 
 
-def load_tokenizer(model_file, flag="--model_file"):
-    """A sentencepiece .model (LlamaTokenizer) or an HF tokenizer.json (LlamaTokenizerFast)."""
-    if not os.path.isfile(model_file):
-        raise DataError(f"{flag}: file not found: {model_file} (expected a sentencepiece tokenizer.model "
-                        "or an HF tokenizer.json)")
-    fast = model_file.lower().endswith(".json")
+def load_tokenizer(model_file, flag="--model_file", eos_token=None):
+    """The tokenizer of a sentencepiece .model, an HF tokenizer.json or a HF model folder (whose tokenizer_config.json
+    etc. give the special tokens). `eos_token` names the end-of-document token when the files name none (or
+    another one, e.g. <|endoftext|> of a chat model whose eos is <|im_end|>)."""
+    from mindformers.models.auto_tokenizer import tokenizer_class_for, tokenizer_from_path
+
+    if not os.path.exists(model_file):
+        raise DataError(f"{flag}: file not found: {model_file} (expected a sentencepiece tokenizer.model, an HF "
+                        "tokenizer.json or the model folder holding them)")
     try:
-        if fast:
-            from mindformers.models.llama.llama_tokenizer_fast import LlamaTokenizerFast
-            tokenizer = LlamaTokenizerFast(tokenizer_file=model_file)
-        else:
-            from mindformers.models.llama.llama_tokenizer import LlamaTokenizer
-            tokenizer = LlamaTokenizer(vocab_file=model_file)
+        kind = tokenizer_class_for(model_file)[0]
+        tokenizer = tokenizer_from_path(model_file)
     except MindFormerUserError as error:
         raise DataError(f"{flag}: {error}") from None
     except Exception as error:  # sentencepiece / tokenizers raise plain RuntimeErrors on a bad file
-        kind = "HF tokenizer.json" if fast else "sentencepiece model"
         reason = (str(error).splitlines() or [type(error).__name__])[0]
         raise DataError(f"{flag}: cannot load {model_file} as a {kind} ({reason})") from None
+    if eos_token is not None:
+        if eos_token not in tokenizer.get_vocab():
+            raise DataError(f"--eos_token: {eos_token!r} is not a token of {model_file}")
+        tokenizer.eos_token = eos_token
     if tokenizer.eos_token_id is None:
-        raise DataError(f"{flag}: {model_file} defines no eos token (needed to mark where documents end)")
+        raise DataError(f"{flag}: {model_file} defines no eos token (needed to mark where documents end); name one "
+                        "with --eos_token, e.g. --eos_token '<|endoftext|>'")
     return tokenizer
+
+
+def add_bos_for(tokenizer, add_bos):
+    """Whether documents start with bos: --add_bos / --no-add_bos, else what the tokenizer does (add_bos_token:
+    Llama and Gemma add it, Qwen and Yi do not)."""
+    wanted = tokenizer.add_bos_token if add_bos is None else add_bos
+    return bool(wanted) and tokenizer.bos_token_id is not None
 
 
 class DocumentEncoder:
     """Turns a list of documents into one int32 array: [bos] doc [eos] for each document, concatenated."""
 
-    def __init__(self, model_file, add_bos=True):
-        self.tokenizer = load_tokenizer(model_file)
-        self.prefix = [self.tokenizer.bos_token_id] if add_bos and self.tokenizer.bos_token_id is not None else []
+    def __init__(self, model_file, add_bos=None, eos_token=None):
+        self.tokenizer = load_tokenizer(model_file, eos_token=eos_token)
+        self.prefix = [self.tokenizer.bos_token_id] if add_bos_for(self.tokenizer, add_bos) else []
         self.suffix = [self.tokenizer.eos_token_id]
 
     def encode(self, documents):
@@ -55,9 +65,9 @@ class DocumentEncoder:
 _WORKER_ENCODER = None
 
 
-def _init_worker(model_file, add_bos):
+def _init_worker(model_file, add_bos, eos_token):
     global _WORKER_ENCODER
-    _WORKER_ENCODER = DocumentEncoder(model_file, add_bos)
+    _WORKER_ENCODER = DocumentEncoder(model_file, add_bos, eos_token)
 
 
 def _encode_in_worker(documents):
@@ -76,14 +86,14 @@ def chunked(documents):
         yield chunk
 
 
-def encode_documents(documents, model_file, add_bos=True, workers=1):
+def encode_documents(documents, model_file, add_bos=None, workers=1, eos_token=None):
     """Yield (tokens, document_count) per chunk of `documents`, in input order.
 
     With workers > 1 the chunks go to a process pool; at most a few chunks per worker are in flight, so
     memory stays flat however large the input (Pool.imap would read the whole input ahead).
     """
     if workers <= 1:
-        encoder = DocumentEncoder(model_file, add_bos)
+        encoder = DocumentEncoder(model_file, add_bos, eos_token)
         for chunk in chunked(documents):
             yield encoder.encode(chunk)
         return
@@ -91,7 +101,7 @@ def encode_documents(documents, model_file, add_bos=True, workers=1):
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the pool is the parallelism
     with multiprocessing.get_context(method).Pool(workers, initializer=_init_worker,
-                                                   initargs=(model_file, add_bos)) as pool:
+                                                   initargs=(model_file, add_bos, eos_token)) as pool:
         pending = collections.deque()
         for chunk in chunked(documents):
             pending.append(pool.apply_async(_encode_in_worker, (chunk,)))

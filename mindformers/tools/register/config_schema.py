@@ -59,6 +59,11 @@ DATASET = {
 
 MODEL = {"model_config": DICT, "arch": DICT}
 
+TENSORBOARD = {
+    "tensorboard_dir": STR, "tensorboard_queue_size": INT, "log_loss_scale_to_tensorboard": BOOL,
+    "log_timers_to_tensorboard": BOOL, "all_ranks": BOOL,
+}
+
 TOP_LEVEL = {
     "seed": INT, "output_dir": STR, "run_mode": STR, "load_checkpoint": STR, "load_ckpt_format": STR,
     "src_strategy_path_or_dir": STR, "auto_trans_ckpt": BOOL, "only_save_strategy": BOOL,
@@ -69,12 +74,13 @@ TOP_LEVEL = {
     "processor": DICT, "callbacks": LIST, "eval_callbacks": LIST, "metric": (DICT, LIST), "trainer": DICT,
     "moe_config": DICT, "micro_batch_interleave_num": INT, "profile": BOOL, "profile_start_step": INT,
     "profile_stop_step": INT, "init_start_profile": BOOL, "profile_communication": BOOL, "profile_memory": BOOL,
-    "profile_output": STR, "layer_scale": BOOL, "layer_decay": FLOAT, "lr_scale_factor": INT, "auto_tune": BOOL,
+    "profile_output": STR, "layer_scale": BOOL, "layer_decay": FLOAT, "lr_scale": BOOL, "lr_scale_factor": INT,
+    "auto_tune": BOOL,
     "filepath_prefix": STR, "autotune_per_step": INT, "remote_save_url": STR, "do_eval": BOOL,
     "eval_step_interval": INT, "eval_epoch_interval": INT, "device_num": INT, "local_rank": INT,
     "register_path": STR, "predict_data": ANY, "predict_batch_size": INT, "eval_task": STR,
     "eval_data_path": STR, "evaluation_batch_size": INT, "max_new_tokens": INT,
-    "dry_run": BOOL, "deterministic": BOOL,
+    "dry_run": BOOL, "deterministic": BOOL, "tensorboard": TENSORBOARD,
 }
 
 # Keys of these types may be left empty (null) in a YAML file.

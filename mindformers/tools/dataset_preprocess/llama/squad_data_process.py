@@ -12,7 +12,7 @@ answered by its first reference answer. Columns (int32):
   eval   input_ids = [bos] prompt, padded to max_length (what generation starts from); labels = the answer's
          ids padded to max_length (the reference the evaluation decodes and scores).
 Padding uses --pad_token_id (default: the tokenizer's pad token, else 0). Questions that do not fit are
-skipped and counted. --tokenizer_type names the tokenizer: a tokenizer.model / tokenizer.json path or a
+skipped and counted. --tokenizer_type names the tokenizer: a tokenizer.model / tokenizer.json path or the model
 folder holding one (this build downloads nothing, so a bare name such as llama2_7b needs --model_file).
 """
 import argparse
@@ -53,11 +53,10 @@ def tokenizer_path(args):
     if args.model_file:
         return args.model_file, "--model_file"
     path = os.path.expanduser(args.tokenizer_type)
-    if os.path.isdir(path):
-        found = [os.path.join(path, name) for name in TOKENIZER_FILES if os.path.isfile(os.path.join(path, name))]
-        if not found:
+    if os.path.isdir(path):  # a model folder: its tokenizer_config.json names the special tokens
+        if not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
             raise ConfigError(f"--tokenizer_type: {path} holds no {' or '.join(TOKENIZER_FILES)}")
-        return found[0], "--tokenizer_type"
+        return path, "--tokenizer_type"
     if os.path.isfile(path):
         return path, "--tokenizer_type"
     raise ConfigError(f"--tokenizer_type: {args.tokenizer_type!r} is not a tokenizer file or folder (tokenizers are "

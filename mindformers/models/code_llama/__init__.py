@@ -1,0 +1,2 @@
+from mindformers.models.code_llama.code_llama import CODELLAMA, CodeLlamaConfig, CodeLlamaForCausalLM
+from mindformers.models.code_llama.code_llama_tokenizer import CodeLlamaTokenizer

@@ -1,1 +1,0 @@
-from mindformers.models.codellama.codellama import CODELLAMA, CodeLlamaConfig, CodeLlamaForCausalLM

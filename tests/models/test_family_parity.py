@@ -37,7 +37,7 @@ CASES = {
 }
 assert set(CASES) == set(FAMILY_MODELS)
 AUTO_FROM_HF = {"qwen2": "Qwen2ForCausalLM", "gemma": "GemmaForCausalLM", "internlm": "InternLMForCausalLM",
-                "aquila": "Aquila2ForCausalLM", "llama": "LlamaForCausalLM"}
+                "aquila": "Aquila2ForCausalLM", "llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM"}
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,4 +1,4 @@
-"""A YAML-config-driven trainer for Llama-family LLMs on MindSpore."""
+"""A YAML-config-driven trainer for decoder LLMs of many families (Llama, Qwen, Gemma, Mistral, ...) on MindSpore."""
 __version__ = "0.1.0"
 
 from mindformers.tools import (ConfigError, DataError, MindFormerConfig, MindFormerModuleType, MindFormerRegister,

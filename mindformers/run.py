@@ -68,7 +68,7 @@ def build_parser():
     add("--batch_size", type=int, default=None)
     add("--seed", type=int, default=None)
     add("--output_dir", default=None)
-    add("--register_path", default=None, help="folder (e.g. research/mistral) whose classes to register")
+    add("--register_path", default=None, help="folder (e.g. research/<model>) whose classes to register")
     add("--profile", type=str2bool("--profile"), default=None)
     add("--vocab_file", default=None, help="tokenizer file, overriding processor.tokenizer.vocab_file")
     add("--dry_run", type=str2bool("--dry_run"), nargs="?", const=True, default=None,

@@ -16,10 +16,7 @@ model-parallel group.
 from mindspore import nn, ops
 
 from mindformers.parallel.groups import current_groups
-
-
-def _all_reduce(group):
-    return ops.AllReduce(group=group) if group is not None else None
+from mindformers.parallel.tensor_parallel import SumOverGroup
 
 
 class _ExpertCollective(nn.Cell):
@@ -85,7 +82,7 @@ class ReduceToExpertGroup(_ExpertCollective):
         return (self.gather(dout),)
 
 
-class SumOverDataParallel(nn.Cell):
+class SumOverDataParallel(SumOverGroup):
     """Sums a statistic of each rank's batch over the data-parallel group (the router's load counts and mean
     probabilities, so the load-balancing loss is that of the global batch, as one process would compute it).
 
@@ -93,18 +90,10 @@ class SumOverDataParallel(nn.Cell):
     backward is a sum too: the transpose of an all-reduce whose result every rank uses."""
 
     def __init__(self, groups=None):
-        super().__init__()
-        groups = groups or current_groups()
-        self.communicate = groups.data_group is not None
-        if self.communicate:
-            self.all_reduce = ops.AllReduce(group=groups.data_group)
+        super().__init__((groups or current_groups()).data_group)
 
     def construct(self, x):
-        if self.communicate:
-            return self.all_reduce(x)
-        return x
+        return self.sum_over_group(x)
 
     def bprop(self, x, out, dout):
-        if self.communicate:
-            return (self.all_reduce(dout),)
-        return (dout,)
+        return (self.sum_over_group(dout),)

@@ -17,22 +17,30 @@ from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, declared_
 from mindformers.parallel.groups import current_groups
 
 
-class _ModelParallelCollective(nn.Cell):
-    """Holds the model-parallel group; without one (group None) the collective returns this rank's contribution."""
+class SumOverGroup(nn.Cell):
+    """Holds one communication group and sums over it; without one (group None) the sum is this rank's own
+    contribution."""
 
-    def __init__(self, groups=None):
+    def __init__(self, group):
         super().__init__()
-        groups = groups or current_groups()
-        self.shards = groups.model_parallel
-        self.rank = groups.model_rank
-        self.communicate = groups.model_group is not None
+        self.communicate = group is not None
         if self.communicate:
-            self.all_reduce = ops.AllReduce(group=groups.model_group)
+            self.all_reduce = ops.AllReduce(group=group)
 
     def sum_over_group(self, x):
         if self.communicate:
             return self.all_reduce(x)
         return x
+
+
+class _ModelParallelCollective(SumOverGroup):
+    """A collective over the model-parallel group."""
+
+    def __init__(self, groups=None):
+        groups = groups or current_groups()
+        super().__init__(groups.model_group)
+        self.shards = groups.model_parallel
+        self.rank = groups.model_rank
 
 
 class CopyToModelParallel(_ModelParallelCollective):

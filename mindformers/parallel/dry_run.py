@@ -50,14 +50,14 @@ def build_structure(config):
     import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (registers classes)
     from mindformers.pet import apply_pet  # pylint: disable=import-outside-toplevel
     from mindformers.tools.register import MindFormerModuleType, build_from_config  # noqa: E501 pylint: disable=import-outside-toplevel
-    from mindformers.models.decoder.config import run_model_arguments  # noqa: E501 pylint: disable=import-outside-toplevel
+    from mindformers.models.decoder.config import run_model_arguments, run_model_section  # noqa: E501 pylint: disable=import-outside-toplevel
     model = config.get("model") or {}
     if not model.get("model_config") or not model.get("arch"):
         raise ConfigError("model: expected model.model_config and model.arch sections")
-    real = build_from_config(model["model_config"], MindFormerModuleType.CONFIG,
+    real = build_from_config(run_model_section(config), MindFormerModuleType.CONFIG,
                              default_args=run_model_arguments(config),
                              where="model.model_config")
-    short = dict(model["model_config"], seq_length=STRUCTURE_SEQ, max_position_embedding=STRUCTURE_SEQ)
+    short = run_model_section(config, seq_length=STRUCTURE_SEQ, max_position_embedding=STRUCTURE_SEQ)
     with shape_only():
         small = build_from_config(short, MindFormerModuleType.CONFIG,
                                   default_args=run_model_arguments(config),

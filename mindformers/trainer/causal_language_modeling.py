@@ -8,7 +8,7 @@ from mindspore import Tensor
 
 from mindformers.checkpoint.checkpoint_io import scalar
 from mindformers.core.callback import ProfileMonitor, TensorBoardMonitor, TrainState
-from mindformers.models.decoder.config import run_model_arguments
+from mindformers.models.decoder.config import run_model_arguments, run_model_section
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
 from mindformers.parallel.groups import init_parallel_groups
@@ -37,7 +37,7 @@ def build_model_config(config):
     model = config.get("model") or {}
     if not model.get("model_config") or not model.get("arch"):
         raise ConfigError(f"{config.where()}: model: expected model.model_config and model.arch sections")
-    return build_from_config(model["model_config"], MindFormerModuleType.CONFIG,
+    return build_from_config(run_model_section(config), MindFormerModuleType.CONFIG,
                              default_args=run_model_arguments(config),
                              where="model.model_config")
 

@@ -16,7 +16,7 @@ from mindformers.models.decoder.moe_config import read_moe_config
 from mindformers.models.modules.moe import MoEFeedForward, RouterBalance
 from mindformers.parallel.groups import expert_group_ranks
 from mindformers.parallel.parallel_check import ParallelSettings, check_device, check_expert_split
-from tests.e2e.helpers import run_main, write_user_config
+from tests.e2e.helpers import REPO, run_main, write_user_config
 
 HIDDEN, FFN, EXPERTS, TOP_K = 8, 12, 4, 2
 
@@ -192,6 +192,17 @@ def test_mindformers_recipe_keys_are_read_and_expert_num_1_is_dense():
         (8, 2, 1.1, 0.05, True)
     assert moe.capacity(4096) == math.ceil(2 * 4096 * 1.1 / 8) and moe.capacity(4096, training=False) == 4096
     assert read_moe_config({"expert_num": 1}) is None and read_moe_config(None) is None
+
+
+def test_a_moe_config_inside_model_config_overrides_the_top_level_one_key_by_key():
+    """The shipped Mixtral YAML's moe_config is top-level; a user's model_config.moe_config with one key changes
+    that key and keeps the experts (replacing the whole section would leave expert_num 1: a dense model)."""
+    from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
+    from mindformers.trainer.causal_language_modeling import build_model_config  # noqa: E501 pylint: disable=import-outside-toplevel
+    config = MindFormerConfig(f"{REPO}/configs/mixtral/pretrain_mixtral_tiny.yaml")
+    config.merge_from_dict({"model.model_config.moe_config": {"capacity_factor": 2.0}})
+    moe = build_model_config(config).moe
+    assert (moe.expert_num, moe.top_k, moe.capacity_factor, moe.drop_by_position) == (8, 2, 2.0, True)
 
 
 def test_expert_parallel_must_fit_the_mesh_and_the_experts():

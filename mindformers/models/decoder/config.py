@@ -303,12 +303,25 @@ class DecoderConfig:
 def run_model_arguments(config):
     """What a run config says about the model outside model.model_config, as model-config arguments (keys the
     model_config section sets itself win): parallel_config, and MindFormers' top-level moe_config (checked here, so
-    a mistake in it is named moe_config.<key>)."""
+    a mistake in it is named moe_config.<key>; a moe_config inside model_config overrides it key by key, see
+    run_model_section)."""
     arguments = {"parallel_config": config.get("parallel_config")}
-    if config.get("moe_config") is not None:
-        read_moe_config(config.get("moe_config"), "moe_config")
-        arguments["moe_config"] = config.get("moe_config")
+    top = config.get("moe_config")
+    if top is not None:
+        read_moe_config(top, "moe_config")
+        arguments["moe_config"] = top
     return arguments
+
+
+def run_model_section(config, **changes):
+    """model.model_config as the run builds it: with `changes`, and its moe_config (if any) merged over the run's
+    top-level one key by key, so a partial moe_config there (say, only capacity_factor) changes those keys of the
+    run's mixture of experts instead of replacing it with an expert_num 1 (dense) one."""
+    section = dict((config.get("model") or {}).get("model_config") or {}, **changes)
+    top, inner = config.get("moe_config"), section.get("moe_config")
+    if isinstance(top, dict) and isinstance(inner, dict):
+        section["moe_config"] = dict(top, **inner)
+    return section
 
 
 def embedding_scale(config):

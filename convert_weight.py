@@ -16,7 +16,6 @@ import sys
 os.environ.setdefault("GLOG_v", "3")  # keep MindSpore's C++ logging out of the CLI's output
 
 
-
 def parse_size(text):
     units = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1}
     lowered = str(text).strip().lower()
@@ -29,7 +28,8 @@ def parse_size(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from mindformers.tools.errors import OneLineParser  # pylint: disable=import-outside-toplevel
+    parser = OneLineParser(prog="convert_weight.py", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model family: one registered in mindformers/models (llama, "
                                                          "qwen2, gemma, ...; an unknown name lists them all) or "
                                                          "by --register_path")
@@ -41,7 +41,8 @@ def build_parser():
     parser.add_argument("--config", default=None, help="--reversed: YAML with model.model_config "
                                                          "(default: the .yaml beside the checkpoint)")
     parser.add_argument("--max_shard_size", type=parse_size, default="5GB", help="--reversed: shard size")
-    parser.add_argument("--register_path", default=None, help="folder of a research model to import first")
+    parser.add_argument("--register_path", default=None, help="folder of a research model to import "
+                                                                          "first (its code RUNS: trusted folders only)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 

@@ -3,8 +3,9 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 
-from mindformers.tools.errors import ConfigError, exit_on_user_error
+from mindformers.tools.errors import ConfigError, OneLineParser, exit_on_user_error
 
 RUN_MODES = ("train", "finetune", "eval", "predict")
 _TRUE = ("true", "1", "yes", "on")
@@ -30,13 +31,6 @@ def true_false_or_name(text):
     """--resume_training takes True/False or the file name of the checkpoint to resume from."""
     value = bool_or_none(text)
     return text if value is None else value
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is a one-line error with exit code 2 (argparse's own code) and no usage dump."""
-
-    def error(self, message):
-        raise ConfigError(f"{self.prog}: {message}")
 
 
 def build_parser():
@@ -68,7 +62,9 @@ def build_parser():
     add("--batch_size", type=int, default=None)
     add("--seed", type=int, default=None)
     add("--output_dir", default=None)
-    add("--register_path", default=None, help="folder (e.g. research/<model>) whose classes to register")
+    add("--register_path", default=None, help="folder (e.g. research/mistral) whose .py files are imported to register "
+                                              "their classes: their code RUNS with your permissions, so give only "
+                                              "folders you trust")
     add("--profile", type=str2bool("--profile"), default=None)
     add("--vocab_file", default=None, help="tokenizer file, overriding processor.tokenizer.vocab_file")
     add("--dry_run", type=str2bool("--dry_run"), nargs="?", const=True, default=None,
@@ -78,47 +74,67 @@ def build_parser():
     return parser
 
 
+# flag -> the dotted config key it overrides
+FLAG_KEYS = {
+    "run_mode": "run_mode", "load_checkpoint": "load_checkpoint",
+    "src_strategy_path_or_dir": "src_strategy_path_or_dir", "auto_trans_ckpt": "auto_trans_ckpt",
+    "resume_training": "resume_training", "train_dataset_dir": "train_dataset.data_loader.dataset_dir",
+    "eval_dataset_dir": "eval_dataset.data_loader.dataset_dir", "predict_data": "predict_data",
+    "predict_batch_size": "predict_batch_size", "use_parallel": "use_parallel",
+    "device_id": "context.device_id", "device_target": "context.device_target",
+    "epochs": "runner_config.epochs", "batch_size": "runner_config.batch_size", "seed": "seed",
+    "output_dir": "output_dir", "profile": "profile", "vocab_file": "processor.tokenizer.vocab_file",
+    "dry_run": "dry_run", "eval_task": "eval_task", "eval_data_path": "eval_data_path",
+    "evaluation_batch_size": "evaluation_batch_size", "max_new_tokens": "max_new_tokens",
+}
+
+
 def flag_overrides(args):
     """CLI flags as dotted config keys; flags left unset do not touch the YAML."""
-    mapping = {
-        "run_mode": "run_mode", "load_checkpoint": "load_checkpoint",
-        "src_strategy_path_or_dir": "src_strategy_path_or_dir", "auto_trans_ckpt": "auto_trans_ckpt",
-        "resume_training": "resume_training", "train_dataset_dir": "train_dataset.data_loader.dataset_dir",
-        "eval_dataset_dir": "eval_dataset.data_loader.dataset_dir", "predict_data": "predict_data",
-        "predict_batch_size": "predict_batch_size", "use_parallel": "use_parallel",
-        "device_id": "context.device_id", "device_target": "context.device_target",
-        "epochs": "runner_config.epochs", "batch_size": "runner_config.batch_size", "seed": "seed",
-        "output_dir": "output_dir", "profile": "profile", "vocab_file": "processor.tokenizer.vocab_file",
-        "dry_run": "dry_run", "eval_task": "eval_task", "eval_data_path": "eval_data_path",
-        "evaluation_batch_size": "evaluation_batch_size", "max_new_tokens": "max_new_tokens",
-    }
-    return {key: getattr(args, flag) for flag, key in mapping.items() if getattr(args, flag) is not None}
+    return {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
 
 
 def register_path(path):
-    """Import a research/ model folder so its @MindFormerRegister.register classes exist."""
+    """Import a research/ model folder so its @MindFormerRegister.register classes exist. Importing runs the
+    folder's code in this process: it is the user's own code, trusted like a script they run."""
     folder = os.path.abspath(path)
     if not os.path.isdir(folder):
         raise ConfigError(f"--register_path: not a folder: {path}")
     if os.path.isfile(os.path.join(folder, "__init__.py")):
         sys.path.insert(0, os.path.dirname(folder))
-        importlib.import_module(os.path.basename(folder))
+        import_user_module(os.path.basename(folder), path)
         return
     sys.path.insert(0, folder)
     for name in sorted(os.listdir(folder)):
         if name.endswith(".py"):
-            importlib.import_module(name[:-3])
+            import_user_module(name[:-3], path)
+
+
+def import_user_module(name, path):
+    """Import one module of a --register_path folder; its failure is one line naming the file and line."""
+    try:
+        importlib.import_module(name)
+    except Exception as error:  # pylint: disable=broad-except  (the user's code: any error is theirs to see)
+        if isinstance(error, SyntaxError):
+            where = f"{error.filename}:{error.lineno}"
+        else:
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            where = f"{frame.filename}:{frame.lineno}"
+        detail = " ".join(str(error).split())
+        raise ConfigError(f"--register_path: importing {path} failed at {where}: {type(error).__name__}: "
+                          f"{detail}") from None
 
 
 def load_config(args):
     from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
-    from mindformers.tools.register.config_schema import TOP_LEVEL, check_value  # noqa: E402
+    from mindformers.tools.register.config_schema import check_value, schema_entry  # noqa: E402
     from mindformers.tools.register.unsupported_keys import check_unimplemented  # noqa: E402
     config = MindFormerConfig(args.config)
+    flags = {key: flag for flag, key in FLAG_KEYS.items()}
     for key, value in flag_overrides(args).items():
-        top = key.split(".")[0]
-        if "." not in key and top in TOP_LEVEL:
-            check_value(value, TOP_LEVEL[top], key, f"--{top}")
+        entry = schema_entry(key)
+        if entry is not None:
+            check_value(value, entry, key, f"--{flags[key]}")
         config.merge_from_dict({key: value})
     config.run_mode = config.get("run_mode") or "train"
     check_unimplemented(config, config.where())
@@ -135,6 +151,26 @@ def load_config_with(config_path, **flags):
     return load_config(build_parser().parse_args(argv))
 
 
+def check_before_writing(config):
+    """What can be checked without building anything, checked before the output folder is touched."""
+    # pylint: disable=import-outside-toplevel
+    from mindformers.tools.register.validate import check_train_sections
+    from mindformers.tools.run_inputs import check_max_new_tokens, check_output_dir
+    config.output_dir = check_output_dir(config.get("output_dir") or "./output")
+    if config.run_mode in ("train", "finetune"):
+        check_train_sections(config)  # every registered part's keys and values
+    else:
+        check_max_new_tokens(config)
+    from mindformers.trainer.causal_language_modeling import build_model_config
+    try:
+        build_model_config(config)  # the model config's own checks (sizes that divide, dtypes); no weights
+    except ConfigError as error:
+        raise ConfigError(f"{config.where()}: {error}") from None
+    if config.run_mode == "predict":
+        from mindformers.trainer.predict import read_prompts
+        read_prompts(config.get("predict_data"))
+
+
 @exit_on_user_error
 def main(argv=None):
     args = build_parser().parse_args(argv)
@@ -145,12 +181,12 @@ def main(argv=None):
         from mindformers.parallel.dry_run import run_dry_run  # pylint: disable=import-outside-toplevel
         return run_dry_run(config, device_num=args.device_num, device_memory=args.device_memory)
     import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (registers classes)
+    check_before_writing(config)
     from mindformers.core.context import build_context  # pylint: disable=import-outside-toplevel
     from mindformers.tools.logger import setup_logging  # pylint: disable=import-outside-toplevel
     from mindformers.tools.register import MindFormerModuleType, build_from_config  # noqa: E402
     from mindformers.tools.register.unsupported_keys import log_no_effect_keys  # noqa: E402
-    output_dir = os.path.abspath(config.get("output_dir") or "./output")
-    config.output_dir = output_dir
+    output_dir = config.output_dir
     setup_logging(output_dir)
     log_no_effect_keys(config)
     build_context(config)

@@ -1,9 +1,11 @@
 """Outputs that appear whole or not at all: written under a hidden temporary name, renamed when complete."""
 import contextlib
 import os
+import re
 import shutil
 
 TMP_PREFIX = ".tmp-"
+_TEMP_OWNER = re.compile(r"\.tmp-(?P<pid>\d+)-")  # temporary names carry the pid of the process writing them
 
 
 def temp_path_for(path):
@@ -41,6 +43,26 @@ def atomic_folder(path):
     for name in sorted(os.listdir(temp)):
         os.replace(os.path.join(temp, name), os.path.join(path, name))
     os.rmdir(temp)
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def left_by_interrupted_run(name):
+    """Whether `name` is one of our temporary names (.tmp-<pid>-...) whose writer is gone: a process that no
+    longer runs, or this one (which has not started writing when it looks)."""
+    match = _TEMP_OWNER.search(name)
+    if match is None:
+        return False
+    pid = int(match.group("pid"))
+    return pid == os.getpid() or not process_alive(pid)
 
 
 def _remove(path):

@@ -7,11 +7,10 @@ folder of them, or MindSpore strategy files), else from the strategy.json in eac
 """
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import Callable, Dict
 
-from mindformers.checkpoint.checkpoint_io import list_checkpoints, resolve_checkpoint, same_save
+from mindformers.checkpoint.checkpoint_io import RANK_FOLDER, list_checkpoints, resolve_checkpoint, same_save
 from mindformers.checkpoint.hf_convert import read_our_checkpoint
 from mindformers.checkpoint.mindspore_strategy import read_mindspore_strategy
 from mindformers.checkpoint.rank_layout import RankLayout, whole_layout
@@ -20,8 +19,6 @@ from mindformers.checkpoint.tensor_store import TensorInfo
 from mindformers.parallel.layout_file import LAYOUT_FILE, rank_layout, read_layout_file
 from mindformers.parallel.mesh import describe_mesh, mesh_sizes
 from mindformers.tools.errors import ConfigError
-
-RANK_FOLDER = re.compile(r"^rank_(\d+)$")
 
 
 @dataclass
@@ -180,7 +177,7 @@ class CheckpointSource:
         return {rank: path}
 
     def index_rank(self, rank, path):
-        tensors = read_our_checkpoint(path)
+        tensors = read_our_checkpoint(path, self.key)
         layout = self.layouts.layout_for(rank)
         pieces = {name: layout.held(name, info.shape, path) for name, info in tensors.items()}
         return SourceRank(rank, path, tensors, pieces)

@@ -8,14 +8,16 @@ so a tensor can be written as several slices as its data streams in, and read ba
 ranges the index records, without ever holding the whole file (mindspore.save_checkpoint needs every tensor in
 memory at once; ms.load_checkpoint reads the whole file).
 """
+import binascii
+import hashlib
 import os
 
+from mindformers.checkpoint.integrity import CRC_TRAILER, write_manifest
 from mindformers.checkpoint.tensor_dtypes import CKPT_TYPE, FROM_CKPT_TYPE, ITEMSIZE
 from mindformers.checkpoint.tensor_store import TensorInfo
 from mindformers.tools.errors import ConfigError
 
 SLICE_BYTES = 256 << 20  # below protobuf's 2 GB message limit, like MindSpore's own 512 MB slices
-_CRC_TRAILER = 17  # save_checkpoint(crc_check=True) appends b"crc_num" + 10 bytes
 
 
 def _varint(value):
@@ -36,8 +38,18 @@ def _field(number, payload):
 
 
 class CkptWriter:
+    """Streams tensors into a .ckpt; `finish` makes it verifiable like a training save (MindSpore's CRC32 trailer
+    and the sha256 manifest, see integrity.py)."""
+
     def __init__(self, path):
         self.handle = open(path, "wb")  # pylint: disable=consider-using-with
+        self.crc = 0
+        self.sha256 = hashlib.sha256()
+
+    def _write(self, data):
+        self.handle.write(data)
+        self.crc = binascii.crc32(data, self.crc)
+        self.sha256.update(data)
 
     def write_tensor(self, name, dtype, shape, chunks):
         """Append one tensor from an iterator of flat numpy chunks, one protobuf Value per slice."""
@@ -60,9 +72,19 @@ class CkptWriter:
         tensor_len = len(dims_field) + len(type_field) + len(_field(3, nbytes)) + nbytes
         tensor_key = _field(2, tensor_len)
         value_len = len(head) + len(tensor_key) + tensor_len
-        self.handle.write(_field(1, value_len) + head + tensor_key + dims_field + type_field + _field(3, nbytes))
+        self._write(_field(1, value_len) + head + tensor_key + dims_field + type_field + _field(3, nbytes))
         for part in parts:
-            self.handle.write(memoryview(part).cast("B"))
+            self._write(memoryview(part).cast("B"))
+
+    def finish(self, final_path):
+        """Complete a file whose every tensor is written: the CRC32 trailer, synced to disk, then the manifest
+        `<final_path>.sha256` (the name the file gets when it is moved into place)."""
+        trailer = b"crc_num" + self.crc.to_bytes(10, "big")
+        self.handle.write(trailer)
+        self.sha256.update(trailer)
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        write_manifest(final_path, digest=self.sha256.hexdigest())
 
     def close(self):
         self.handle.close()
@@ -138,7 +160,7 @@ def read_ckpt(path):
         cursor = _Cursor(handle, path)
         while cursor.tell() < size:
             start = cursor.tell()
-            if size - start == _CRC_TRAILER and handle.read(7) == b"crc_num":
+            if size - start == CRC_TRAILER and handle.read(7) == b"crc_num":
                 break
             handle.seek(start)
             if cursor.varint() != (1 << 3 | 2):

@@ -13,6 +13,7 @@ import yaml
 
 from mindformers.checkpoint.atomic import atomic_files, atomic_folder
 from mindformers.checkpoint.ckpt_stream import CkptWriter, read_ckpt
+from mindformers.checkpoint.integrity import verify_checkpoint, write_manifest
 from mindformers.checkpoint.safetensors_stream import (INDEX_NAME, SafetensorsWriter, read_safetensors,
                                                        read_safetensors_folder, write_index)
 from mindformers.checkpoint.tensor_dtypes import FLOATS, ITEMSIZE, YAML_NAME, canonical, cast
@@ -54,7 +55,9 @@ def read_hf_tensors(folder):
     raise ConfigError(f"--input_path: {folder} has no model.safetensors, {INDEX_NAME} or pytorch_model.bin")
 
 
-def read_our_checkpoint(path):
+def read_our_checkpoint(path, key="--input_path"):
+    """name -> TensorInfo of one of our checkpoint files, verified first (integrity.verify_checkpoint)."""
+    verify_checkpoint(path, key)
     if path.endswith(".safetensors"):
         return read_safetensors(path)
     return read_ckpt(path)
@@ -234,10 +237,14 @@ def hf_to_ours(family, input_path, output_path, dtype=None, progress=True):
             for planned in plan:
                 parts = [tensors[part.hf_name] for part in planned.parts]
                 write(planned, counted(cast_chunks(parts, out_dtype[planned.ours]), bar))
+            tokenizer = write_gguf_tokenizer(gguf, outputs[2]) if gguf is not None else None
+            write_our_yaml(tmp_yaml, family, config, input_path, tokenizer)
+            if isinstance(writer, CkptWriter):
+                writer.finish(output_path)
         finally:
             writer.close()
-        tokenizer = write_gguf_tokenizer(gguf, outputs[2]) if gguf is not None else None
-        write_our_yaml(tmp_yaml, family, config, input_path, tokenizer)
+        if not isinstance(writer, CkptWriter):
+            write_manifest(output_path, data_path=tmp_out)  # last: the checkpoint appears with its manifest
     summary = {"tensors": len(plan), "bytes_in": total, "output": output_path, "config": yaml_path}
     if gguf is not None:
         summary["tokenizer"] = outputs[2]

@@ -19,7 +19,7 @@ from mindformers.checkpoint.tensor_dtypes import CKPT_TYPE
 from mindformers.checkpoint.tensor_pieces import Piece, cut
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, declared_splits
 from mindformers.parallel.layout_file import mesh_record, rank_layout, split_entry, write_layout_file
-from mindformers.parallel.mesh import expert_parallel_size, mesh_sizes, rank_coordinates
+from mindformers.parallel.mesh import count_layers, expert_parallel_size, mesh_sizes, rank_coordinates
 from mindformers.tools.errors import ConfigError
 
 
@@ -43,6 +43,7 @@ def merge_to_file(source, output_path, progress=True):
         try:
             for name in names:
                 bar.update(_merge_tensor(source, name, writer))
+            writer.finish(output_path)
         finally:
             writer.close()
     return len(names)
@@ -87,6 +88,10 @@ def mesh_records(source, mesh, declared, key="--dst_mesh"):
                             local_shards=False)
         entries[name] = entry
     dp, mp, pp = mesh_sizes(mesh)
+    layers = count_layers(entries)
+    if pp > layers:
+        raise ConfigError(f"{key}: pipeline_stage {pp} is more than the model's {layers} layer(s) (every stage holds "
+                          f"at least one layer); expected at most {layers}")
     return {rank: mesh_record(entries, mesh, rank) for rank in range(dp * mp * pp)}
 
 
@@ -129,6 +134,8 @@ def write_distributed(source, records, output_dir, prefix=None, progress=True, k
                 writers[rank] = CkptWriter(os.path.join(temp, f"rank_{rank}", output_name(source, rank, prefix)))
             for name in source.names():
                 bar.update(_split_tensor(source, name, layouts, writers))
+            for writer in writers.values():
+                writer.finish(writer.handle.name)  # in the temporary folder, under the name it keeps
         finally:
             for writer in writers.values():
                 writer.close()

@@ -4,6 +4,7 @@ import logging
 from mindformers.dataset.epoch_order import rank_rows, rows_per_rank, steps_in_epoch
 from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
+from mindformers.tools.register.value_spec import INT, SEED, Value
 
 logger = logging.getLogger("mindformers")
 
@@ -16,7 +17,9 @@ def positive_int(value, key):
     return value
 
 
-@MindFormerRegister.register(MindFormerModuleType.DATASET)
+@MindFormerRegister.register(MindFormerModuleType.DATASET, value_specs={
+    "batch_size": Value(INT, min=1), "num_parallel_workers": Value(INT, min=1), "repeat": Value(INT, min=1),
+    "seed": SEED, "rank_id": Value(INT, min=0), "rank_size": Value(INT, min=1)})
 class CausalLanguageModelDataset:
     """Batches of {'input_ids': int32 (batch, seq_length)} (+ 'labels' when the rows have them).
 
@@ -37,7 +40,8 @@ class CausalLanguageModelDataset:
                      "drop_remainder": drop_remainder, "num_parallel_workers": num_parallel_workers,
                      "repeat": repeat, "eod_reset": eod_reset}
         config.update({key: value for key, value in overrides.items() if value is not None})
-        self.batch_size = positive_int(config.get("batch_size") or 1, f"{section}.batch_size")
+        batch_size = config.get("batch_size")
+        self.batch_size = positive_int(1 if batch_size is None else batch_size, f"{section}.batch_size")
         self.drop_remainder = bool(config.get("drop_remainder", True))
         self.seed = int(seed or 0)
         self.rank_size = positive_int(int(rank_size or 1), "rank_size")

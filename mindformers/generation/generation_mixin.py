@@ -1,5 +1,6 @@
 """GenerationMixin: `model.generate(input_ids, **options)` for the causal LMs (greedy, sampling, beam search)."""
 import contextlib
+import logging
 
 import numpy as np
 from mindspore import Tensor
@@ -11,6 +12,8 @@ from mindformers.generation.logits_process import apply_repetition_penalty, log_
 from mindformers.generation.row_decoding import DecodingRow, decode_rows, ends_with_stop, token_budget
 from mindformers.generation.transposed_weights import mark_stale, transposed_weights
 from mindformers.tools.errors import ConfigError
+
+logger = logging.getLogger("mindformers")
 
 
 def prompt_rows(input_ids, attention_mask=None):
@@ -88,7 +91,13 @@ class GenerationMixin:
             self.set_train(was_training)
 
     def _budgets(self, rows, config):
-        return np.array([token_budget(len(row), config, self.config.seq_length) for row in rows])
+        """New tokens each row may take (row_decoding.token_budget); a max_new_tokens the KV cache cuts is said."""
+        budgets = np.array([token_budget(len(row), config, self.config.seq_length) for row in rows])
+        if config.max_new_tokens and budgets.min() < config.max_new_tokens:
+            logger.warning("generate: max_new_tokens %d is cut to %d for the longest prompt (%d tokens): the KV cache "
+                           "holds seq_length %d tokens, prompt included", config.max_new_tokens, budgets.min(),
+                           max(len(row) for row in rows), self.config.seq_length)
+        return budgets
 
     def _decode(self, rows, budgets, config, tokenizer, streamer):
         """Greedy or sampling, all rows in step under one config and one random generator."""

@@ -106,6 +106,7 @@ class PreTrainedMixin:
             try:
                 for info in tensors.values():
                     writer.write_tensor(info.name, info.dtype, info.shape, info.chunks())
+                writer.finish(checkpoint)  # CRC32 and the .sha256 manifest, like every checkpoint of ours
             finally:
                 writer.close()
             write_our_yaml(tmp_yaml, family, self.config, "save_pretrained")

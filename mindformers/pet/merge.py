@@ -8,7 +8,6 @@ The result holds only the model's base tensors under their usual names (no adapt
 so it loads into the config without pet_config (pretrain_/predict_llama2_tiny.yaml) and into
 convert_weight.py. lora_alpha comes from the config's pet_config (or --lora_alpha); the rank from the tensors.
 """
-import argparse
 import os
 import sys
 
@@ -17,7 +16,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script from a checkout that is not pip-installed
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)))
 
-from mindformers.tools.errors import ConfigError, exit_on_user_error  # noqa: E402
+from mindformers.tools.errors import ConfigError, OneLineParser, exit_on_user_error  # noqa: E402
 
 OPTIMIZER_PREFIXES = ("adam_m.", "adam_v.", "moment1.", "moment2.", "global_step", "scale_sense", "learning_rate",
                       "beta1_power", "beta2_power", "step_num", "epoch_num", "loss_scale")
@@ -71,7 +70,7 @@ def lora_alpha_from_config(path):
 
 @exit_on_user_error
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="merge.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="the LoRA YAML the adapters were trained with (for lora_alpha)")
     parser.add_argument("--lora_alpha", type=float, help="instead of --config")
     parser.add_argument("--load_checkpoint", required=True, help="base weights (+ adapters, after LoRA training)")

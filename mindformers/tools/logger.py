@@ -7,13 +7,26 @@ logger = logging.getLogger("mindformers")
 _FORMAT = "%(asctime)s [%(levelname)s] %(message)s"
 
 
+class CurrentStdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is when a record is emitted, not the stream of when logging was set up: a
+    caller that swaps stdout (pytest's capture, a redirecting wrapper) and closes its stream leaves no dead handle."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def setup_logging(output_dir=None, rank_id=0, level=logging.INFO):
     logger.setLevel(level)
     logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    console = logging.StreamHandler(sys.stdout)
+    console = CurrentStdoutHandler()
     console.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S"))
     logger.addHandler(console)
     if output_dir:

@@ -12,13 +12,12 @@
 
 Outputs are written under a temporary name and renamed, so a failed run leaves nothing behind.
 """
-import argparse
 import os
 import shutil
 import sys
 import tempfile
 
-from mindformers.tools.errors import ConfigError, DataError, exit_on_user_error
+from mindformers.tools.errors import ConfigError, DataError, OneLineParser, exit_on_user_error
 
 # Llama 3's split: English contractions, letters, 1-3 digit groups, punctuation runs, newlines, spaces.
 LLAMA3_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -180,7 +179,7 @@ def train_bpe_tokenizer_json(input_files, output_path, vocab_size, num_special_t
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train a Llama-style tokenizer from text files.")
+    parser = OneLineParser(prog="tokenizer_training", description="Train a Llama-style tokenizer from text files.")
     parser.add_argument("--input", nargs="+", required=True, help="UTF-8 text files, one document/paragraph per line")
     parser.add_argument("--output", required=True,
                         help="sentencepiece: model prefix or PATH.model; bpe: the tokenizer.json path")

@@ -1,6 +1,7 @@
 """CausalLanguageModelingTrainer: builds every part of a training run from the config and runs the loop."""
 import logging
 import os
+import signal
 import time
 
 import mindspore as ms
@@ -16,10 +17,12 @@ from mindformers.parallel.layout_file import layout_record
 from mindformers.parallel.parallel_check import rank_batch_size
 from mindformers.parallel.world import data_parallel_rank, rank_and_size
 from mindformers.pet import apply_pet
-from mindformers.tools.errors import ConfigError
+from mindformers.tools.errors import ConfigError, DataError, RunInterrupted
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister, build_from_config
 from mindformers.tools.register.validate import check_train_sections
 from mindformers.trainer.checkpoint_loading import load_checkpoint_for
+from mindformers.trainer.fault_handling import (DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard, StopRequests,
+                                                newest_saved_checkpoint)
 from mindformers.trainer.run_record import record_eval_results, run_info, write_run_info
 
 logger = logging.getLogger("mindformers")
@@ -129,11 +132,15 @@ class CausalLanguageModelingTrainer:
     # ---- building -------------------------------------------------------------------------------------------
     def runner_settings(self):
         runner = self.config.get("runner_config") or {}
-        epochs = int(runner.get("epochs") or 1)
-        batch_size = runner.get("batch_size") or (self.config.get("train_dataset") or {}).get("batch_size") or 1
+        # null means "the default"; 0 or less was refused with the config (nothing is replaced here)
+        epochs = int(1 if runner.get("epochs") is None else runner["epochs"])
+        batch_size = next((value for value in (runner.get("batch_size"),
+                                               (self.config.get("train_dataset") or {}).get("batch_size"))
+                           if value is not None), 1)
         if runner.get("global_batch_size") is not None:
             batch_size = rank_batch_size(self.config, self.parallel)
-        accumulation = int(runner.get("gradient_accumulation_steps") or 1)
+        accumulation = int(1 if runner.get("gradient_accumulation_steps") is None
+                           else runner["gradient_accumulation_steps"])
         for key, value in (("epochs", epochs), ("batch_size", batch_size), ("gradient_accumulation_steps",
                                                                              accumulation)):
             if value < 1:
@@ -217,6 +224,58 @@ class CausalLanguageModelingTrainer:
         return 0
 
     # ---- the loop -------------------------------------------------------------------------------------------
+    def max_nonfinite_steps(self, callbacks):
+        """runner_config.max_nonfinite_steps; 1 when a loss monitor asks for MindFormers'
+        check_for_nan_in_loss_and_grad."""
+        if any(getattr(callback, "check_for_nan", False) for callback in callbacks):
+            return 1
+        return (self.config.get("runner_config") or {}).get("max_nonfinite_steps") or DEFAULT_MAX_NONFINITE_STEPS
+
+    @staticmethod
+    def loop(state, dataset, train_cell, optimizer, lr_schedule, callbacks, guard, stop, model_metrics):
+        """Train from state.global_step to the end, or until a stop is requested or the loss stays non-finite.
+        `model_metrics` reads the numbers a model returns beside the step's loss (a mixture of experts' router load
+        and auxiliary loss) into state.step_metrics."""
+        steps_per_epoch, initial_step = state.steps_per_epoch, state.global_step
+        for epoch in range(initial_step // steps_per_epoch, state.epochs):
+            skip = initial_step - epoch * steps_per_epoch if epoch == initial_step // steps_per_epoch else 0
+            for step_in_epoch, batch in enumerate(dataset.epoch_iterator(epoch, skip), start=skip + 1):
+                lr_step = int(optimizer.global_step.asnumpy().reshape(-1)[0])
+                start = time.perf_counter()
+                labels = Tensor(batch["labels"]) if "labels" in batch else None
+                loss, overflow, scale, grad_norm, *metrics = train_cell(Tensor(batch["input_ids"]), labels)
+                state.loss = float(loss.asnumpy())
+                if metrics:
+                    state.step_metrics = model_metrics(metrics[0].asnumpy())
+                state.step_time = time.perf_counter() - start
+                state.overflow = bool(overflow.asnumpy())
+                state.loss_scale = float(scale.asnumpy())
+                state.grad_norm = float(grad_norm.asnumpy())
+                state.lr = lr_schedule.value_at(lr_step) if lr_schedule is not None else float(
+                    optimizer.get_lr().asnumpy())
+                state.global_step += 1
+                state.epoch, state.step_in_epoch = epoch + 1, step_in_epoch
+                must_stop = guard.check(state)
+                for callback in callbacks:
+                    callback.on_step_end(state)
+                if must_stop or stop.requested:
+                    return
+
+    @staticmethod
+    def finish(state, callbacks):
+        for callback in callbacks:
+            callback.on_train_end(state)
+
+    @staticmethod
+    def saved_words(callbacks):
+        newest = newest_saved_checkpoint(callbacks)
+        return f"saved {newest}" if newest else "nothing saved (no CheckpointMonitor in callbacks)"
+
+    def remove_interrupted_saves(self, callbacks):
+        for callback in callbacks:
+            if hasattr(callback, "remove_interrupted_saves"):
+                callback.remove_interrupted_saves(self.output_dir, self.rank_id)
+
     def train(self):
         config = self.config
         check_train_sections(config)
@@ -224,6 +283,8 @@ class CausalLanguageModelingTrainer:
             self.setup_parallel()
         self.output_dir = os.path.abspath(config.get("output_dir") or "./output")
         epochs, batch_size, accumulation = self.runner_settings()
+        callbacks = self.build_callbacks()
+        self.remove_interrupted_saves(callbacks)  # first: a start killed while building leaves the least behind
         model_config, network = build_network(config)
         if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.STAND_ALONE:
             from mindformers.parallel.ascend_parallel import apply_shard_strategies  # noqa: E501 pylint: disable=import-outside-toplevel
@@ -246,7 +307,6 @@ class CausalLanguageModelingTrainer:
         lr_schedule = self.build_lr_schedule(total_steps)
         optimizer = self.build_optimizer(network, lr_schedule)
         train_cell = self.build_wrapper(network, optimizer, accumulation)
-        callbacks = self.build_callbacks()
         initial_step = self.restore(train_cell, network)
         train_cell.set_train(True)
 
@@ -266,28 +326,25 @@ class CausalLanguageModelingTrainer:
         logger.info("training %s: %.2fM parameters, %d epochs x %d steps, global batch %d, seq %d",
                     self.model_name, network.num_parameters() / 1e6, epochs, steps_per_epoch,
                     state.global_batch_size, model_config.seq_length)
+        guard = NonFiniteGuard(self.max_nonfinite_steps(callbacks), train_cell)
         for callback in callbacks:
             callback.on_train_begin(state)
-        for epoch in range(initial_step // steps_per_epoch, epochs):
-            skip = initial_step - epoch * steps_per_epoch if epoch == initial_step // steps_per_epoch else 0
-            for step_in_epoch, batch in enumerate(dataset.epoch_iterator(epoch, skip), start=skip + 1):
-                lr_step = int(optimizer.global_step.asnumpy().reshape(-1)[0])
-                start = time.perf_counter()
-                labels = Tensor(batch["labels"]) if "labels" in batch else None
-                loss, overflow, scale, grad_norm, *metrics = train_cell(Tensor(batch["input_ids"]), labels)
-                state.loss = float(loss.asnumpy())
-                if metrics:  # a mixture-of-experts model's router load and auxiliary loss
-                    state.step_metrics = network.step_metrics(metrics[0].asnumpy(), accumulation)
-                state.step_time = time.perf_counter() - start
-                state.overflow = bool(overflow.asnumpy())
-                state.loss_scale = float(scale.asnumpy())
-                state.grad_norm = float(grad_norm.asnumpy())
-                state.lr = lr_schedule.value_at(lr_step) if lr_schedule is not None else float(
-                    optimizer.get_lr().asnumpy())
-                state.global_step += 1
-                state.epoch, state.step_in_epoch = epoch + 1, step_in_epoch
-                for callback in callbacks:
-                    callback.on_step_end(state)
-        for callback in callbacks:
-            callback.on_train_end(state)
+        with StopRequests() as stop:
+            try:
+                self.loop(state, dataset, train_cell, optimizer, lr_schedule, callbacks, guard, stop,
+                          lambda values: network.step_metrics(values, accumulation))
+            except DataError as error:  # a data file removed or changed under the run: keep what was trained
+                self.finish(state, callbacks)
+                raise DataError(f"{error}; stopped before step {state.global_step + 1}; "
+                                f"{self.saved_words(callbacks)}") from None
+            if stop.requested:
+                self.finish(state, callbacks)
+                name = signal.Signals(stop.signal_number).name
+                raise RunInterrupted(f"{name} at step {state.global_step} of {total_steps}; "
+                                     f"{self.saved_words(callbacks)}; resume with --resume_training True",
+                                     stop.signal_number)
+            if state.nonfinite_steps >= guard.max_steps:
+                self.finish(state, callbacks)
+                raise guard.fault(state, newest_saved_checkpoint(callbacks))
+        self.finish(state, callbacks)
         return state

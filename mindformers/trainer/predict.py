@@ -10,6 +10,7 @@ from mindformers.trainer.inference_model import build_inference_model
 
 logger = logging.getLogger("mindformers")
 RESULTS_NAME = "predict_results.jsonl"
+TEXT_FILE_SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".tsv", ".md")
 
 
 def read_prompts(predict_data):
@@ -19,12 +20,26 @@ def read_prompts(predict_data):
                           "(--predict_data)")
     items = [predict_data] if isinstance(predict_data, str) else [str(item) for item in predict_data]
     if len(items) == 1 and os.path.isfile(items[0]):
-        with open(items[0], encoding="utf-8") as stream:
-            prompts = [line.rstrip("\n") for line in stream if line.strip()]
+        try:
+            with open(items[0], encoding="utf-8") as stream:
+                prompts = [line.rstrip("\n") for line in stream if line.strip()]
+        except UnicodeDecodeError:
+            raise ConfigError(f"predict_data: {items[0]} is not a UTF-8 text file (expected one prompt per "
+                              "line)") from None
         if not prompts:
             raise ConfigError(f"predict_data: {items[0]} holds no prompt (expected one per line)")
         return prompts
+    if len(items) == 1 and looks_like_a_path(items[0]):
+        raise ConfigError(f"predict_data: file not found: {items[0]} (a prompt that looks like a path is taken for "
+                          "one; to generate from that very text, pass it with another prompt or add a space)")
     return items
+
+
+def looks_like_a_path(text):
+    """One word naming a text file (prompts.txt, data/q.jsonl) or starting like a path (/, ./, ~/)."""
+    if any(char.isspace() for char in text):
+        return False
+    return text.startswith(("/", "./", "../", "~/")) or text.lower().endswith(TEXT_FILE_SUFFIXES)
 
 
 def continuation(tokenizer, prompt_ids, output_ids):
@@ -39,7 +54,7 @@ def continuation(tokenizer, prompt_ids, output_ids):
 def predict(config):
     """run_mode predict: the YAML's model and tokenizer, --load_checkpoint weights, --predict_data prompts."""
     prompts = read_prompts(config.get("predict_data"))
-    batch_size = config.get("predict_batch_size") or 1
+    batch_size = 1 if config.get("predict_batch_size") is None else config.get("predict_batch_size")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"predict_batch_size: expected a positive integer, got {batch_size!r}")
     _, network, tokenizer = build_inference_model(config, "predict")

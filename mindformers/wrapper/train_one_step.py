@@ -4,14 +4,21 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from mindformers.models.modules.layout import EXPERT_AXIS, parameter_splits
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.tools.register.value_spec import DICT, FLOAT, INT, POSITIVE_INT, POSITIVE_NUMBER, Value
 from mindformers.wrapper.grad_norm import GlobalGradNorm
 from mindformers.wrapper.grad_reducer import DataParallelReducer
 
-MindFormerRegister.register_cls(nn.DynamicLossScaleUpdateCell, MindFormerModuleType.LOSS_SCALE)
-MindFormerRegister.register_cls(nn.FixedLossScaleUpdateCell, MindFormerModuleType.LOSS_SCALE)
+# MindSpore's cells do not check their arguments: a negative scale would train the wrong way without a word.
+MindFormerRegister.register_cls(nn.DynamicLossScaleUpdateCell, MindFormerModuleType.LOSS_SCALE, value_specs={
+    "loss_scale_value": POSITIVE_NUMBER, "scale_factor": Value(FLOAT, above=1, nullable=False),
+    "scale_window": Value(INT, min=1, nullable=False)})
+MindFormerRegister.register_cls(nn.FixedLossScaleUpdateCell, MindFormerModuleType.LOSS_SCALE,
+                                value_specs={"loss_scale_value": POSITIVE_NUMBER})
 
 
-@MindFormerRegister.register(MindFormerModuleType.WRAPPER)
+@MindFormerRegister.register(MindFormerModuleType.WRAPPER, value_specs={
+    "scale_sense": Value(FLOAT, DICT, above=0), "max_grad_norm": POSITIVE_NUMBER,
+    "gradient_accumulation_steps": POSITIVE_INT})
 class MFTrainOneStepCell(nn.Cell):
     """construct(input_ids[, labels]) -> (loss, overflow, loss_scale, grad_norm[, metrics]).
 

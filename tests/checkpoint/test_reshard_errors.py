@@ -52,7 +52,9 @@ def test_missing_rank_folder(split_2, tmp_path):
 
 
 def test_file_that_does_not_match_its_strategy(split_2, full):
-    os.remove(ckpt_of(split_2, 1))
+    replaced = ckpt_of(split_2, 1)
+    os.remove(replaced)
+    os.remove(f"{replaced}.sha256")  # (with its manifest, the replaced file would be refused as damaged)
     shutil.copy(full, split_2 / "rank_1" / "tiny_rank_1-2_7.ckpt")  # whole tensors where shards belong
     with pytest.raises(ConfigError, match=r"rank_1/tiny_rank_1-2_7.ckpt: tensor 'model.layers.0.attention.wq.weight' "
                                           r"has shape \(32, 32\), but .*rank_1/strategy.json says this rank holds "
@@ -133,6 +135,7 @@ def test_mismatched_bf16_and_float_ranks(split_2):
     tensors = ms.load_checkpoint(str(path))
     tensors["lm_head.weight"] = ms.Parameter(ms.Tensor(np.zeros((32, 32), np.float16)), name="lm_head.weight")
     ms.save_checkpoint([{"name": k, "data": v} for k, v in tensors.items()], str(path))
+    os.remove(f"{path}.sha256")  # rewritten by another tool: unverifiable, not damaged
     with pytest.raises(ConfigError, match=r"tensor 'lm_head.weight' is \[\(64, 32\)\] / \['F16', 'F32'\] in "
                                           r"different rank files"):
         merge_to_file(CheckpointSource(split_2), str(split_2 / "merged.ckpt"), progress=False)

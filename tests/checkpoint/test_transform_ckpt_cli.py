@@ -18,7 +18,8 @@ def test_split_merge_and_predict_from_the_split(tmp_path, sp_model_file):
     assert split.returncode == 0, split.stderr[-3000:]
     assert f"wrote 8 rank folders to {tmp_path / 'split'}" in split.stdout
     assert sorted(os.listdir(tmp_path / "split")) == [f"rank_{rank}" for rank in range(8)]
-    assert sorted(os.listdir(tmp_path / "split" / "rank_5")) == ["strategy.json", "tiny_rank_5-0_0.ckpt"]
+    assert sorted(os.listdir(tmp_path / "split" / "rank_5")) == ["strategy.json", "tiny_rank_5-0_0.ckpt",
+                                                               "tiny_rank_5-0_0.ckpt.sha256"]
     merged = run_cli(["mindformers/tools/transform_ckpt.py", "--src_checkpoint", tmp_path / "split",
                       "--dst_checkpoint", tmp_path / "merged.ckpt"])
     assert merged.returncode == 0, merged.stderr[-3000:]

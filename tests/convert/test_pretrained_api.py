@@ -23,7 +23,9 @@ def test_save_pretrained_both_formats_reload_identically(tiny_model, tmp_path):
     ids = np.arange(20).reshape(2, 10) % 64
     expected = logits(tiny_model.set_train(False), ids)
     tiny_model.save_pretrained(tmp_path / "ours")
-    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["mindspore_model.ckpt", "mindspore_model.yaml"]
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["mindspore_model.ckpt",
+                                                                          "mindspore_model.ckpt.sha256",
+                                                                          "mindspore_model.yaml"]
     tiny_model.save_pretrained(tmp_path / "hf", hf_format=True, max_shard_size=10_000)
     assert (tmp_path / "hf" / "config.json").is_file()
     for source in (tmp_path / "ours", tmp_path / "ours" / "mindspore_model.ckpt", tmp_path / "hf"):

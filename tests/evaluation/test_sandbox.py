@@ -108,6 +108,72 @@ def test_writing_outside_its_folder_fails_and_changes_nothing(attempt, temp_root
     assert os.stat(outside / "victim.txt").st_mode & 0o600 == 0o600
 
 
+# Ways around a path check that an audit hook alone does not see: files created from C (sqlite's ATTACH, dbm,
+# readline's history, POSIX shared memory and semaphores under /dev/shm) and relative paths resolved against a
+# directory descriptor (dir_fd, also reached through open's opener) instead of the folder the hook checks against.
+ESCAPES = {
+    "sqlite3.connect": "import sqlite3\nsqlite3.connect(OUT + '/new.db').execute('create table t(a)')",
+    "sqlite3 uri": "import sqlite3\nsqlite3.connect('file:' + OUT + '/new.db?mode=rwc', uri=True)",
+    "sqlite3 attach": "import sqlite3\nc = sqlite3.connect(':memory:')\n"
+                      "c.execute(\"attach database '\" + OUT + \"/new.db' as y\")\nc.execute('create table y.t(a)')",
+    "os.open with dir_fd": "import os\nos.makedirs('a/b')\nfd = os.open('.', os.O_RDONLY)\nos.chdir('a/b')\n"
+                           "os.open(os.path.relpath(OUT + '/new.txt', ROOT), os.O_WRONLY | os.O_CREAT, dir_fd=fd)",
+    "open with an opener": "import os\nos.makedirs('a/b')\nfd = os.open('.', os.O_RDONLY)\nos.chdir('a/b')\n"
+                           "open(os.path.relpath(OUT + '/new.txt', ROOT), 'w', "
+                           "opener=lambda p, f: os.open(p, f, dir_fd=fd)).write('x')",
+    "opener to another path": "import os\nopen('mine.txt', 'w', opener=lambda p, f: os.open(OUT + '/new.txt', f))",
+    "shared memory": "from multiprocessing import shared_memory\n"
+                     "shared_memory.SharedMemory(name='mf_sandbox_escape', create=True, size=16)",
+    "shm_open": "import os, _posixshmem\n_posixshmem.shm_open('/mf_sandbox_escape', os.O_CREAT | os.O_RDWR, 0o600)",
+    "named semaphore": "import _multiprocessing\n_multiprocessing.SemLock(1, 1, 1, '/mf_sandbox_escape', False)",
+    "dbm": "import dbm\ndb = dbm.open(OUT + '/new', 'c')\ndb['k'] = 'v'",
+    "readline history": "import readline\nreadline.write_history_file(OUT + '/new.txt')",
+}
+
+
+@pytest.mark.parametrize("attempt", sorted(ESCAPES))
+def test_escapes_through_c_and_dir_fd_fail(attempt, temp_root, outside):
+    shared = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    program = f"import os\nOUT = {str(outside)!r}\nROOT = os.getcwd()\n" + ESCAPES[attempt] + "\n"
+    result = run(program, temp_root)
+    assert not result.passed and "sandbox:" in result.detail, result.detail
+    assert sorted(os.listdir(outside)) == ["victim.txt"]
+    if shared:
+        assert not [name for name in set(os.listdir("/dev/shm")) - shared if "mf_sandbox_escape" in name]
+
+
+def test_the_kernel_refuses_writes_outside_where_landlock_exists(tmp_path, outside):
+    """Below the audit hook: in the Landlock domain the child enters, a write outside the folder fails in the
+    kernel even with no hook installed (skipped where the kernel has no Landlock)."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    from mindformers.evaluation.sandbox import CHILD  # pylint: disable=import-outside-toplevel
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    probe = textwrap.dedent(f"""
+        import importlib.util, os, sys
+        spec = importlib.util.spec_from_file_location("child", {CHILD!r})
+        child = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(child)
+        abi = child.restrict_writes_to({str(workdir)!r})
+        if not abi:
+            print("no landlock")
+            sys.exit(0)
+        os.close(os.open({str(workdir / "inside.txt")!r}, os.O_WRONLY | os.O_CREAT))
+        open(os.devnull, "w").write("fine")
+        try:
+            os.close(os.open({str(outside / "new.txt")!r}, os.O_WRONLY | os.O_CREAT))
+        except PermissionError:
+            print("refused", abi)
+    """)
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60,
+                            check=False)
+    if result.stdout.strip() == "no landlock":
+        pytest.skip("this kernel has no Landlock")
+    assert result.stdout.startswith("refused"), result.stdout + result.stderr
+    assert (workdir / "inside.txt").exists() and sorted(os.listdir(outside)) == ["victim.txt"]
+
+
 def test_sockets_are_refused(temp_root):
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

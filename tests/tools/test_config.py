@@ -62,7 +62,7 @@ def test_wrong_type_names_file_and_key_path(tmp_path):
     bad = write(tmp_path / "bad.yaml", "runner_config: {epochs: two}\n")
     with pytest.raises(ConfigError) as info:
         MindFormerConfig(write(tmp_path / "top.yaml", "base_config: ['bad.yaml']\n"))
-    assert str(info.value) == f"{bad}: runner_config.epochs: expected an integer, got 'two'"
+    assert str(info.value) == f"{bad}: runner_config.epochs: expected an integer >= 1, got 'two'"
 
 
 def test_unknown_key_in_known_section(tmp_path):

@@ -7,6 +7,7 @@ import time
 from mindformers.core.callback.callback import Callback
 from mindformers.core.flops import measure_gemm_peak_flops, train_flops_per_token
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.tools.register.value_spec import FLOAT, POSITIVE_INT, Value
 
 logger = logging.getLogger("mindformers")
 
@@ -25,7 +26,8 @@ def describe_numbers(metrics):
                    if isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
-@MindFormerRegister.register(MindFormerModuleType.CALLBACK)
+@MindFormerRegister.register(MindFormerModuleType.CALLBACK, value_specs={
+    "per_print_times": POSITIVE_INT, "device_peak_tflops": Value(FLOAT, above=0)})
 class MFLossMonitor(Callback):
     """Logs every `per_print_times` steps and appends every step to <output_dir>/log/train_metrics.jsonl
     (written by rank 0 only: in a data-parallel run the loss is averaged over ranks, so one record holds it).
@@ -41,8 +43,8 @@ class MFLossMonitor(Callback):
         # Accepted so published MindFormers YAMLs load; the trainer hands the monitor these facts itself.
         del learning_rate, micro_batch_num, micro_batch_interleave_num, origin_epochs, dataset_size
         del initial_epoch, initial_step, global_batch_size, gradient_accumulation_steps
-        self.per_print_times = max(1, int(per_print_times))
-        self.check_for_nan = check_for_nan_in_loss_and_grad
+        self.per_print_times = int(per_print_times)
+        self.check_for_nan = check_for_nan_in_loss_and_grad  # the trainer then stops at the first non-finite step
         self.device_peak_tflops = device_peak_tflops
         self.metrics_file = metrics_file
         self.peak_flops = None
@@ -80,8 +82,6 @@ class MFLossMonitor(Callback):
         if state.rank_id == 0:  # the loss is already averaged over data-parallel ranks: one shared record
             with open(self.path, "a", encoding="utf-8") as stream:
                 stream.write(json.dumps(record) + "\n")
-        if self.check_for_nan and state.loss != state.loss:
-            raise RuntimeError(f"loss is NaN at step {state.global_step}")
         if state.global_step % self.per_print_times == 0 or state.global_step == state.total_steps:
             logger.info(
                 "epoch %d/%d step %d/%d (global %d/%d) | loss %.6f%s | lr %.3e | grad_norm %.4f | scale %g%s | "

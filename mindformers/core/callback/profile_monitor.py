@@ -6,11 +6,13 @@ import mindspore as ms
 
 from mindformers.core.callback.callback import Callback
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.tools.register.value_spec import POSITIVE_INT
 
 logger = logging.getLogger("mindformers")
 
 
-@MindFormerRegister.register(MindFormerModuleType.CALLBACK)
+@MindFormerRegister.register(MindFormerModuleType.CALLBACK, value_specs={"start_step": POSITIVE_INT,
+                                                                       "stop_step": POSITIVE_INT})
 class ProfileMonitor(Callback):
     """Profiles steps [start_step, stop_step] into `output_path` (default <output_dir>/profile/rank_<r>)."""
 

@@ -6,6 +6,14 @@ from mindspore import nn, ops
 
 from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.tools.register.value_spec import FLOAT, INT, NON_NEGATIVE_NUMBER, Value
+
+# The warmup schedules' arguments (CosineWithWarmUpLR adds num_cycles).
+WARMUP_VALUES = {
+    "learning_rate": NON_NEGATIVE_NUMBER, "warmup_steps": Value(INT, min=0), "warmup_ratio": Value(FLOAT, min=0, max=1),
+    "total_steps": Value(INT, min=1, also={-1: "the whole run"}), "lr_end": NON_NEGATIVE_NUMBER,
+    "warmup_lr_init": NON_NEGATIVE_NUMBER, "num_cycles": Value(FLOAT, min=0, nullable=False),
+}
 
 
 class WarmUpSchedule(nn.learning_rate_schedule.LearningRateSchedule):
@@ -48,18 +56,18 @@ class WarmUpSchedule(nn.learning_rate_schedule.LearningRateSchedule):
         return float(self.construct(ms.Tensor(step, ms.int32)).asnumpy())
 
 
-@MindFormerRegister.register(MindFormerModuleType.LR)
+@MindFormerRegister.register(MindFormerModuleType.LR, value_specs=WARMUP_VALUES)
 class ConstantWarmUpLR(WarmUpSchedule):
     """Warmup, then learning_rate for the rest of the run."""
 
 
-@MindFormerRegister.register(MindFormerModuleType.LR)
+@MindFormerRegister.register(MindFormerModuleType.LR, value_specs=WARMUP_VALUES)
 class LinearWithWarmUpLR(WarmUpSchedule):
     def decay(self, progress):
         return 1.0 - progress
 
 
-@MindFormerRegister.register(MindFormerModuleType.LR)
+@MindFormerRegister.register(MindFormerModuleType.LR, value_specs=WARMUP_VALUES)
 class CosineWithWarmUpLR(WarmUpSchedule):
     def __init__(self, learning_rate, warmup_steps=None, warmup_ratio=None, total_steps=None, lr_end=0.0,
                  warmup_lr_init=0.0, num_cycles=0.5):

@@ -11,6 +11,12 @@ from mindspore import Parameter, ParameterTuple, nn
 from mindspore.common.initializer import initializer
 
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.tools.register.value_spec import FLOAT, LIST, NON_NEGATIVE_NUMBER, POSITIVE_NUMBER, Value
+
+BETA = Value(FLOAT, min=0, below=1, nullable=False)
+# learning_rate is checked when the YAML gives a number (a schedule from lr_schedule is built by the trainer)
+ADAM_VALUES = {"learning_rate": NON_NEGATIVE_NUMBER, "betas": Value(LIST, items=BETA, length=2, nullable=False),
+               "beta1": BETA, "beta2": BETA, "eps": POSITIVE_NUMBER, "weight_decay": NON_NEGATIVE_NUMBER}
 
 
 def decays(param):
@@ -29,7 +35,7 @@ def weight_decay_groups(params, weight_decay):
     return groups
 
 
-@MindFormerRegister.register(MindFormerModuleType.OPTIMIZER)
+@MindFormerRegister.register(MindFormerModuleType.OPTIMIZER, value_specs=ADAM_VALUES)
 class AdamWeightDecay(nn.AdamWeightDecay):
     """MindSpore's fused AdamWeightDecay over the weight-decay groups; its update casts to float32 internally and
     writes each moment back in the moment's own dtype."""
@@ -39,7 +45,7 @@ class AdamWeightDecay(nn.AdamWeightDecay):
                          beta1=float(beta1), beta2=float(beta2), eps=float(eps))
 
 
-@MindFormerRegister.register(MindFormerModuleType.OPTIMIZER)
+@MindFormerRegister.register(MindFormerModuleType.OPTIMIZER, value_specs=ADAM_VALUES)
 class AdamW(AdamWeightDecay):
     """AdamWeightDecay configured the way MindFormers' AdamW spells it (betas, eps)."""
 
@@ -54,7 +60,7 @@ def float32_moments(params, prefix):
                           for p in params)
 
 
-@MindFormerRegister.register(MindFormerModuleType.OPTIMIZER)
+@MindFormerRegister.register(MindFormerModuleType.OPTIMIZER, value_specs=ADAM_VALUES)
 class FP32StateAdamWeightDecay(AdamWeightDecay):
     """AdamWeightDecay whose first and second moments are float32 for every parameter (same names, adam_m.* and
     adam_v.*, so checkpoints and resharding treat them alike)."""

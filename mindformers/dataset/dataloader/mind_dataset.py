@@ -12,6 +12,7 @@ import numpy as np
 
 from mindformers.tools.errors import ConfigError, DataError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
+from mindformers.tools.register.value_spec import INT, STR, Value
 
 DATASET_DIR_KEY = "train_dataset.data_loader.dataset_dir"
 
@@ -22,6 +23,29 @@ def mindspore_reason(error):
         if line.startswith("[ERROR]"):
             return line[len("[ERROR]"):].strip()
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _identity(stat):
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def shard_siblings(path):
+    """The other files of a partitioned MindRecord output (name0, name1, ... each with its .db) that MindSpore
+    reads when given one of them."""
+    stem = path.rstrip("0123456789")
+    if stem == path:
+        return [path]
+    folder, prefix = os.path.split(stem)
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder or ".")
+                  if name.startswith(prefix) and name[len(prefix):].isdigit()
+                  and os.path.isfile(os.path.join(folder, name + ".db")))
+
+
+def file_identities(files):
+    """{path: (device, inode, size, mtime)} of every data and index file a dataset reads."""
+    data_files = [files] if isinstance(files, str) else list(files)
+    paths = [shard for path in data_files for shard in shard_siblings(path)]
+    return {path: _identity(os.stat(path)) for data in paths for path in (data, data + ".db")}
 
 
 def find_mindrecord_files(dataset_dir, where=DATASET_DIR_KEY):
@@ -52,7 +76,8 @@ def find_mindrecord_files(dataset_dir, where=DATASET_DIR_KEY):
     return [os.path.join(path, name) for name in names]
 
 
-@MindFormerRegister.register(MindFormerModuleType.DATASET_LOADER)
+@MindFormerRegister.register(MindFormerModuleType.DATASET_LOADER, value_specs={
+    "dataset_dir": Value(STR), "num_parallel_workers": Value(INT, min=1)})
 class MindDataset:
     """Rows of MindRecord data: `dataset_dir` is a .mindrecord file or a folder of MindRecord shards.
 
@@ -65,6 +90,7 @@ class MindDataset:
         self.where = where
         self.shuffle = bool(shuffle)
         self.files = find_mindrecord_files(dataset_dir, where)
+        self.identities = file_identities(self.files)  # to notice a file removed or replaced under a run
         self.num_parallel_workers = max(1, min(int(num_parallel_workers or 1), os.cpu_count() or 1))
         try:
             probe = self._pipeline(columns=None)
@@ -86,6 +112,17 @@ class MindDataset:
         self.columns = list(columns)
         self.row_length = self._first_row_length()
 
+    def check_unchanged(self):
+        """Raise a one-line DataError when a file of the dataset was removed or changed since it was opened."""
+        for path, identity in self.identities.items():
+            try:
+                now = _identity(os.stat(path))
+            except FileNotFoundError:
+                raise DataError(f"{self.where}: {path} was removed while the run was reading it") from None
+            if now != identity:
+                raise DataError(f"{self.where}: {path} changed while the run was reading it (size, time or file "
+                                "replaced)")
+
     def _pipeline(self, columns, indices=None):
         import mindspore.dataset as ds  # imported here so building configs does not start the data engine
         sampler = ds.SubsetSampler(indices) if indices is not None else None
@@ -105,12 +142,16 @@ class MindDataset:
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size == 0:
             return
-        pipeline = self._pipeline(self.columns, indices).batch(batch_size, drop_remainder=False)
-        iterator = pipeline.create_dict_iterator(num_epochs=1, output_numpy=True)
+        self.check_unchanged()
+        iterator = None
         try:
+            pipeline = self._pipeline(self.columns, indices).batch(batch_size, drop_remainder=False)
+            iterator = pipeline.create_dict_iterator(num_epochs=1, output_numpy=True)
             for batch in iterator:
+                self.check_unchanged()  # every batch: a vanished or changed file stops the run at this step
                 yield {name: np.asarray(batch[name], dtype=np.int32) for name in self.columns}
         except RuntimeError as error:
+            self.check_unchanged()
             raise DataError(f"{self.where}: cannot read rows of {self.dataset_dir} "
                             f"({mindspore_reason(error)})") from None
         finally:

@@ -8,7 +8,9 @@ import os
 import shutil
 import tempfile
 
-from mindformers.tools.errors import DataError
+from mindformers.checkpoint.atomic import left_by_interrupted_run
+from mindformers.dataset.dataloader.mind_dataset import mindspore_reason
+from mindformers.tools.errors import DataError, RunFault, out_of_space_reason
 
 
 def power_of_two_at_least(value):
@@ -55,7 +57,8 @@ class AtomicMindRecordWriter:
         try:
             try:
                 os.makedirs(self.folder, exist_ok=True)
-                self.temp_folder = tempfile.mkdtemp(prefix=f".{self.name}.tmp-", dir=self.folder)
+                self.remove_interrupted_outputs()
+                self.temp_folder = tempfile.mkdtemp(prefix=f".{self.name}.tmp-{os.getpid()}-", dir=self.folder)
             except OSError as error:
                 raise DataError(f"{self.flag}: cannot write to {self.folder} ({error.strerror or error})") from None
             from mindspore.mindrecord import FileWriter  # the MindSpore import is slow; only writers need it
@@ -69,10 +72,30 @@ class AtomicMindRecordWriter:
             raise
         return self
 
+    def remove_interrupted_outputs(self):
+        """Temporary folders an interrupted (killed) run writing this same output left behind."""
+        for name in os.listdir(self.folder):
+            if name.startswith(f".{self.name}.tmp-") and left_by_interrupted_run(name):
+                shutil.rmtree(os.path.join(self.folder, name), ignore_errors=True)
+
     def write(self, rows):
         if rows:
-            self.writer.write_raw_data(rows)
+            try:
+                self.writer.write_raw_data(rows)
+            except (RuntimeError, OSError) as error:
+                raise self.failure(error) from None
             self.rows += len(rows)
+
+    def failure(self, error):
+        """One line for a write that failed: a full disk is a RunFault (exit 1), anything else MindSpore says a
+        DataError; either way the temporary folder is removed on the way out."""
+        reason = out_of_space_reason(error)
+        if reason is None and isinstance(error, RuntimeError) and "no free disk" in str(error).lower():
+            reason = "No space left on device"
+        if reason is not None:
+            return RunFault(f"{self.flag}: cannot write {self.output_file}: {reason}; nothing was written")
+        return DataError(f"{self.flag}: cannot write {self.output_file} ({mindspore_reason(error)}); nothing was "
+                         "written")
 
     def output_files(self):
         """The final paths: `name` (+ `.db`) for one shard, `name0..N-1` (+ `.db`) for a partitioned output."""
@@ -82,7 +105,10 @@ class AtomicMindRecordWriter:
     def __exit__(self, kind, error, trace):
         try:
             if kind is None:
-                self.writer.commit()
+                try:
+                    self.writer.commit()
+                except (RuntimeError, OSError) as commit_error:
+                    raise self.failure(commit_error) from None
                 written = sorted(os.listdir(self.temp_folder))
                 # index files first: a data file is only visible once its .db is in place
                 for name in sorted(written, key=lambda item: not item.endswith(".db")):

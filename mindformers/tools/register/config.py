@@ -101,6 +101,10 @@ def _read_yaml(path, named_by):
     except (yaml.YAMLError, OmegaConfBaseException) as error:
         detail = " ".join(str(error).split())
         raise ConfigError(f"{path}: not valid YAML ({detail})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML file (not UTF-8 text)") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it ({error.strerror})") from None
     if not OmegaConf.is_dict(node):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(node).__name__}")
     return node

@@ -9,18 +9,22 @@ import difflib
 import logging
 
 from mindformers.tools.errors import ConfigError
+from mindformers.tools.register.value_spec import ANY, BOOL, DICT, FLOAT, INT, LIST, SEED, STR, Value, as_value
 
 logger = logging.getLogger("mindformers")
-
-INT, FLOAT, BOOL, STR, LIST, DICT, ANY = "int", "float", "bool", "str", "list", "dict", "any"
+# A count that may be left empty (null: the default) but is never zero or negative.
+COUNT = Value(INT, min=1)
+# MindFormers' -1: "every step / the whole dataset / never", depending on the key.
+COUNT_OR_ALL = Value(INT, min=1, also={-1: "disabled / the whole run"})
 
 CONTEXT = {
-    "mode": (INT, STR), "device_target": STR, "device_id": INT, "enable_graph_kernel": BOOL,
-    "graph_kernel_flags": STR, "max_call_depth": INT, "max_device_memory": STR, "mempool_block_size": STR,
+    "mode": Value(INT, STR, choices=(0, 1, "GRAPH_MODE", "PYNATIVE_MODE", "graph", "pynative")),
+    "device_target": Value(STR, choices=("Ascend", "CPU", "GPU")), "device_id": Value(INT, min=0), "enable_graph_kernel": BOOL,
+    "graph_kernel_flags": STR, "max_call_depth": COUNT, "max_device_memory": STR, "mempool_block_size": STR,
     "save_graphs": (BOOL, INT), "save_graphs_path": STR, "jit_config": {"jit_level": STR, "infer_boost": STR},
-    "jit_level": STR, "memory_optimize_level": STR, "runtime_num_threads": INT, "ascend_config": DICT,
+    "jit_level": STR, "memory_optimize_level": STR, "runtime_num_threads": COUNT, "ascend_config": DICT,
     "deterministic": STR, "pynative_synchronize": BOOL, "variable_memory_max_size": STR,
-    "enable_compile_cache": BOOL, "compile_cache_path": STR, "affinity_cpu_list": ANY, "inter_op_parallel_num": INT,
+    "enable_compile_cache": BOOL, "compile_cache_path": STR, "affinity_cpu_list": ANY, "inter_op_parallel_num": COUNT,
 }
 
 PARALLEL = {
@@ -29,14 +33,14 @@ PARALLEL = {
     "strategy_ckpt_config": {"save_file": STR, "only_trainable_params": BOOL, "load_file": STR},
     "parallel_optimizer_config": {"gradient_accumulation_shard": BOOL, "parallel_optimizer_threshold": INT,
                                   "optimizer_weight_shard_size": INT},
-    "dataset_strategy": ANY, "pipeline_config": DICT, "device_num": INT, "loss_repeated_mean": BOOL,
+    "dataset_strategy": ANY, "pipeline_config": DICT, "device_num": COUNT, "loss_repeated_mean": BOOL,
     "enable_reduce_precision": BOOL,
 }
 
 PARALLEL_CONFIG = {
-    "data_parallel": INT, "model_parallel": INT, "context_parallel": INT, "pipeline_stage": INT,
-    "use_seq_parallel": BOOL, "micro_batch_num": INT, "vocab_emb_dp": BOOL, "gradient_aggregation_group": INT,
-    "expert_parallel": INT, "optimizer_shard": BOOL, "seq_split_num": INT, "context_parallel_algo": STR,
+    "data_parallel": COUNT, "model_parallel": COUNT, "context_parallel": COUNT, "pipeline_stage": COUNT,
+    "use_seq_parallel": BOOL, "micro_batch_num": COUNT, "vocab_emb_dp": BOOL, "gradient_aggregation_group": COUNT,
+    "expert_parallel": COUNT, "optimizer_shard": BOOL, "seq_split_num": COUNT, "context_parallel_algo": STR,
 }
 
 RECOMPUTE_CONFIG = {
@@ -46,14 +50,17 @@ RECOMPUTE_CONFIG = {
 }
 
 RUNNER_CONFIG = {
-    "epochs": INT, "batch_size": INT, "sink_mode": BOOL, "sink_size": INT, "gradient_accumulation_steps": INT,
-    "initial_epoch": INT, "initial_step": INT, "stop_step": INT, "global_batch_size": INT,
+    "epochs": COUNT, "batch_size": COUNT, "sink_mode": BOOL, "sink_size": COUNT_OR_ALL,
+    "gradient_accumulation_steps": COUNT, "initial_epoch": Value(INT, min=0), "initial_step": Value(INT, min=0),
+    "stop_step": Value(INT, min=0), "global_batch_size": COUNT,
+    # consecutive steps with a non-finite loss or gradient norm after which training stops (see README)
+    "max_nonfinite_steps": COUNT,
 }
 
 DATASET = {
     "data_loader": DICT, "input_columns": LIST, "output_columns": LIST, "column_order": LIST,
-    "num_parallel_workers": INT, "python_multiprocessing": BOOL, "drop_remainder": BOOL, "batch_size": INT,
-    "repeat": INT, "numa_enable": BOOL, "prefetch_size": INT, "seed": INT, "do_eval": BOOL, "tokenizer": DICT,
+    "num_parallel_workers": COUNT, "python_multiprocessing": BOOL, "drop_remainder": BOOL, "batch_size": COUNT,
+    "repeat": COUNT, "numa_enable": BOOL, "prefetch_size": COUNT, "seed": SEED, "do_eval": BOOL, "tokenizer": DICT,
     "pad_token_id": INT, "eod_reset": BOOL, "eod_token_id": INT, "construct_args_key": LIST, "shuffle": BOOL,
 }
 
@@ -65,56 +72,38 @@ TENSORBOARD = {
 }
 
 TOP_LEVEL = {
-    "seed": INT, "output_dir": STR, "run_mode": STR, "load_checkpoint": STR, "load_ckpt_format": STR,
+    "seed": SEED, "output_dir": STR, "run_mode": STR, "load_checkpoint": STR, "load_ckpt_format": STR,
     "src_strategy_path_or_dir": STR, "auto_trans_ckpt": BOOL, "only_save_strategy": BOOL,
     "resume_training": (BOOL, STR), "use_parallel": BOOL, "context": CONTEXT, "parallel": PARALLEL,
     "parallel_config": PARALLEL_CONFIG, "recompute_config": RECOMPUTE_CONFIG, "runner_config": RUNNER_CONFIG,
     "runner_wrapper": DICT, "optimizer": DICT, "lr_schedule": DICT, "train_dataset": DATASET,
     "train_dataset_task": DICT, "eval_dataset": DATASET, "eval_dataset_task": DICT, "model": MODEL,
     "processor": DICT, "callbacks": LIST, "eval_callbacks": LIST, "metric": (DICT, LIST), "trainer": DICT,
-    "moe_config": DICT, "micro_batch_interleave_num": INT, "profile": BOOL, "profile_start_step": INT,
-    "profile_stop_step": INT, "init_start_profile": BOOL, "profile_communication": BOOL, "profile_memory": BOOL,
+    "moe_config": DICT, "micro_batch_interleave_num": COUNT, "profile": BOOL, "profile_start_step": COUNT,
+    "profile_stop_step": COUNT, "init_start_profile": BOOL, "profile_communication": BOOL, "profile_memory": BOOL,
     "profile_output": STR, "layer_scale": BOOL, "layer_decay": FLOAT, "lr_scale": BOOL, "lr_scale_factor": INT,
     "auto_tune": BOOL,
     "filepath_prefix": STR, "autotune_per_step": INT, "remote_save_url": STR, "do_eval": BOOL,
-    "eval_step_interval": INT, "eval_epoch_interval": INT, "device_num": INT, "local_rank": INT,
-    "register_path": STR, "predict_data": ANY, "predict_batch_size": INT, "eval_task": STR,
-    "eval_data_path": STR, "evaluation_batch_size": INT, "max_new_tokens": INT,
+    "eval_step_interval": COUNT_OR_ALL, "eval_epoch_interval": COUNT_OR_ALL, "device_num": COUNT,
+    "local_rank": Value(INT, min=0),
+    "register_path": STR, "predict_data": ANY, "predict_batch_size": COUNT, "eval_task": STR,
+    "eval_data_path": STR, "evaluation_batch_size": COUNT, "max_new_tokens": COUNT,
     "dry_run": BOOL, "deterministic": BOOL, "tensorboard": TENSORBOARD,
 }
 
-# Keys of these types may be left empty (null) in a YAML file.
-_PYTHON_TYPES = {INT: int, FLOAT: (int, float), BOOL: bool, STR: str, LIST: (list, tuple), DICT: dict}
-
-
-def _matches(value, expected):
-    if value is None or expected == ANY or isinstance(expected, dict):
-        return value is None or not isinstance(expected, dict) or isinstance(value, dict)
-    kinds = expected if isinstance(expected, tuple) else (expected,)
-    for kind in kinds:
-        python_type = _PYTHON_TYPES[kind]
-        if kind in (INT, FLOAT) and isinstance(value, bool):
-            continue
-        if isinstance(value, python_type):
-            return True
-    return False
-
-
 def describe(expected):
-    if isinstance(expected, dict):
-        return "a mapping"
-    kinds = expected if isinstance(expected, tuple) else (expected,)
-    words = {INT: "an integer", FLOAT: "a number", BOOL: "true/false", STR: "a string", LIST: "a list",
-             DICT: "a mapping"}
-    return " or ".join(words[kind] for kind in kinds)
+    return "a mapping" if isinstance(expected, dict) else as_value(expected).describe()
 
 
 def check_value(value, expected, key_path, where):
     """Check one value against its schema entry (recursing into nested mappings)."""
-    if not _matches(value, expected):
-        raise ConfigError(f"{where}: {key_path}: expected {describe(expected)}, got {value!r}")
-    if isinstance(expected, dict) and isinstance(value, dict):
-        check_mapping(value, expected, key_path, where)
+    if isinstance(expected, dict):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key_path}: expected {describe(expected)}, got {value!r}")
+        if isinstance(value, dict):
+            check_mapping(value, expected, key_path, where)
+        return
+    as_value(expected).check(value, key_path, where)
 
 
 def check_mapping(tree, schema, prefix, where, unknown_is_error=True):
@@ -129,6 +118,16 @@ def check_mapping(tree, schema, prefix, where, unknown_is_error=True):
             logger.warning("%s (ignored)", message)
             continue
         check_value(value, schema[key], key_path, where)
+
+
+def schema_entry(dotted):
+    """The schema entry of a dotted key of the fixed sections (e.g. runner_config.epochs), or None."""
+    entry = TOP_LEVEL
+    for key in dotted.split("."):
+        if not isinstance(entry, dict) or key not in entry:
+            return None
+        entry = entry[key]
+    return entry
 
 
 def validate_section_tree(tree, where):

@@ -1,11 +1,13 @@
 """Check the registry-typed sections of a merged config before anything is built or written."""
 from mindformers.tools.errors import ConfigError
-from mindformers.tools.register.registry import MindFormerModuleType, MindFormerRegister, check_arguments
+from mindformers.tools.register.registry import (MindFormerModuleType, MindFormerRegister, check_argument_values,
+                                                 check_arguments)
 
 
 def check_typed_section(section, module_type, where, provided=()):
     """`section` must be a mapping whose `type` is registered under module_type and whose other keys are
-    arguments of that class; `provided` names arguments the trainer passes itself."""
+    arguments of that class, each of its kind and in its range; `provided` names arguments the trainer passes
+    itself."""
     if section is None:
         return None
     if not isinstance(section, dict):
@@ -15,6 +17,7 @@ def check_typed_section(section, module_type, where, provided=()):
     obj_cls = MindFormerRegister.get_cls(module_type, section["type"], where=f"{where}.type")
     args = {key: value for key, value in section.items() if key != "type" and key not in provided}
     check_arguments(obj_cls, args, where)
+    check_argument_values(obj_cls, args, where, module_type)
     return obj_cls
 
 
@@ -29,10 +32,12 @@ def check_train_sections(config):
          ("config", "recompute_config")),
         (config.get("train_dataset_task"), MindFormerModuleType.DATASET, "train_dataset_task",
          ("dataset_config", "batch_size", "seed", "rank_id", "rank_size")),
+        ((config.get("train_dataset") or {}).get("data_loader"), MindFormerModuleType.DATASET_LOADER,
+         "train_dataset.data_loader", ("columns", "where")),
         (config.get("optimizer"), MindFormerModuleType.OPTIMIZER, "optimizer", ("params",)),
         (config.get("lr_schedule"), MindFormerModuleType.LR, "lr_schedule", ()),
         (config.get("runner_wrapper"), MindFormerModuleType.WRAPPER, "runner_wrapper",
-         ("network", "optimizer", "scale_sense", "gradient_accumulation_steps")),
+         ("network", "optimizer", "gradient_accumulation_steps")),
     ]
     try:
         for section, module_type, where, provided in checks:

@@ -8,7 +8,6 @@ Each row becomes {"id": "<n>", "conversations": [{"from": "human", "value": inst
 fschat prompt template is applied at preprocessing time (--template) rather than baked into the text here.
 Rows without an instruction or output are skipped and counted; the output file appears only when complete.
 """
-import argparse
 import json
 import os
 import sys
@@ -19,11 +18,11 @@ if __package__ in (None, ""):  # run as a script from a checkout that is not pip
 from mindformers.checkpoint.atomic import atomic_files  # noqa: E402
 from mindformers.tools.dataset_preprocess.conversation_records import (  # noqa: E402
     UnusableRecord, alpaca_to_conversation, load_json_records)
-from mindformers.tools.errors import DataError, exit_on_user_error  # noqa: E402
+from mindformers.tools.errors import DataError, OneLineParser, exit_on_user_error  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="alpaca_converter.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_path", required=True, help="alpaca_data.json: a JSON list (or .jsonl) of rows")
     parser.add_argument("--output_path", required=True, help="the conversation .json to write")
     return parser.parse_args(argv)

@@ -29,14 +29,14 @@ from mindformers.tools.dataset_preprocess.mindrecord_output import AtomicMindRec
 from mindformers.tools.dataset_preprocess.text_sources import find_input_files, iter_documents  # noqa: E402
 from mindformers.tools.dataset_preprocess.token_packing import TokenPacker  # noqa: E402
 from mindformers.tools.dataset_preprocess.tokenize_documents import encode_documents, load_tokenizer  # noqa: E402
-from mindformers.tools.errors import ConfigError, exit_on_user_error  # noqa: E402
+from mindformers.tools.errors import ConfigError, OneLineParser, exit_on_user_error  # noqa: E402
 
 WRITE_BATCH_ROWS = 1024  # rows handed to FileWriter at a time: bounded memory, few calls
 SCHEMA = {"input_ids": {"type": "int32", "shape": [-1]}}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="llama_preprocess.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset_type", default="wiki", choices=["wiki", "qa"])
     parser.add_argument("--input_glob", required=True, help="files to read: .txt (any other extension is read "
                         "as text), .jsonl, .json, .parquet; quote the pattern; ** matches folders")

@@ -15,7 +15,6 @@ Padding uses --pad_token_id (default: the tokenizer's pad token, else 0). Questi
 skipped and counted. --tokenizer_type names the tokenizer: a tokenizer.model / tokenizer.json path or the model
 folder holding one (this build downloads nothing, so a bare name such as llama2_7b needs --model_file).
 """
-import argparse
 import json
 import os
 import sys
@@ -27,7 +26,7 @@ if __package__ in (None, ""):  # run as a script from a checkout that is not pip
 
 from mindformers.tools.dataset_preprocess.mindrecord_output import AtomicMindRecordWriter  # noqa: E402
 from mindformers.tools.dataset_preprocess.tokenize_documents import load_tokenizer  # noqa: E402
-from mindformers.tools.errors import ConfigError, DataError, exit_on_user_error  # noqa: E402
+from mindformers.tools.errors import ConfigError, DataError, OneLineParser, exit_on_user_error  # noqa: E402
 
 PROMPT = ("Read the passage and answer the question below.\n\n### Instruction:\n{context}\n\n### Input:\n"
           "{question}\n\n### Response:")
@@ -37,7 +36,7 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="squad_data_process.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input_file", required=True, help="SQuAD-format json (train-v1.1.json, dev-v1.1.json)")
     parser.add_argument("--output_file", required=True, help="the .mindrecord to write (with its .db index)")
     parser.add_argument("--mode", default="train", choices=["train", "eval"])

@@ -6,13 +6,14 @@ so a failure leaves nothing behind and memory stays at a few chunks whatever the
 """
 import json
 import logging
-import math
 import os
 
+import numpy as np
 import yaml
 
 from mindformers.checkpoint.atomic import atomic_files, atomic_folder
 from mindformers.checkpoint.ckpt_stream import CkptWriter, read_ckpt
+from mindformers.checkpoint.hf_mapping import hf_sources, our_sources
 from mindformers.checkpoint.integrity import verify_checkpoint, write_manifest
 from mindformers.checkpoint.safetensors_stream import (INDEX_NAME, SafetensorsWriter, read_safetensors,
                                                        read_safetensors_folder, write_index)
@@ -103,7 +104,7 @@ def read_hf_source(family, input_path, dtype=None, overrides=None, key="--input_
     if not os.path.isdir(input_path):
         raise ConfigError(f"{key}: expected a HuggingFace model folder or a .gguf file, got {input_path}")
     config, _ = config_from_hf_folder(family, input_path, dtype, overrides)
-    return config, read_hf_tensors(input_path), None
+    return config, family.read_names(read_hf_tensors(input_path)), None
 
 
 def load_our_yaml(path, overrides=None):
@@ -126,7 +127,9 @@ MODEL_KEYS = ("seq_length", "max_position_embedding", "hidden_size", "num_layers
               "head_dim", "intermediate_size", "vocab_size", "hidden_act", "theta", "partial_rotary_factor",
               "scaling_factor", "extend_method", "rms_norm_eps", "add_rmsnorm_offset", "scale_embedding",
               "tie_word_embeddings", "final_logit_softcapping", "qkv_has_bias", "attn_proj_has_bias", "qkv_concat",
-              "sliding_window", "bos_token_id", "eos_token_id", "pad_token_id", "compute_dtype", "param_init_type")
+              "sliding_window", "position_embedding_type", "rotary_interleaved", "normalization",
+              "layer_norm_epsilon", "embedding_norm", "gated_mlp", "mlp_has_bias", "norm_head", "bos_token_id",
+              "eos_token_id", "pad_token_id", "compute_dtype", "param_init_type")
 
 
 def model_keys(config):
@@ -217,12 +220,13 @@ def hf_to_ours(family, input_path, output_path, dtype=None, progress=True):
     config, tensors, gguf = read_hf_source(family, input_path, dtype)
     plan = family.plan(config)
     unused = check_against_plan(plan, tensors, input_path, "hf_to_ours")
-    unused = [name for name in unused if not name.endswith("rotary_emb.inv_freq")]
+    unused = [name for name in unused if not family.is_buffer(name, config)]
     if unused:
         logger.warning("%s: %d tensors have no place in the model and are skipped (first: %s)",
                        input_path, len(unused), unused[0])
     out_dtype = {p.ours: canonical(dtype) or tensors[p.parts[0].hf_name].dtype for p in plan}
-    total = sum(tensors[part.hf_name].nbytes for p in plan for part in p.parts)
+    sources = {p.ours: our_sources(p, tensors) for p in plan}
+    total = sum(info.nbytes for parts in sources.values() for info in parts)
     yaml_path = our_config_path(output_path)
     outputs = [output_path, yaml_path, tokenizer_folder(output_path)]
     with atomic_files(*outputs[:2]) as (tmp_out, tmp_yaml), progress_bar(total, "convert", progress) as bar:
@@ -235,8 +239,7 @@ def hf_to_ours(family, input_path, output_path, dtype=None, progress=True):
             write = lambda p, chunks: writer.write_tensor(p.ours, out_dtype[p.ours], p.our_shape, chunks)  # noqa
         try:
             for planned in plan:
-                parts = [tensors[part.hf_name] for part in planned.parts]
-                write(planned, counted(cast_chunks(parts, out_dtype[planned.ours]), bar))
+                write(planned, counted(cast_chunks(sources[planned.ours], out_dtype[planned.ours]), bar))
             tokenizer = write_gguf_tokenizer(gguf, outputs[2]) if gguf is not None else None
             write_our_yaml(tmp_yaml, family, config, input_path, tokenizer)
             if isinstance(writer, CkptWriter):
@@ -267,21 +270,6 @@ def shard_plan(entries, max_shard_bytes):
     return shards
 
 
-def split_parts(planned, info):
-    """The HF parts of one of our tensors: itself, or consecutive blocks of a fused or stacked tensor (byte ranges,
-    no copy)."""
-    if len(planned.parts) == 1 and not planned.stacked:
-        return [TensorInfo(planned.parts[0].hf_name, info.dtype, info.shape, info.segments, info.load)]
-    item_bytes = info.nbytes // math.prod(info.shape)
-    pieces, start = [], 0
-    for part in planned.parts:
-        nbytes = math.prod(part.shape) * item_bytes
-        pieces.append(TensorInfo(part.hf_name, info.dtype, part.shape,
-                                 load=lambda s=start, n=nbytes: info.read().reshape(-1).view("u1")[s:s + n]))
-        start += nbytes
-    return pieces
-
-
 def ours_to_hf(family, config, tensors, output_dir, source, dtype=None, max_shard_bytes=DEFAULT_SHARD_BYTES,
                progress=True):
     """Write `tensors` (name -> TensorInfo of ours) as a HF folder: config.json, shards and their index."""
@@ -289,12 +277,13 @@ def ours_to_hf(family, config, tensors, output_dir, source, dtype=None, max_shar
     check_against_plan(plan, tensors, source, "ours_to_hf")
     dtype = canonical(dtype)
     hf_parts = []
-    for planned in plan:
-        info = tensors[planned.ours]
-        for piece in split_parts(planned, info):
-            out = dtype or info.dtype
-            hf_parts.append((piece.name, out, piece.shape, piece.nbytes * ITEMSIZE[out] // ITEMSIZE[info.dtype],
-                             piece))
+    for name, piece in hf_sources(plan, tensors):
+        out = dtype or piece.dtype
+        hf_parts.append((name, out, piece.shape, piece.nbytes * ITEMSIZE[out] // ITEMSIZE[piece.dtype], piece))
+    buffer_dtype = dtype or (hf_parts[0][1] if hf_parts else "F32")
+    for name, array in family.buffers(config).items():
+        piece = TensorInfo(name, "F32", array.shape, load=lambda a=array: a.astype(np.float32))
+        hf_parts.append((name, buffer_dtype, piece.shape, piece.nbytes * ITEMSIZE[buffer_dtype] // 4, piece))
     shards = shard_plan(hf_parts, max_shard_bytes)
     names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map = {entry[0]: name for name, shard in zip(names, shards) for entry in shard}

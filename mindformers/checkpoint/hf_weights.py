@@ -7,7 +7,7 @@ import mindspore as ms
 
 from mindformers.checkpoint.gguf_file import is_gguf
 from mindformers.checkpoint.hf_convert import check_against_plan, is_hf_folder, read_hf_source
-from mindformers.checkpoint.hf_mapping import family_for_model_type
+from mindformers.checkpoint.hf_mapping import family_for_model_type, our_sources
 from mindformers.checkpoint.tensor_dtypes import cast
 from mindformers.tools.errors import ConfigError
 
@@ -33,8 +33,8 @@ def load_hf_weights(network, model_config, path, key="load_checkpoint"):
             raise ConfigError(f"{key}: {path}: '{planned.ours}' is {tuple(planned.our_shape)} there but "
                               f"{tuple(param.shape)} in this model (convert it with convert_weight.py and load it "
                               "with --auto_trans_ckpt True)")
-        parts = [tensors[part.hf_name] for part in planned.parts]
-        values = np.concatenate([cast(info.read().reshape(-1), info.dtype, "F32") for info in parts])
+        values = np.concatenate([cast(info.read().reshape(-1), info.dtype, "F32")
+                                 for info in our_sources(planned, tensors)])
         param.set_data(ms.Tensor(values.reshape(planned.our_shape), dtype=param.dtype))
     # generation's transposed weight copies must follow; imported here because generation imports the models
     from mindformers.generation.transposed_weights import weights_may_change  # pylint: disable=import-outside-toplevel

@@ -36,8 +36,7 @@ def encode_with_specials(tokenizer, text):
     """Token ids of a template's text, whose literal <s> / </s> stand for the bos / eos ids (not for text)."""
     specials = {tok: tid for tok, tid in ((tokenizer.bos_token, tokenizer.bos_token_id),
                                           (tokenizer.eos_token, tokenizer.eos_token_id)) if tok and tid is not None}
-    ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and not text.startswith(
-        str(tokenizer.bos_token)) else []
+    ids = [] if tokenizer.bos_token and text.startswith(tokenizer.bos_token) else tokenizer.text_start_ids()
     piece = ""
     position = 0
     while position < len(text):

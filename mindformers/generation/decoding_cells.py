@@ -30,8 +30,8 @@ class DecodingStep(nn.Cell):
         self.window = spec.sliding_window
 
     def construct(self, input_ids, start, first_columns, select):
-        positions, blocked, slots = step_inputs(start, first_columns, input_ids.shape[1], self.cache,
-                                                self.max_position, self.window)
-        hidden = self.lm.model(input_ids, None, self.cache.layer_caches(positions, blocked, slots))
+        positions, blocked, slots, columns = step_inputs(start, first_columns, input_ids.shape[1], self.cache,
+                                                         self.max_position, self.window)
+        hidden = self.lm.model(input_ids, None, self.cache.layer_caches(positions, blocked, slots, columns))
         logits = self.lm.logits(ops.gather(hidden, select, 1))
         return ops.reshape(ops.cast(logits, ms.float32), (input_ids.shape[0], -1))

@@ -3,8 +3,9 @@
 Checkpoints hold a Linear weight as (out, in) and multiply by its transpose. With only a few rows to multiply (every
 decode step), MindSpore's CPU MatMul streams a weight laid out (in, out) close to memory bandwidth and one laid out
 (out, in) at about half of it (the 8-layer benchmark model decodes ~1.4x faster). So generation keeps a transposed
-copy of each Linear weight, attached to its Linear (Linear.weight_t) only for the length of a generate() call:
-training and every graph compiled outside generation keep using the weight itself.
+copy of each Linear's matmul_weight() (the weight; NormHead's with its rows normalised), attached to its Linear
+(Linear.weight_t) only for the length of a generate() call: training and every graph compiled outside generation keep
+using the weight itself.
 
 The copies are built on first use and kept; they are refreshed before the next generate() once the model has been
 put in training mode (every training wrapper does that) or has loaded weights through load_weights. They cost the
@@ -20,21 +21,21 @@ from mindformers.models.modules.linear import Linear
 _ATTRIBUTE = "_transposed_weights"
 
 
-def _transposed(weight):
-    return ops.transpose(weight, (1, 0))
+def _transposed(cell):
+    return ops.transpose(cell.matmul_weight(), (1, 0))
 
 
 class TransposedWeights:
     def __init__(self, model):
         self.linears = [cell for _, cell in model.cells_and_names() if isinstance(cell, Linear)]
-        self.copies = [Parameter(_transposed(cell.weight), name=f"{cell.weight.name}.transposed",
+        self.copies = [Parameter(_transposed(cell), name=f"{cell.weight.name}.transposed",
                                  requires_grad=False) for cell in self.linears]
         self.fresh = True
 
     def refresh(self):
         """Copy the weights again, into the same Parameters (compiled decoding steps hold those)."""
         for cell, copy in zip(self.linears, self.copies):
-            copy.set_data(_transposed(cell.weight))
+            copy.set_data(_transposed(cell))
         self.fresh = True
 
     @contextlib.contextmanager

@@ -2,8 +2,9 @@
 
 A file goes by its kind: a sentencepiece .model -> LlamaTokenizer, a tokenizer.json -> LlamaTokenizerFast. A folder
 goes by its tokenizer_config.json `tokenizer_class` where a family's tokenizer behaves differently (CodeLlama's
-infilling, Qwen2's vocab.json + merges.txt, InternLM's sentencepiece-on-every-chunk), else by the files it holds:
-tokenizer.json first (what AutoTokenizer loads), then tokenizer.model.
+infilling, Qwen2's and GPT-2's vocab.json + merges.txt, InternLM's and Baichuan2's sentencepiece-on-every-chunk,
+ChatGLM3's special tokens and [gMASK]sop prefix), else by the files it holds: tokenizer.json first (what AutoTokenizer
+loads), then tokenizer.model.
 """
 import os
 
@@ -16,9 +17,15 @@ FAMILY_CLASSES = {
     "CodeLlamaTokenizerFast": ("CodeLlamaTokenizer", ("tokenizer.model",), {}),
     "Qwen2Tokenizer": ("Qwen2Tokenizer", ("tokenizer.json", "vocab.json"), {}),
     "Qwen2TokenizerFast": ("Qwen2Tokenizer", ("tokenizer.json", "vocab.json"), {}),
+    "GPT2Tokenizer": ("GPT2Tokenizer", ("tokenizer.json", "vocab.json"), {}),
+    "GPT2TokenizerFast": ("GPT2Tokenizer", ("tokenizer.json", "vocab.json"), {}),
     # InternLM's own (remote-code) tokenizer runs sentencepiece on every chunk between special tokens.
     "InternLMTokenizer": ("LlamaTokenizer", ("tokenizer.model",), {"legacy": True}),
+    # Baichuan2's too (its model has no dummy prefix and an identity normalizer: Llama's pipeline computes that).
+    "BaichuanTokenizer": ("LlamaTokenizer", ("tokenizer.model",), {"legacy": True}),
+    "ChatGLMTokenizer": ("ChatGLM3Tokenizer", ("tokenizer.model",), {}),
 }
+VOCAB_FILES_HINT = " (vocab.json + merges.txt alone need tokenizer_class Qwen2Tokenizer or GPT2Tokenizer)"
 
 
 def tokenizer_class_for(path):
@@ -42,7 +49,7 @@ def tokenizer_class_for(path):
     if "tokenizer.model" in has:
         return "LlamaTokenizer", {"vocab_file": path}
     raise DataError(f"{path}: holds no tokenizer.json or tokenizer.model"
-                    f"{' (vocab.json + merges.txt alone need tokenizer_class Qwen2Tokenizer)' if has else ''}")
+                    f"{VOCAB_FILES_HINT if has else ''}")
 
 
 def tokenizer_from_path(path, **settings):

@@ -143,9 +143,12 @@ class SentencePieceTokenizer(MindFormerTokenizer):
         self._added_by_id = {index: content for content, index in self._added.items()}
         matched = set(pieces) | user_defined | set(self._added) | set(self._special_added)
         matched |= set(self.all_special_tokens)
+        self._split_re = self._special_token_regex(matched) if matched else None
+
+    def _special_token_regex(self, tokens):
+        """The regex that finds `tokens` written in text (a family may narrow where some of them count)."""
         # Longest first so '<s>' never wins over a longer token that starts with it.
-        self._split_re = re.compile("(" + "|".join(re.escape(t) for t in sorted(matched, key=len, reverse=True))
-                                    + ")") if matched else None
+        return re.compile("(" + "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)) + ")")
 
     def _piece_id(self, token):
         index = self.sp_model.piece_to_id(token)

@@ -103,6 +103,11 @@ class MindFormerTokenizer:
     def pad_token_id(self):
         return self._token_id_or_none(self.pad_token)
 
+    def text_start_ids(self):
+        """The ids that open a text of the model: its bos, when it has one (ChatGLM3: [gMASK] sop). Preprocessing,
+        chat prompts and SQuAD rows start texts with these."""
+        return [self.bos_token_id] if self.bos_token is not None else []
+
     @property
     def special_tokens_map(self):
         named = {name: getattr(self, name) for name in SPECIAL_TOKEN_NAMES if getattr(self, name) is not None}

@@ -44,11 +44,14 @@ class PrefixAttention(Attention):
         visible = ops.zeros((blocked.shape[0], 1, queries, self.prefix_tokens), blocked.dtype)
         return key, value, ops.concat((visible, blocked), -1)
 
-    def attend(self, query, key, value, blocked):
-        """Attention.attend over [prefix; keys], for full forwards and cached generation alike."""
+    def attend(self, query, key, value, blocked, bias=None):
+        """Attention.attend over [prefix; keys], for full forwards and cached generation alike; a score bias
+        (ALiBi) is zero on the prefix columns, which are not tokens of the text."""
         key, value, blocked = self.with_prefix(key, value, blocked)
+        if bias is not None:
+            bias = ops.concat((ops.zeros(bias.shape[:-1] + (self.prefix_tokens,), bias.dtype), bias), -1)
         # exact attention on every backend: the fused kernel's mask layout has no room for the prefix columns
-        return self.exact_attention(query, key, value, blocked)
+        return self.exact_attention(query, key, value, blocked, bias)
 
 
 def add_prefix(attention, prefix_tokens, mid_dim=0, dropout=0.0, init_std=0.02):

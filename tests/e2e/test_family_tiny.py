@@ -16,9 +16,14 @@ from tests.fixtures.data import leading_documents
 
 WIKI_SEQ, QA_SEQ = 32, 128
 WIKI_CHARACTERS, EVAL_CHARACTERS, QA_RECORDS = 8000, 1500, 48
-# config family -> its tokenizer folder in tests/fixtures/family_tokenizers.py (Mistral's and Mixtral's are Llama 2's)
+# config family -> its tokenizer folder in tests/fixtures/family_tokenizers.py (Mistral's and Mixtral's are Llama 2's,
+# GPT-3's GPT-2's)
 TOKENIZER_FOLDER = {"qwen1_5": "qwen2", "gemma": "gemma", "internlm": "internlm", "yi": "yi",
-                    "codellama": "codellama", "aquila2": "aquila2", "mistral": "llama2", "mixtral": "llama2"}
+                    "codellama": "codellama", "aquila2": "aquila2", "mistral": "llama2", "mixtral": "llama2",
+                    "bloom": "bloom", "gpt3": "gpt2", "baichuan2": "baichuan2", "glm3": "chatglm3"}
+# instruction rows in the family's own chat format where its users fine-tune in it (fschat's vicuna by default):
+# ChatGLM3's [gMASK]sop<|user|> ... <|assistant|> from its folder's chat_template
+QA_TEMPLATE = {"glm3": "tokenizer"}
 # Smaller than the shipped tiny configs (one layer: graph compilation is most of a run's cost); each family keeps its
 # own choices (heads, GQA, biases, head_dim, tying, norms, activation, window).
 RUN_SIZES = dict(seq_length=WIKI_SEQ, num_layers=1, hidden_size=64, intermediate_size=128, max_decode_length=16)
@@ -65,6 +70,7 @@ def family_data(tmp_path_factory, family_folders, sample_text_files, alpaca_json
                 wiki=preprocess(folder, "wiki", tokenizer, *wiki, "--input_glob", str(texts["wiki"])),
                 held=preprocess(folder, "held", tokenizer, *wiki, "--input_glob", str(texts["held"])),
                 qa=preprocess(folder, "qa", tokenizer, "--dataset_type", "qa", "--seq_length", str(QA_SEQ),
+                              "--template", QA_TEMPLATE.get(family, "vicuna_v1.1"),
                               "--input_glob", str(folder / "conv.json")))
         return built[family]
     return get

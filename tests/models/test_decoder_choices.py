@@ -1,6 +1,9 @@
 """The shared decoder's choices that no transformers family in the parity tests combines: fused q/k/v and gate/up
-weights (qkv_concat), partial rotary, final logit soft-capping, and all of them at once in graph mode; the model
-answering for itself (cache_spec, LoRA targets); one-line errors for configs it cannot build or write."""
+weights (qkv_concat), partial rotary, final logit soft-capping, and all of them at once in graph mode; ALiBi's slopes
+(any head count, split over model-parallel ranks), GLM's interleaved rotary pairs, and the choices of Bloom, GPT-3
+and Baichuan2 together (ALiBi over grouped heads, LayerNorm, embedding norm, plain MLP, NormHead; learned positions)
+in graph mode; the model answering for itself (cache_spec, LoRA targets); one-line errors for configs it cannot
+build or write."""
 import numpy as np
 import pytest
 import mindspore as ms
@@ -9,7 +12,9 @@ from mindspore import Tensor
 from mindformers import ConfigError
 from mindformers.models import GemmaConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config
 from mindformers.models.llama.convert_mapping import LLAMA
+from mindformers.models.modules.positions import AlibiPosition, alibi_slopes
 from mindformers.models.modules.rotary import RotaryEmbedding, rotary_tables
+from mindformers.parallel.groups import ParallelGroups, using_groups
 from mindformers.models.qwen2 import QWEN2
 from mindformers.parallel.parallel_check import ParallelSettings, check_model_split
 from mindformers.pet import apply_pet
@@ -19,6 +24,14 @@ EVERYTHING = dict(n_kv_heads=2, head_dim=12, qkv_concat=True,
                   qkv_has_bias=True, attn_proj_has_bias=True, partial_rotary_factor=0.5, hidden_act="gelu_tanh",
                   add_rmsnorm_offset=True, scale_embedding=True, final_logit_softcapping=5.0,
                   tie_word_embeddings=True, sliding_window=6)
+# Bloom's and Baichuan2-13B's choices over grouped heads (no family has ALiBi with GQA: the bias must follow each
+# query head to its group), with fused q/k/v; GPT-3's.
+ALIBI_ET_AL = dict(n_kv_heads=2, qkv_concat=True, qkv_has_bias=True, position_embedding_type="alibi",
+                   normalization="LayerNorm", embedding_norm=True, gated_mlp=False, mlp_has_bias=True,
+                   hidden_act="gelu_tanh", norm_head=True, sliding_window=6)
+LEARNED_POSITIONS = dict(position_embedding_type="learned_absolute", normalization="LayerNorm", gated_mlp=False,
+                         mlp_has_bias=True, hidden_act="gelu", tie_word_embeddings=True, qkv_has_bias=True,
+                         attn_proj_has_bias=True)
 
 
 @pytest.fixture(autouse=True)
@@ -95,10 +108,41 @@ def test_final_logit_softcapping_squashes_the_logits():
     np.testing.assert_allclose(capped(Tensor(ids())).asnumpy(), 2.0 * np.tanh(raw / 2.0), atol=1e-5)
 
 
-def test_every_choice_at_once_graph_equals_pynative_and_the_cache_changes_nothing():
-    model = build(**EVERYTHING)
+def test_alibi_slopes_follow_the_paper_for_any_head_count_and_split_over_ranks():
+    """Press et al.: 2^(-8i/n) for n a power of two; otherwise the closest power of two's slopes, then the odd ones
+    of twice as many heads (Bloom's and Baichuan2's rule). Each model-parallel rank takes its block of heads."""
+    np.testing.assert_allclose(alibi_slopes(8), [2.0 ** -i for i in range(1, 9)])
+    np.testing.assert_allclose(alibi_slopes(6), [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3])
+    assert len(alibi_slopes(40)) == 40 and alibi_slopes(40)[32] == pytest.approx(2.0 ** -0.125)  # 13B's 33rd head
+    for rank in range(2):
+        with using_groups(ParallelGroups(model_parallel=2, model_rank=rank)):
+            local = AlibiPosition(6).negative_slopes.asnumpy().reshape(-1)
+        np.testing.assert_allclose(-local, alibi_slopes(6)[3 * rank:3 * rank + 3], rtol=1e-7)
+
+
+def test_interleaved_rotary_rotates_neighbouring_pairs():
+    """GLM's layout: features (2i, 2i+1) rotate together by theta_i of a rotary_dim-wide embedding; with partial
+    rotary the rest pass through. In the full-sequence tables and the decode step's rotation matrices."""
+    head_dim, rotary_dim, positions = 8, 4, 6
+    x = np.random.default_rng(3).normal(size=(1, 2, positions, head_dim)).astype(np.float32)
+    theta = 1.0 / 10000.0 ** (np.arange(0, rotary_dim, 2) / rotary_dim)
+    angle = np.arange(positions)[:, None] * theta[None, :]
+    even, odd = x[..., 0:rotary_dim:2], x[..., 1:rotary_dim:2]
+    pairs = np.stack([even * np.cos(angle) - odd * np.sin(angle), odd * np.cos(angle) + even * np.sin(angle)], -1)
+    expected = np.concatenate([pairs.reshape(1, 2, positions, rotary_dim), x[..., rotary_dim:]], -1)
+    rotary = RotaryEmbedding(head_dim, positions, rotary_dim=rotary_dim, interleaved=True)
+    np.testing.assert_allclose(rotary.rotate(Tensor(x), rotary.first(positions)).asnumpy(), expected, atol=1e-6)
+    step = rotary.rotate(Tensor(x[:, :, 4:5]), rotary.at(Tensor(np.array([[4]], np.int32))))
+    np.testing.assert_allclose(step.asnumpy(), expected[:, :, 4:5], atol=1e-6)
+
+
+@pytest.mark.parametrize("choices", [EVERYTHING, ALIBI_ET_AL, LEARNED_POSITIONS],
+                         ids=["rotary_choices", "alibi_layernorm_normhead", "learned_positions"])
+def test_every_choice_at_once_graph_equals_pynative_and_the_cache_changes_nothing(choices):
+    model = build(**choices)
     spec = model.cache_spec()
-    assert (spec.num_layers, spec.kv_heads, spec.head_dim, spec.sliding_window) == (2, 2, 12, 6)
+    if choices is EVERYTHING:
+        assert (spec.num_layers, spec.kv_heads, spec.head_dim, spec.sliding_window) == (2, 2, 12, 6)
     rows = ids()
     pynative_logits = model(Tensor(rows)).asnumpy()
     train_ids = Tensor(np.concatenate([rows, rows[:, :1]], 1))
@@ -119,6 +163,11 @@ def test_every_choice_at_once_graph_equals_pynative_and_the_cache_changes_nothin
     (dict(final_logit_softcapping=-1.0), "final_logit_softcapping", "positive number"),
     (dict(qkv_concat="yes"), "qkv_concat", "True or False"),
     (dict(hidden_size=30), "num_heads", "or head_dim set"),
+    (dict(position_embedding_type="sinusoidal"), "position_embedding_type", "rope, alibi, learned_absolute"),
+    (dict(normalization="BatchNorm"), "normalization", "RMSNorm or LayerNorm"),
+    (dict(layer_norm_epsilon=0), "layer_norm_epsilon", "positive number"),
+    (dict(norm_head=True, tie_word_embeddings=True), "norm_head", "False with tie_word_embeddings"),
+    (dict(gated_mlp="no"), "gated_mlp", "True or False"),
 ])
 def test_bad_choices_are_one_line_errors(values, key, fragment):
     with pytest.raises(ConfigError, match=f"model.model_config.{key}") as error:
@@ -150,3 +199,59 @@ def test_family_classes_are_their_flagships_and_check_yaml_keys():
     from mindformers.tools.register.registry import check_arguments  # pylint: disable=import-outside-toplevel
     with pytest.raises(ConfigError, match="unknown key for GemmaConfig; did you mean 'head_dim'"):
         check_arguments(GemmaConfig, {"head_dims": 128}, "model.model_config")
+
+
+GLM = dict(hidden_size=32, num_layers=1, num_attention_heads=4, multi_query_attention=True, multi_query_group_num=2,
+           ffn_hidden_size=40, padded_vocab_size=VOCAB, kv_channels=8)
+
+
+@pytest.mark.parametrize("family, hf, fragment", [
+    ("bloom", dict(hidden_size=32, n_layer=1, n_head=4, vocab_size=VOCAB,
+                   apply_residual_connection_post_layernorm=True), "apply_residual_connection_post_layernorm: true"),
+    ("bloom", dict(n_layer=1, n_head=4, vocab_size=VOCAB), "expected the key hidden_size"),
+    ("gpt3", dict(n_embd=32, n_layer=1, n_head=4, vocab_size=VOCAB, scale_attn_by_inverse_layer_idx=True),
+     "scale_attn_by_inverse_layer_idx: true"),
+    ("gpt3", dict(n_embd=32, n_layer=1, n_head=4, vocab_size=VOCAB, activation_function="relu"),
+     "activation_function 'relu'"),
+    ("chatglm3", dict(GLM, rmsnorm=False), "rmsnorm: false is not supported"),
+    ("chatglm3", dict(GLM, add_bias_linear=True), "add_bias_linear: true is not supported"),
+])
+def test_release_configs_they_cannot_read_are_one_line_errors(family, hf, fragment, tmp_path):
+    """Through convert_weight.py: exit 2, one line naming config.json and the key, nothing written."""
+    import json  # pylint: disable=import-outside-toplevel
+    import convert_weight  # pylint: disable=import-outside-toplevel
+    model_type = {"bloom": "bloom", "gpt3": "gpt2", "chatglm3": "chatglm"}[family]
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(dict(hf, model_type=model_type)))
+    with pytest.raises(SystemExit) as code:
+        convert_weight.main(["--no_progress", "--model", family, "--input_path", str(tmp_path / "hf"),
+                             "--output_path", str(tmp_path / "out.ckpt")])
+    assert code.value.code == 2
+    assert not (tmp_path / "out.ckpt").exists()
+    with pytest.raises(ConfigError, match="config.json") as error:
+        from mindformers.checkpoint.hf_mapping import get_family  # pylint: disable=import-outside-toplevel
+        get_family(family).config_from_hf(dict(hf, model_type=model_type), "F32", str(tmp_path / "config.json"))
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("family, values, fragment", [
+    ("bloom", dict(position_embedding_type="rope"), "position_embedding_type: HF BloomForCausalLM cannot express"),
+    ("bloom", dict(intermediate_size=100), "intermediate_size: HF BloomForCausalLM cannot express 100"),
+    ("bloom", dict(n_kv_heads=2), "one key/value head per query head"),
+    ("gpt3", dict(embedding_norm=True), "embedding_norm: HF GPT2LMHeadModel cannot express True"),
+    ("gpt3", dict(hidden_act="silu"), "hidden_act: HF GPT2LMHeadModel cannot express 'silu'"),
+    ("baichuan2", dict(norm_head=False), "norm_head: HF BaichuanForCausalLM cannot express False"),
+    ("baichuan2", dict(n_kv_heads=2), "one key/value head per query head and rotary theta 10000"),
+    ("chatglm3", dict(rotary_interleaved=False), "rotary_interleaved: HF ChatGLMModel cannot express False"),
+    ("chatglm3", dict(attn_proj_has_bias=True), "attn_proj_has_bias: HF ChatGLMModel cannot express True"),
+])
+def test_models_the_release_layouts_cannot_express_are_refused(family, values, fragment):
+    from mindformers.checkpoint.hf_mapping import get_family  # pylint: disable=import-outside-toplevel
+    from mindformers.tools.register import MindFormerModuleType, MindFormerRegister  # noqa: E501 pylint: disable=import-outside-toplevel
+    mapping = get_family(family)
+    config_class = MindFormerRegister.get_cls(MindFormerModuleType.CONFIG, mapping.our_config_type)
+    sizes = dict(num_layers=1, hidden_size=32, num_heads=4, vocab_size=VOCAB, pad_token_id=0, bos_token_id=1,
+                 eos_token_id=2, intermediate_size=128 if family in ("bloom", "gpt3") else 40)
+    with pytest.raises(ConfigError) as error:
+        mapping.config_to_hf(config_class(**dict(sizes, **values)), "F32")
+    assert fragment in str(error.value) and "\n" not in str(error.value)

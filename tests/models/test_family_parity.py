@@ -3,7 +3,10 @@ HF folder -> convert_weight.py -> from_pretrained: logits equal transformers' to
 padding), greedy generate gives transformers' ids with and without the KV cache, and convert_weight.py --reversed
 gives back every HF tensor bit for bit in a folder transformers loads. (Llama and Mistral: test_hf_parity.py,
 tests/convert and tests/generation.) Mixtral's routers choose transformers' experts, and its training loss with the
-load-balancing loss is transformers' output_router_logits=True loss."""
+load-balancing loss is transformers' output_router_logits=True loss. Baichuan2 and ChatGLM3, whose reference code
+is not in transformers, against the references of tests/fixtures/release_models.py, from folders in their releases'
+layout."""
+import functools
 import json
 
 import numpy as np
@@ -15,9 +18,10 @@ import torch  # noqa: E402
 
 import convert_weight  # noqa: E402
 from mindformers import models  # noqa: E402
-from tests.fixtures.family_models import FAMILY_MODELS, save_family_model  # noqa: E402
+from tests.fixtures import release_models  # noqa: E402
+from tests.fixtures.family_models import FAMILY_MODELS, build_family_model, save_family_model  # noqa: E402
 from tests.fixtures.hf_models import hf_state, load_hf  # noqa: E402
-from tests.models.test_hf_parity import assert_logits_match  # noqa: E402
+from tests.models.test_hf_parity import assert_logits_match, inputs  # noqa: E402
 
 PROMPTS = [[5, 6, 7, 8, 9, 1], [10, 11, 12]]
 NEW = 6
@@ -34,10 +38,16 @@ CASES = {
     "codellama": ("codellama", "CodeLlamaForCausalLM", dict(theta=1e6)),
     "aquila2": ("aquila2", "Aquila2ForCausalLM", dict(kv_heads=2)),
     "mixtral": ("mixtral", "MixtralForCausalLM", dict(kv_heads=2, theta=1e6, sliding_window=None)),
+    "bloom": ("bloom", "BloomForCausalLM", dict(position_kind="alibi", uses_layer_norm=True, embedding_norm=True,
+                                                gated_mlp=False, mlp_has_bias=True, num_heads=6,
+                                                tie_word_embeddings=True, activation="gelu_tanh")),
+    "gpt3": ("gpt3", "GPT3ForCausalLM", dict(position_kind="learned_absolute", uses_layer_norm=True, gated_mlp=False,
+                                             activation="gelu", max_position_embedding=32, intermediate_size=128)),
 }
 assert set(CASES) == set(FAMILY_MODELS)
 AUTO_FROM_HF = {"qwen2": "Qwen2ForCausalLM", "gemma": "GemmaForCausalLM", "internlm": "InternLMForCausalLM",
-                "aquila": "Aquila2ForCausalLM", "llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM"}
+                "aquila": "Aquila2ForCausalLM", "llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM",
+                "bloom": "BloomForCausalLM", "gpt2": "GPT3ForCausalLM"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -104,3 +114,74 @@ def test_mixtral_training_loss_and_routing_match_transformers(tmp_path):
     chosen = [torch.topk(logits, 2).indices.reshape(-1).numpy() for logits in out.router_logits]
     assert recorded["expert_load"] == [np.bincount(c, minlength=4).tolist() for c in chosen]
     assert recorded["dropped_tokens"] == 0
+
+
+# Families whose reference code is not in transformers (tests/fixtures/release_models.py): case -> (convert_weight
+# --model, our class, what the converted config must say, release config.json, weights, reference logits).
+def baichuan_7b_reference(weights):
+    llama = release_models.baichuan_as_llama(weights)
+    return lambda ids, mask=None: llama(torch.tensor(ids), attention_mask=None if mask is None
+                                        else torch.tensor(mask)).logits.detach().numpy()
+
+
+RELEASES = {
+    "baichuan2_7b": ("baichuan2", "Baichuan2ForCausalLM", dict(position_kind="rope", norm_head=True),
+                     lambda: release_models.baichuan_config(alibi=False), release_models.baichuan_weights,
+                     baichuan_7b_reference),
+    "baichuan2_13b": ("baichuan2", "Baichuan2ForCausalLM", dict(position_kind="alibi", norm_head=True, num_heads=6),
+                      lambda: release_models.baichuan_config(alibi=True), release_models.baichuan_weights,
+                      lambda weights: functools.partial(release_models.baichuan_alibi_logits, weights)),
+    "chatglm3": ("chatglm3", "ChatGLM3ForCausalLM", dict(kv_heads=2, rotary_dim=4, rotary_interleaved=True,
+                                                          qkv_has_bias=True, attn_proj_has_bias=False),
+                 release_models.chatglm_config, release_models.chatglm_weights,
+                 lambda weights: functools.partial(release_models.chatglm_logits, weights)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RELEASES))
+def test_release_layout_family_matches_its_reference(case, tmp_path):
+    """HF folder in the release's layout -> convert_weight.py -> from_pretrained: logits equal the reference to 1e-4
+    (with and without left padding), greedy ids with and without the KV cache equal the reference's, and
+    convert_weight.py --reversed gives back every tensor of the release bit for bit (the fused W_pack and
+    query_key_value rebuilt from our separate q/k/v, ChatGLM3's inv_freq buffer recomputed) and its config keys."""
+    model_name, class_name, expected, release_config, make_weights, reference = RELEASES[case]
+    weights = make_weights()
+    hf_folder = release_models.save_release(tmp_path / "hf", release_config(), weights)
+    assert convert_weight.main(["--no_progress", "--model", model_name, "--input_path", hf_folder,
+                                "--output_path", str(tmp_path / "ours" / "tiny.ckpt")]) == 0
+    ours = getattr(models, class_name).from_pretrained(tmp_path / "ours")
+    for key, value in expected.items():
+        assert getattr(ours.config, key) == value, key
+    assert type(models.AutoModelForCausalLM.from_pretrained(hf_folder)).__name__ == class_name
+    logits_of = reference(weights)
+
+    ids, mask = inputs()
+    for attention_mask in (None, mask):
+        got = ours(ms.Tensor(ids, ms.int32), attention_mask=None if attention_mask is None
+                   else ms.Tensor(attention_mask, ms.int32)).asnumpy()
+        real = np.ones(ids.shape, bool) if attention_mask is None else attention_mask.astype(bool)
+        np.testing.assert_allclose(got[real], logits_of(ids, attention_mask)[real], atol=1e-4, rtol=0)
+
+    cached = ours.generate(PROMPTS, max_new_tokens=NEW, eos_token_id=EOS, use_past=True)
+    assert ours.generate(PROMPTS, max_new_tokens=NEW, eos_token_id=EOS, use_past=False) == cached
+    assert cached == [release_models.greedy(logits_of, prompt, NEW, EOS) for prompt in PROMPTS]
+
+    back = tmp_path / "back"
+    assert convert_weight.main(["--no_progress", "--model", model_name, "--input_path",
+                                str(tmp_path / "ours" / "tiny.ckpt"), "--output_path", str(back), "--reversed"]) == 0
+    returned = hf_state(back)
+    assert sorted(returned) == sorted(weights)
+    for name, value in weights.items():
+        assert returned[name].dtype == torch.float32 and np.array_equal(returned[name].numpy(), value), name
+    written, published = json.loads((back / "config.json").read_text()), release_config()
+    assert {key: written.get(key) for key in published if key not in ("_name_or_path", "transformers_version")} == \
+        {key: value for key, value in published.items() if key not in ("_name_or_path", "transformers_version")}
+
+
+@pytest.mark.parametrize("case", ["bloom", "gpt3"])
+def test_save_pretrained_names_read_as_the_published_ones(case, tmp_path):
+    """transformers' save_pretrained writes `transformer.`-prefixed names; they read as the published ones do."""
+    model = build_family_model(case)
+    model.save_pretrained(tmp_path)
+    ours = getattr(models, CASES[case][1]).from_pretrained(tmp_path)
+    assert_logits_match(ours, model)

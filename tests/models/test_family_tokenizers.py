@@ -2,17 +2,22 @@
 text, special tokens and chat prompts transformers gives on the same folder."""
 import json
 import os
+import re
 import shutil
 
 import pytest
+import yaml
 
 from mindformers.models.auto_tokenizer import tokenizer_from_path
+from mindformers.models.chatglm3 import ChatGLM3Tokenizer
 from mindformers.models.code_llama import CodeLlamaTokenizer
+from mindformers.models.gpt3 import GPT2Tokenizer
 from mindformers.models.llama import LlamaTokenizer, LlamaTokenizerFast
 from mindformers.models.qwen2 import Qwen2Tokenizer
 from mindformers.tools.errors import ConfigError, DataError
 from mindformers.tools.register import MindFormerModuleType, build_from_config
-from tests.fixtures.family_tokenizers import FAMILIES
+from tests.e2e.helpers import REPO
+from tests.fixtures.family_tokenizers import FAMILIES, REMOTE_CODE_FAMILIES
 from tests.fixtures.tokenizers import CRAFTED, sample_lines
 
 transformers = pytest.importorskip("transformers")
@@ -77,13 +82,21 @@ def test_family_tokenizer_matches_transformers(name, family_folders, sample_text
                                                        return_dict=False), (where, conversation)
 
 
-def test_each_family_folder_loads_as_its_users_load_it(family_folders):
+def test_each_family_folder_loads_as_its_users_load_it(family_folders, tmp_path):
     """tokenizer_from_path (what --model_file / --vocab_file folders use) picks the family's class."""
     expected = {"llama2": LlamaTokenizerFast, "internlm": LlamaTokenizer, "codellama": CodeLlamaTokenizer,
-                "qwen2": Qwen2Tokenizer, "aquila2": LlamaTokenizerFast}
+                "qwen2": Qwen2Tokenizer, "aquila2": GPT2Tokenizer, "gpt2": GPT2Tokenizer,
+                "bloom": LlamaTokenizerFast, "baichuan2": LlamaTokenizer, "chatglm3": ChatGLM3Tokenizer}
     for name, kind in expected.items():
         assert type(tokenizer_from_path(family_folders(name).folder)) is kind, name
+    # a GPT-2 folder without tokenizer.json (vocab.json + merges.txt only) reads those files
+    gpt2 = tmp_path / "gpt2"
+    shutil.copytree(family_folders("gpt2").folder, gpt2)
+    os.remove(gpt2 / "tokenizer.json")
+    text = "GPT-2's <|endoftext|> splits 1234 words,  and spaces\n"
+    assert tokenizer_from_path(str(gpt2)).encode(text) == family_folders("gpt2").load_transformers().encode(text)
     assert tokenizer_from_path(family_folders("internlm").folder).legacy  # InternLM's own tokenizer is legacy
+    assert tokenizer_from_path(family_folders("baichuan2").folder).legacy  # so is Baichuan2's
 
 
 def test_codellama_infilling_prompt(family_folders):
@@ -170,3 +183,72 @@ def test_folder_errors_are_one_line(family_folders, tmp_path):
     (empty / "vocab.json").write_text("{}")
     with pytest.raises(DataError, match="holds no tokenizer.json or tokenizer.model"):
         tokenizer_from_path(str(empty))
+
+
+def remote_code_ids(processor, text, specials):
+    """What Baichuan2's and THUDM's own (remote-code) tokenizers do: the special tokens written in the text split it
+    (into their ids), and every other piece goes through sentencepiece as the model was trained."""
+    pattern = re.compile("|".join(re.escape(token) for token in sorted(specials, key=len, reverse=True)))
+    ids, last = [], 0
+    for match in pattern.finditer(text):
+        ids += processor.encode(text[last:match.start()]) if match.start() > last else []
+        ids.append(specials[match.group()])
+        last = match.end()
+    return ids + (processor.encode(text[last:]) if last < len(text) else [])
+
+
+def shipped_tokenizer(config, folder):
+    """The processor.tokenizer section of a shipped family YAML, built over `folder` as --vocab_file sets it."""
+    with open(os.path.join(REPO, "configs", config), encoding="utf-8") as stream:
+        section = dict(yaml.safe_load(stream)["processor"]["tokenizer"], vocab_file=folder)
+    return build_from_config(section, MindFormerModuleType.TOKENIZER, where="processor.tokenizer")
+
+
+@pytest.mark.parametrize("name", REMOTE_CODE_FAMILIES)
+def test_remote_code_family_tokenizer_gives_the_published_ids(name, family_folders, sample_text_files):
+    """Baichuan2: sentencepiece on every piece between <s>, </s> and <unk>, no bos (as its BaichuanTokenizer).
+    ChatGLM3: GLM's nine special tokens after the model's pieces, the [gMASK] sop prefix, sentencepiece as trained
+    on every piece between special tokens (</s>, <unk> and GLM's; <s> is text), and the published chat template (as
+    THUDM's ChatGLMTokenizer)."""
+    import jinja2  # pylint: disable=import-outside-toplevel
+    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    family = family_folders(name)
+    processor = spm.SentencePieceProcessor(model_file=os.path.join(family.folder, "tokenizer.model"))
+    pieces = processor.get_piece_size()
+    texts = family_texts(family, sample_text_files)
+    yaml_config = {"baichuan2": "baichuan2/baichuan2_base.yaml", "chatglm3": "glm3/glm3_base.yaml"}[name]
+    for ours in (tokenizer_from_path(family.folder), shipped_tokenizer(yaml_config, family.folder)):
+        if name == "baichuan2":
+            specials = {token: processor.piece_to_id(token) for token in ("<s>", "</s>", "<unk>")}
+            prefix = []
+            assert (ours.bos_token, ours.eos_token, ours.pad_token, ours.add_bos_token) == ("<s>", "</s>", "<unk>",
+                                                                                            False)
+        else:
+            from mindformers.models.chatglm3.chatglm3_tokenizer import GLM_SPECIAL_TOKENS  # noqa: E501 pylint: disable=import-outside-toplevel
+            specials = {token: pieces + index for index, token in enumerate(GLM_SPECIAL_TOKENS)}
+            specials.update({"</s>": processor.eos_id(), "<unk>": processor.unk_id()})  # its registered specials
+            prefix = [specials["[gMASK]"], specials["sop"]]
+            assert (ours.bos_token, ours.eos_token, ours.pad_token, ours.padding_side) == (None, "</s>", "<unk>",
+                                                                                           "left")
+            assert len(ours) == pieces + 9 and ours.convert_tokens_to_ids("<|observation|>") == pieces + 8
+            # where GLM's prompts do not write it, "sop" is only letters (THUDM's own matches it inside words)
+            assert ours.encode("isopropyl sop", add_special_tokens=False) == processor.encode("isopropyl sop")
+            texts = [text for text in texts if not re.search(r"(?<!MASK\])sop|eop", text)]
+        for text in texts:
+            ids = ours(text)["input_ids"]
+            assert ids == prefix + remote_code_ids(processor, text, specials), (name, text)
+            plain = [index for index in ids if index not in set(specials.values()) | set(ours.all_special_ids)]
+            assert ours.decode(ids, skip_special_tokens=True) == processor.decode(plain), (name, text)
+    if name == "chatglm3":
+        for conversation in CONVERSATIONS:
+            for prompt in (True, False):
+                text = jinja2.Environment().from_string(family_template(family)).render(
+                    messages=conversation, add_generation_prompt=prompt)
+                assert ours.apply_chat_template(conversation, tokenize=False, add_generation_prompt=prompt) == text
+                assert ours.apply_chat_template(conversation, add_generation_prompt=prompt) == \
+                    remote_code_ids(processor, text, specials)
+
+
+def family_template(family):
+    with open(os.path.join(family.folder, "tokenizer_config.json"), encoding="utf-8") as stream:
+        return json.load(stream)["chat_template"]

@@ -1,4 +1,6 @@
 """Our Llama / Mistral logits equal transformers' on random tiny models (fp32, pynative), with and without padding."""
+import inspect
+
 import numpy as np
 import pytest
 
@@ -31,11 +33,18 @@ def inputs():
 
 
 def assert_logits_match(ours, hf_model):
+    """Ours against transformers' on rows with and without left padding. A padded row's positions count from its
+    first real token, as in generation (ours, and transformers' generate, which passes such position_ids)."""
     ids, mask = inputs()
+    takes_positions = "position_ids" in inspect.signature(hf_model.forward).parameters
     for attention_mask in (None, mask):
+        options = {}
+        if attention_mask is not None:
+            options["attention_mask"] = torch.tensor(attention_mask)
+            if takes_positions:
+                options["position_ids"] = torch.tensor(np.maximum(attention_mask.cumsum(1) - 1, 0))
         with torch.no_grad():
-            expected = hf_model(torch.tensor(ids), attention_mask=None if attention_mask is None
-                                else torch.tensor(attention_mask)).logits.numpy()
+            expected = hf_model(torch.tensor(ids), **options).logits.numpy()
         got = ours(ms.Tensor(ids, ms.int32), attention_mask=None if attention_mask is None
                    else ms.Tensor(attention_mask, ms.int32))
         got = (got[0] if isinstance(got, tuple) else got).asnumpy()

@@ -23,7 +23,7 @@ def reference_inputs(start, first_columns, seq, length, kv_heads, max_position, 
     if window:
         blocked |= columns[None, :, None] - keys[None, None, :] >= window
     rows = np.arange(len(first_columns) * kv_heads) * length
-    return positions, blocked[:, None].astype(np.float32), (rows[:, None] + columns[None, :]).reshape(-1)
+    return positions, blocked[:, None].astype(np.float32), (rows[:, None] + columns[None, :]).reshape(-1), columns
 
 
 @pytest.mark.parametrize("start,seq,window", [(0, 6, None), (6, 1, None), (9, 1, 3), (0, 10, 3)])
@@ -32,7 +32,7 @@ def test_step_inputs_match_numpy(start, seq, window):
     cache = KVCache(1, batch=2, kv_heads=3, length=10, head_dim=2)
     got = step_inputs(Tensor(np.array([start], np.int32)), Tensor(first_columns), seq, cache, 7, window)
     expected = reference_inputs(start, first_columns, seq, 10, 3, 7, window)
-    for name, value, want in zip(("positions", "blocked", "slots"), got, expected):
+    for name, value, want in zip(("positions", "blocked", "slots", "columns"), got, expected):
         np.testing.assert_array_equal(value.asnumpy(), want, err_msg=name)
 
 

@@ -11,7 +11,8 @@ import mindspore as ms
 from mindspore import Tensor
 
 from mindformers import ConfigError
-from mindformers.models import LlamaConfig, LlamaForCausalLM
+from mindformers.checkpoint.hf_mapping import get_family
+from mindformers.models import BloomConfig, LlamaConfig, LlamaForCausalLM
 from mindformers.models.decoder.moe_config import read_moe_config
 from mindformers.models.modules.moe import MoEFeedForward, RouterBalance
 from mindformers.parallel.groups import expert_group_ranks
@@ -218,6 +219,20 @@ def test_expert_parallel_must_fit_the_mesh_and_the_experts():
     moe_config.pet_config = {"pet_type": "lora"}
     with pytest.raises(ConfigError, match="pet_config: LoRA/prefix tuning with parallel_config.expert_parallel 2"):
         check_device(ParallelSettings(data_parallel=2, expert_parallel=2), moe_config, "CPU")
+
+
+def test_experts_are_gated_mlps_without_biases_and_only_an_architecture_with_experts_writes_them():
+    """Each expert is a gated MLP without biases (Mixtral's); an HF architecture without experts, in the Llama layout
+    or outside it (Bloom), refuses a mixture of experts instead of writing a checkpoint without them."""
+    moe = {"expert_num": 4, "num_experts_chosen": 2}
+    with pytest.raises(ConfigError, match="model.model_config.gated_mlp: expected True with moe_config"):
+        LlamaConfig(num_layers=2, gated_mlp=False, moe_config=moe)
+    with pytest.raises(ConfigError, match="model.model_config.mlp_has_bias: expected False with moe_config"):
+        LlamaConfig(num_layers=2, mlp_has_bias=True, moe_config=moe)
+    for name, config in (("llama", LlamaConfig(num_layers=2, moe_config=moe)),
+                         ("bloom", BloomConfig(num_layers=2, gated_mlp=True, mlp_has_bias=False, moe_config=moe))):
+        with pytest.raises(ConfigError, match="model_config.moe_config: HF .* has no mixture of experts"):
+            get_family(name).config_to_hf(config, "F32")
 
 
 MISTAKES = [

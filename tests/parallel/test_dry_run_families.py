@@ -29,6 +29,12 @@ PUBLISHED = {
     "aquila2/pretrain_aquila2_7b": (8, 32, 4096, 32, 32, 11008, 100008, 2048),
     "aquila2/pretrain_aquila2_34b": (16, 60, 6144, 48, 8, 24576, 100008, 4096),
     "mistral/pretrain_mistral_7b": (8, 32, 4096, 32, 8, 14336, 32000, 32768),
+    "bloom/pretrain_bloom_7b1": (8, 30, 4096, 32, 32, 16384, 250880, 2048),
+    "bloom/pretrain_bloom_176b": (96, 70, 14336, 112, 112, 57344, 250880, 2048),
+    "baichuan2/pretrain_baichuan2_7b": (8, 32, 4096, 32, 32, 11008, 125696, 4096),
+    "baichuan2/pretrain_baichuan2_13b": (8, 40, 5120, 40, 40, 13696, 125696, 4096),
+    "gpt3/pretrain_gpt3_175b": (128, 96, 12288, 96, 96, 49152, 51200, 2048),  # GPT-2's 50257 tokens, padded
+    "glm3/pretrain_glm3_6b": (8, 28, 4096, 32, 2, 13696, 65024, 8192),
 }
 
 

@@ -116,3 +116,26 @@ def test_template_errors_are_one_line(family_folders, sample_text_files, tmp_pat
     line = run_failing(args + ["--model_file", family_folders("qwen2").folder, "--template", str(broken)], capsys)
     assert line.startswith("error: chat_template: line 1: not a valid Jinja template")
     assert not list(tmp_path.glob("qa.mindrecord*"))
+
+
+def test_chatglm3_rows_start_with_gmask_sop(family_folders, docs_file, sample_text_files, tmp_path):
+    """ChatGLM3's documents are [gMASK] sop document </s> (its text start, not a bos); its fschat conversations
+    start with [gMASK] sop <|user|>, and only replies are learned."""
+    from mindformers.models.chatglm3 import ChatGLM3Tokenizer  # pylint: disable=import-outside-toplevel
+    folder = family_folders("chatglm3").folder
+    ours = ChatGLM3Tokenizer(folder)
+    start = [ours.convert_tokens_to_ids("[gMASK]"), ours.convert_tokens_to_ids("sop")]
+    path, documents = docs_file
+    main(["--dataset_type", "wiki", "--input_glob", str(path), "--model_file", folder, "--seq_length", str(SEQ),
+          "--output_file", str(tmp_path / "wiki.mindrecord")])
+    stream = [i for text in documents for i in start + ours.encode(text, add_special_tokens=False) + [ours.eos_token_id]]
+    rows = np.stack([row["input_ids"] for row in read_rows(tmp_path / "wiki.mindrecord")])
+    np.testing.assert_array_equal(rows.reshape(-1), stream[:rows.size])
+
+    source = tmp_path / "chat.json"
+    source.write_text(json.dumps(sharegpt_records(sample_text_files[0], limit=4)), encoding="utf-8")
+    main(["--dataset_type", "qa", "--input_glob", str(source), "--model_file", folder, "--seq_length", "400",
+          "--output_file", str(tmp_path / "qa.mindrecord"), "--template", "chatglm3"])
+    for row in read_rows(tmp_path / "qa.mindrecord"):
+        assert row["input_ids"][:3].tolist() == start + [ours.convert_tokens_to_ids("<|user|>")]
+        assert (row["labels"][:3] == IGNORE).all() and (row["labels"] != IGNORE).any()

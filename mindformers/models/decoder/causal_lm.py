@@ -13,11 +13,11 @@ from mindspore import Tensor, nn, ops
 from mindformers.core.loss import CrossEntropyLoss
 from mindformers.core.loss.padding_mask import RealTokenMask
 from mindformers.generation.generation_mixin import GenerationMixin
-from mindformers.models.decoder.choices import make_norm, use_fused_kernels
+from mindformers.models.decoder.choices import make_lm_head, make_norm, use_fused_kernels
 from mindformers.models.decoder.config import DecoderConfig
 from mindformers.models.decoder.layer import DecoderLayer
-from mindformers.models.modules import Embedding, Linear
-from mindformers.models.modules.kv_cache import layer_cache
+from mindformers.models.modules import Embedding
+from mindformers.models.modules.kv_cache import layer_cache, positions_of
 from mindformers.models.modules.layout import parameter_layouts
 from mindformers.models.modules.moe import RouterBalance, describe_router_metrics
 from mindformers.models.modeling_utils import PreTrainedMixin
@@ -54,6 +54,16 @@ class DecoderModel(nn.Cell):
                                         param_init_type=config.dtype("embedding_init_type" if config.embedding_init_type
                                                                      else "param_init_type"),
                                         vocab_parallel=not vocab_emb_dp(config))
+        # learned_absolute: a table of positions added to the token embeddings (GPT); embedding_norm: a norm
+        # right after the embeddings (Bloom's word_embeddings_layernorm).
+        self.learned_positions = config.position_kind == "learned_absolute"
+        if self.learned_positions:
+            self.position_embeddings = Embedding(config.max_position_embedding, config.hidden_size,
+                                                 init_std=config.initializer_range,
+                                                 param_init_type=config.dtype("param_init_type"), vocab_parallel=False)
+        self.use_embedding_norm = config.embedding_norm
+        if self.use_embedding_norm:
+            self.embedding_norm = make_norm(config, fused)
         self.layers = nn.CellList([DecoderLayer(config, i, fused) for i in range(config.num_layers)])
         self.norm_out = make_norm(config, fused)
         self.compute_dtype = config.dtype("compute_dtype")
@@ -68,6 +78,11 @@ class DecoderModel(nn.Cell):
         h = ops.cast(self.tok_embeddings(input_ids), self.compute_dtype)
         if self.scale_embedding:
             h = h * self.embedding_scale
+        if self.learned_positions:
+            h = h + ops.cast(self.position_embeddings(self.positions(input_ids, attention_mask, cache)),
+                             self.compute_dtype)
+        if self.use_embedding_norm:
+            h = self.embedding_norm(h)
         index = 0
         statistics = ()
         for layer in self.layers:
@@ -80,6 +95,16 @@ class DecoderModel(nn.Cell):
         if statistics:
             return self.norm_out(h), ops.stack(statistics)
         return self.norm_out(h)
+
+    def positions(self, input_ids, attention_mask, cache):
+        """(b, s) positions of the tokens: a generation step's (counted from each row's first real token), else
+        counted from a row's first unmasked token when attention_mask marks left padding, else 0 .. s-1."""
+        if cache is not None:
+            return positions_of(cache)
+        batch, seq = input_ids.shape
+        if attention_mask is None:
+            return ops.broadcast_to(ops.reshape(ops.arange(seq, dtype=ms.int32), (1, seq)), (batch, seq))
+        return ops.maximum(ops.cumsum(ops.cast(attention_mask, ms.int32), 1) - 1, 0)
 
 
 class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
@@ -99,10 +124,7 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         # the lm_head is still split (as on Ascend) but its outputs are gathered into whole logits.
         self.vocab_split_logits = groups.model_sharded and not vocab_emb_dp(config)
         if not config.tie_word_embeddings:
-            self.lm_head = Linear(config.hidden_size, config.vocab_size, parallel="column",
-                                  init_std=config.initializer_range, compute_dtype=config.dtype("compute_dtype"),
-                                  param_init_type=config.dtype("param_init_type"),
-                                  gather_output=not self.vocab_split_logits)
+            self.lm_head = make_lm_head(config, gather_output=not self.vocab_split_logits)
         elif self.vocab_split_logits:
             self.copy_to_head = CopyToModelParallel(groups)  # the tied head reads the split embedding table
         if self.vocab_split_logits:

@@ -4,9 +4,11 @@ copied layer or model class."""
 import mindspore as ms
 
 from mindformers.models.modules.attention import Attention
-from mindformers.models.modules.mlp import GatedFeedForward
+from mindformers.models.modules.linear import Linear, NormHead
+from mindformers.models.modules.mlp import FeedForward, GatedFeedForward
 from mindformers.models.modules.moe import MoEFeedForward
-from mindformers.models.modules.norm import RMSNorm
+from mindformers.models.modules.norm import LayerNorm, RMSNorm
+from mindformers.models.modules.positions import AlibiPosition, AttentionPosition
 from mindformers.models.modules.rotary import RotaryEmbedding
 
 
@@ -21,16 +23,28 @@ def use_fused_kernels(config):
 
 
 def make_norm(config, fused):
-    """RMSNorm over hidden_size, scaling by w or, with add_rmsnorm_offset, by (1 + w)."""
+    """RMSNorm over hidden_size, scaling by w or, with add_rmsnorm_offset, by (1 + w); or (normalization
+    LayerNorm) LayerNorm with weight and bias."""
+    if config.uses_layer_norm:
+        return LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon,
+                         compute_type=config.dtype("layernorm_compute_type"),
+                         param_init_type=config.dtype("param_init_type"))
     return RMSNorm(config.hidden_size, eps=config.rms_norm_eps, compute_type=config.dtype("layernorm_compute_type"),
                    param_init_type=config.dtype("param_init_type"), use_fused=fused,
                    unit_offset=config.add_rmsnorm_offset)
 
 
 def make_position(config):
-    """The position encoding attention applies to queries and keys: rotary (theta, scaling, partial rotary)."""
+    """The position encoding inside attention: rotary on queries and keys (theta, scaling, partial rotary, GLM's
+    interleaved pairs), ALiBi's score biases, or none (learned absolute positions are added to the embeddings)."""
+    kind = config.position_kind
+    if kind == "alibi":
+        return AlibiPosition(config.num_heads)
+    if kind == "learned_absolute":
+        return AttentionPosition()
     return RotaryEmbedding(config.size_per_head, config.max_position_embedding, config.theta,
-                           config.dtype("rotary_dtype"), config.scaling_factor, config.rotary_dim)
+                           config.dtype("rotary_dtype"), config.scaling_factor, config.rotary_dim,
+                           interleaved=config.rotary_interleaved)
 
 
 def make_attention(config, fused):
@@ -44,12 +58,25 @@ def make_attention(config, fused):
 
 
 def make_feed_forward(config, layer_id=0):
-    """The gated MLP: SwiGLU (hidden_act silu) or GeGLU (gelu_tanh), gate/up fused with qkv_concat; with moe_config
-    (past its first_k_dense_replace layers) a mixture of experts, each that gated MLP (gate/up kept apart)."""
+    """The gated MLP: SwiGLU (hidden_act silu) or GeGLU (gelu_tanh), gate/up fused with qkv_concat; or with
+    gated_mlp False the plain one (GELU: Bloom, GPT). mlp_has_bias puts biases on its projections. With moe_config
+    (past its first_k_dense_replace layers) a mixture of experts, each that gated MLP (gate/up kept apart, no
+    biases: the config refuses the other choices with experts)."""
     numerics = dict(compute_dtype=config.dtype("compute_dtype"), param_init_type=config.dtype("param_init_type"),
                     init_std=config.initializer_range)
     if config.moe and config.moe.layer_has_experts(layer_id):
         return MoEFeedForward(config.hidden_size, config.expert_ffn_size, config.moe, activation=config.activation,
                               **numerics)
-    return GatedFeedForward(config.hidden_size, config.ffn_size, activation=config.activation,
-                            fused=config.qkv_concat, **numerics)
+    common = dict(numerics, activation=config.activation, has_bias=config.mlp_has_bias)
+    if not config.gated_mlp:
+        return FeedForward(config.hidden_size, config.ffn_size, **common)
+    return GatedFeedForward(config.hidden_size, config.ffn_size, fused=config.qkv_concat, **common)
+
+
+def make_lm_head(config, gather_output):
+    """The untied LM head (vocab rows split over model parallel): a Linear, or with norm_head Baichuan2's
+    NormHead."""
+    head = NormHead if config.norm_head else Linear
+    return head(config.hidden_size, config.vocab_size, parallel="column", init_std=config.initializer_range,
+                compute_dtype=config.dtype("compute_dtype"), param_init_type=config.dtype("param_init_type"),
+                gather_output=gather_output)

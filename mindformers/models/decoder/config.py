@@ -15,6 +15,9 @@ from mindformers.tools.errors import ConfigError
 
 _DTYPE_KEYS = ("compute_dtype", "param_init_type", "layernorm_compute_type", "softmax_compute_type", "rotary_dtype")
 
+# position_embedding_type values (Megatron's names, and HF's "rotary") and the encoding each names.
+POSITION_TYPES = {"rope": "rope", "rotary": "rope", "alibi": "alibi", "learned_absolute": "learned_absolute"}
+
 # hidden_act values and the activation each names (HF's names are accepted; Gemma's legacy "gelu" meant tanh).
 ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_tanh": "gelu_tanh",
                "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
@@ -56,7 +59,13 @@ class DecoderConfig:
     partial_rotary_factor (rotary on the leading fraction of each head), sliding_window, RMSNorm scaling by (1 + w)
     (add_rmsnorm_offset), the gated MLP's activation (hidden_act: silu or gelu_tanh), embeddings scaled by
     sqrt(hidden_size) (scale_embedding), tied or separate LM head, final_logit_softcapping, and a mixture-of-experts
-    feed-forward (moe_config, MindFormers' MoEConfig keys: see moe_config.py)."""
+    feed-forward (moe_config, MindFormers' MoEConfig keys: see moe_config.py).
+
+    Beyond the Llama layout: position_embedding_type (rope, alibi: ALiBi's per-head score biases, learned_absolute:
+    a table of max_position_embedding positions added to the embeddings), rotary_interleaved (GLM's rotary pairs
+    2i, 2i+1 instead of i, i + d/2), normalization (RMSNorm, or LayerNorm with bias and layer_norm_epsilon),
+    embedding_norm (a norm right after the embeddings: Bloom), gated_mlp False for the plain w2(act(w1 x)) MLP,
+    mlp_has_bias (biases on the MLP's projections) and norm_head (Baichuan2's LM head with unit-norm rows)."""
 
     model_type = None  # the HF mapping of a family (mindformers/checkpoint/hf_mapping.py); None: no mapping
     defaults = {}
@@ -79,7 +88,9 @@ class DecoderConfig:
                  checkpoint_name_or_path="", repetition_penalty=1.0, max_decode_length=1024, max_new_tokens=None,
                  top_k=5, top_p=1.0, do_sample=False, temperature=1.0, num_beams=1, use_rope_slice=False,
                  block_size=16, num_blocks=512, is_dynamic=False, parallel_config=None, moe_config=None,
-                 sliding_window=None, model_name=None, pet_config=None):
+                 sliding_window=None, model_name=None, pet_config=None, position_embedding_type="rope",
+                 rotary_interleaved=False, normalization="RMSNorm", layer_norm_epsilon=1e-5, embedding_norm=False,
+                 gated_mlp=True, mlp_has_bias=False, norm_head=False):
         self.batch_size = batch_size
         self.seq_length = seq_length
         self.hidden_size = hidden_size
@@ -140,6 +151,14 @@ class DecoderConfig:
         self.sliding_window = sliding_window
         self.model_name = model_name
         self.pet_config = pet_config  # LoRA / prefix tuning, applied to the built network (mindformers.pet)
+        self.position_embedding_type = position_embedding_type
+        self.rotary_interleaved = rotary_interleaved
+        self.normalization = normalization
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.embedding_norm = embedding_norm
+        self.gated_mlp = gated_mlp
+        self.mlp_has_bias = mlp_has_bias
+        self.norm_head = norm_head
         self.validate()
 
     # ---- sizes the layers are built from ---------------------------------------------------------------------
@@ -176,6 +195,15 @@ class DecoderConfig:
         return ACTIVATIONS[str(self.hidden_act).lower()]
 
     @property
+    def position_kind(self):
+        """position_embedding_type in its canonical spelling: rope, alibi or learned_absolute."""
+        return POSITION_TYPES[str(self.position_embedding_type).lower()]
+
+    @property
+    def uses_layer_norm(self):
+        return str(self.normalization).lower() == "layernorm"
+
+    @property
     def moe(self):
         """The mixture-of-experts settings (moe_config, see moe_config.py), or None for a dense model."""
         return self._moe
@@ -190,9 +218,10 @@ class DecoderConfig:
 
     def matmul_parameters_per_layer(self):
         """Weights one layer multiplies every token by, averaged over the layers: q, k, v and output projections,
-        and the gated MLP, or in a mixture-of-experts layer the router and top_k experts' MLPs."""
+        and the MLP (three matrices gated, two plain), or in a mixture-of-experts layer the router and top_k
+        experts' gated MLPs."""
         attention = 2 * self.hidden_size * self.q_size + 2 * self.hidden_size * self.kv_size
-        dense = 3 * self.hidden_size * self.ffn_size
+        dense = (3 if self.gated_mlp else 2) * self.hidden_size * self.ffn_size
         if not self.moe:
             return attention + dense
         sparse = self.hidden_size * self.moe.expert_num + self.moe.top_k * 3 * self.hidden_size * self.expert_ffn_size
@@ -200,11 +229,12 @@ class DecoderConfig:
         return attention + (moe_layers * sparse + (self.num_layers - moe_layers) * dense) / self.num_layers
 
     def mlp_activation_width(self, tokens=None):
-        """Per token, the MLP tensors a training step keeps for backward: gate, up, activated gate, their product;
-        averaged over the layers. A mixture-of-experts layer keeps, per expert slot, its input and output besides
-        those four (expert_num x capacity slots for `tokens` tokens of a data-parallel rank, every token a slot
-        of every expert when dropless), the gathered expert outputs of each choice and the router's scores."""
-        dense = 4 * self.ffn_size
+        """Per token, the MLP tensors a training step keeps for backward, averaged over the layers: gate, up,
+        activated gate, their product (gated); the widened input and its activation (plain). A mixture-of-experts
+        layer keeps, per expert slot, its input and output besides a gated MLP's four (expert_num x capacity slots
+        for `tokens` tokens of a data-parallel rank, every token a slot of every expert when dropless), the
+        gathered expert outputs of each choice and the router's scores."""
+        dense = (4 if self.gated_mlp else 2) * self.ffn_size
         if not self.moe:
             return dense
         tokens = tokens or self.seq_length
@@ -242,9 +272,13 @@ class DecoderConfig:
             fail("num_heads", f"a divisor of hidden_size ({self.hidden_size}), or head_dim set")
         if self.num_heads % self.kv_heads:
             fail("n_kv_heads", f"a divisor of num_heads ({self.num_heads})")
+        if str(self.position_embedding_type).lower() not in POSITION_TYPES:
+            fail("position_embedding_type", "one of rope, alibi, learned_absolute")
+        if str(self.normalization).lower() not in ("rmsnorm", "layernorm"):
+            fail("normalization", "RMSNorm or LayerNorm")
         if not positive_number(self.partial_rotary_factor) or self.partial_rotary_factor > 1:
             fail("partial_rotary_factor", "a number in (0, 1]")
-        if self.rotary_dim < 2 or self.rotary_dim % 2:
+        if self.position_kind == "rope" and (self.rotary_dim < 2 or self.rotary_dim % 2):
             key = "partial_rotary_factor" if self.partial_rotary_factor != 1 else "head_dim"
             raise ConfigError(f"{where}.{key}: expected an even number of rotary features per head (head size "
                               f"{self.size_per_head} x partial_rotary_factor {self.partial_rotary_factor} = "
@@ -255,17 +289,25 @@ class DecoderConfig:
                 fail(key, "one of float32, float16, bfloat16")
         if str(self.hidden_act).lower() not in ACTIVATIONS:
             fail("hidden_act", f"one of {', '.join(ACTIVATIONS)}")
-        for key in ("rms_norm_eps", "theta"):
+        for key in ("rms_norm_eps", "theta", "layer_norm_epsilon"):
             if not positive_number(getattr(self, key)):
                 fail(key, "a positive number")
         if self.final_logit_softcapping is not None and not positive_number(self.final_logit_softcapping):
             fail("final_logit_softcapping", "a positive number or null")
         for key in ("qkv_has_bias", "attn_proj_has_bias", "qkv_concat", "add_rmsnorm_offset", "scale_embedding",
-                    "tie_word_embeddings"):
+                    "tie_word_embeddings", "rotary_interleaved", "embedding_norm", "gated_mlp", "mlp_has_bias",
+                    "norm_head"):
             if not isinstance(getattr(self, key), bool):
                 fail(key, "True or False")
+        if self.norm_head and self.tie_word_embeddings:
+            fail("norm_head", "False with tie_word_embeddings (a tied head is the embedding table, which is not "
+                              "normalised)")
         self.validate_rope_scaling(where)
         self._moe = read_moe_config(self.moe_config, f"{where}.moe_config", self.num_layers)
+        if self._moe and not self.gated_mlp:
+            fail("gated_mlp", "True with moe_config (each expert is a gated MLP)")
+        if self._moe and self.mlp_has_bias:
+            fail("mlp_has_bias", "False with moe_config (the experts' projections have no biases)")
 
     def validate_rope_scaling(self, where):
         """scaling_factor is a positive number (linear interpolation), or with extend_method LLAMA3 the mapping of

@@ -56,6 +56,7 @@ DECODER_WEIGHTS = (
 
 CONDITIONS = {
     "untied": lambda config: not config.tie_word_embeddings,
+    "mlp_bias": lambda config: config.mlp_has_bias,
     "separate": lambda config: not config.qkv_concat,
     "fused": lambda config: config.qkv_concat,
     "separate_qkv_bias": lambda config: config.qkv_has_bias and not config.qkv_concat,
@@ -76,9 +77,12 @@ SAME_KEYS = (
 HF_ACTIVATION = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
 
 
-def decoder_sizes(config):
+def sizes(config):
     return {"hidden": config.hidden_size, "vocab": config.vocab_size, "ffn": config.ffn_size,
-            "q": config.q_size, "kv": config.kv_size}
+            "q": config.q_size, "kv": config.kv_size, "qkv": config.q_size + 2 * config.kv_size,
+            "gate_up": 2 * config.ffn_size, "positions": config.max_position_embedding,
+            "heads": config.num_heads, "head_dim": config.size_per_head,
+            "experts": config.moe.expert_num if config.moe else 1}
 
 
 def rope_settings(hf, where):
@@ -116,6 +120,25 @@ def rope_parameters(config):
     return rope
 
 
+_REQUIRED = object()
+
+
+def hf_value(hf, where, *names, default=_REQUIRED):
+    """The value of the first of `names` in config dict `hf` (HF configs spell some keys several ways); a missing
+    required key is a one-line error."""
+    for name in names:
+        if hf.get(name) is not None:
+            return hf[name]
+    if default is _REQUIRED:
+        raise ConfigError(f"{where}: expected the key {names[0]}")
+    return default
+
+
+def dtype_settings(dtype):
+    """The weights' dtype is the model's: fp32 weights compute in fp32, half weights in that half type."""
+    return {"param_init_type": YAML_NAME[dtype], "compute_dtype": YAML_NAME[dtype]}
+
+
 def decoder_config_from_hf(hf, dtype, where="config.json"):
     """Our config keyword arguments for a HF config dict in the Llama layout; unsupported features are errors."""
     activation = str(hf.get("hidden_act", hf.get("hidden_activation", "silu")))
@@ -138,28 +161,66 @@ def decoder_config_from_hf(hf, dtype, where="config.json"):
     kwargs["qkv_has_bias"] = kwargs["attn_proj_has_bias"] = bias
     if hf.get("pad_token_id") is not None:
         kwargs["pad_token_id"] = hf["pad_token_id"]
-    # The weights' dtype is the model's: fp32 weights compute in fp32, half weights in that half type.
-    kwargs["param_init_type"] = kwargs["compute_dtype"] = YAML_NAME[dtype]
+    kwargs.update(dtype_settings(dtype))
     return kwargs
 
 
 # What the Llama-layout HF architectures have no config key for: any of these set in our config stops --reversed
 # unless the family's HF architecture implies it.
 NOT_IN_HF = {"add_rmsnorm_offset": False, "scale_embedding": False, "final_logit_softcapping": None,
-             "partial_rotary_factor": 1.0, "sliding_window": None}
+             "partial_rotary_factor": 1.0, "sliding_window": None, "position_embedding_type": "rope",
+             "rotary_interleaved": False, "normalization": "RMSNorm", "embedding_norm": False, "gated_mlp": True,
+             "mlp_has_bias": False, "norm_head": False}
+
+
+def canonical_value(config, key):
+    """A config value as compared with what an HF architecture can express (names in their canonical spelling)."""
+    value = getattr(config, key)
+    if key == "position_embedding_type":
+        return config.position_kind
+    if key == "normalization":
+        return "LayerNorm" if config.uses_layer_norm else "RMSNorm"
+    if key == "hidden_act":
+        return config.activation
+    return value
+
+
+def require(config, architecture, expected):
+    """A one-line error unless our config has `expected` (key -> value): what HF `architecture` hard-codes. A
+    mixture of experts only where `expected` names moe_config (an architecture that expresses it)."""
+    if config.moe and "moe_config" not in expected:
+        raise ConfigError(f"model_config.moe_config: HF {architecture} has no mixture of experts (expected no "
+                          f"moe_config, or expert_num 1, for that architecture)")
+    for key, value in expected.items():
+        if key != "moe_config" and canonical_value(config, key) != value:
+            raise ConfigError(f"model_config.{key}: HF {architecture} cannot express {getattr(config, key)!r} "
+                              f"(expected {value!r} for that architecture)")
+
+
+# What the decoder offers beyond the architectures the families outside the Llama layout (Bloom, GPT-2) map to.
+PLAIN_ARCHITECTURE = {"add_rmsnorm_offset": False, "scale_embedding": False, "final_logit_softcapping": None,
+                      "sliding_window": None, "norm_head": False}
+
+
+def require_multi_head(config, architecture):
+    """HF architectures with one key/value head per query head and head_dim hidden_size / num_heads."""
+    if config.kv_heads != config.num_heads or config.size_per_head * config.num_heads != config.hidden_size:
+        raise ConfigError(f"model_config: HF {architecture} has one key/value head per query head and head_dim "
+                          f"hidden_size / num_heads (expected n_kv_heads null, head_dim null)")
+
+
+def shared_hf_keys(config, dtype):
+    """config.json keys every HF causal LM config has, from our config."""
+    name = YAML_NAME[canonical(dtype)]
+    return {"initializer_range": config.initializer_range, "use_cache": True,
+            "tie_word_embeddings": bool(config.tie_word_embeddings), "bos_token_id": config.bos_token_id,
+            "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id, "dtype": name,
+            "torch_dtype": name}
 
 
 def decoder_config_to_hf(config, dtype, model_type, architecture, implied):
     """The HF config dict of our config for `architecture`, which hard-codes `implied` (our key -> value)."""
-    if config.moe and "moe_config" not in implied:
-        raise ConfigError(f"model_config.moe_config: HF {architecture} has no mixture of experts (expected no "
-                          f"moe_config, or expert_num 1, for that architecture)")
-    for key, value in dict(NOT_IN_HF, **implied).items():
-        if key == "moe_config":
-            continue
-        if getattr(config, key) != value:
-            raise ConfigError(f"model_config.{key}: HF {architecture} cannot express {getattr(config, key)!r} "
-                              f"(expected {value!r} for that architecture)")
+    require(config, architecture, dict(NOT_IN_HF, **implied))
     if "qkv_has_bias" not in implied and config.qkv_has_bias != config.attn_proj_has_bias:
         raise ConfigError(f"model_config.qkv_has_bias: HF {architecture} has one attention_bias for q/k/v and the "
                           f"output projection (expected qkv_has_bias == attn_proj_has_bias)")
@@ -175,14 +236,15 @@ def decoder_config_to_hf(config, dtype, model_type, architecture, implied):
 
 
 def decoder_family(name, config_type, arch_type, model_types, hf_architecture, write_model_type=None, implied=None,
-                   hf_defaults=None, expresses=(), read=None, write=None, weights=(), sizes=None):
+                   hf_defaults=None, expresses=(), read=None, write=None, weights=DECODER_WEIGHTS):
     """The HFFamily of a family built on the shared decoder and stored in HF's Llama layout.
 
     implied: our config values the HF architecture hard-codes (set when reading, required when writing).
     hf_defaults: HF config values the architecture assumes when config.json leaves the key out.
     read(hf, kwargs, where) / write(config, hf): adjust what the generic translation made, for keys only this
     family has; `expresses` names our keys the write hook puts in config.json (so they are not refused).
-    write_model_type: the model_type written (default model_types[0])."""
+    write_model_type: the model_type written (default model_types[0]).
+    weights: the weight table, when the family stores some weights apart from the Llama layout."""
     implied = dict(implied or {})
 
     def config_from_hf(hf, dtype, where="config.json"):
@@ -194,16 +256,13 @@ def decoder_family(name, config_type, arch_type, model_types, hf_architecture, w
         return kwargs
 
     def config_to_hf(config, dtype):
-        allowed = dict(implied, **{key: getattr(config, key) for key in expresses})
+        allowed = dict(implied, **{key: canonical_value(config, key) for key in expresses})
         hf = decoder_config_to_hf(config, dtype, write_model_type or model_types[0], hf_architecture, allowed)
         if write is not None:
             write(config, hf)
         return hf
 
-    def all_sizes(config):
-        return dict(decoder_sizes(config), **(sizes(config) if sizes else {}))
-
     return HFFamily(name=name, model_types=tuple(model_types), hf_architecture=hf_architecture,
-                    our_config_type=config_type, our_arch_type=arch_type, weights=DECODER_WEIGHTS + tuple(weights),
-                    sizes=all_sizes, config_from_hf=config_from_hf, config_to_hf=config_to_hf, conditions=CONDITIONS)
+                    our_config_type=config_type, our_arch_type=arch_type, weights=weights, sizes=sizes,
+                    config_from_hf=config_from_hf, config_to_hf=config_to_hf, conditions=CONDITIONS)
 

@@ -5,7 +5,7 @@ router (block_sparse_moe.gate); ours stacks each layer's experts into one weight
 MindFormers' names (feed_forward.ffn.w1/w2/w3, feed_forward.router.dense)."""
 from mindformers.checkpoint.hf_mapping import register_family, stacked, weight
 from mindformers.models.decoder import DecoderConfig, causal_lm_class
-from mindformers.models.decoder.hf_layout import LAYER, decoder_family
+from mindformers.models.decoder.hf_layout import DECODER_WEIGHTS, LAYER, decoder_family
 from mindformers.tools.errors import ConfigError
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
@@ -36,10 +36,6 @@ EXPERT_WEIGHTS = (
     stacked(f"{LAYER}.feed_forward.ffn.w2.weight", f"{MOE}.experts.{{expert}}.w2.weight", ("hidden", "ffn"),
             "experts"),
 )
-
-
-def expert_count(config):
-    return {"experts": config.moe.expert_num}
 
 
 def experts_from_hf(hf, kwargs, where):
@@ -77,4 +73,4 @@ def experts_to_hf(config, hf):
 MIXTRAL = register_family(decoder_family(
     "mixtral", "MixtralConfig", "MixtralForCausalLM", ("mixtral",), "MixtralForCausalLM",
     implied={"qkv_has_bias": False, "attn_proj_has_bias": False}, expresses=("sliding_window", "moe_config"),
-    read=experts_from_hf, write=experts_to_hf, weights=EXPERT_WEIGHTS, sizes=expert_count))
+    read=experts_from_hf, write=experts_to_hf, weights=DECODER_WEIGHTS + EXPERT_WEIGHTS))

@@ -30,8 +30,8 @@ class Attention(nn.Cell):
     head_dim defaults to hidden_size / num_heads but may be set apart from it (Gemma: 256). Biases: `has_bias` on
     the q/k/v projections, `out_bias` on the output projection. With `qkv_concat` the q/k/v projections are one
     weight (w_qkv: q's rows, then k's, then v's), as MindFormers' qkv_concat checkpoints store them. `position` is
-    the position encoding applied to queries and keys (RotaryEmbedding's interface: first / at / rotate); by
-    default a rotary embedding of theta, rope_scaling_factor and rotary_dim (partial rotary) is built."""
+    the position encoding (an AttentionPosition: rotary embedding rotating queries and keys, ALiBi biasing the
+    scores, or none); by default a rotary embedding of theta, rope_scaling_factor and rotary_dim (partial rotary)."""
 
     def __init__(self, hidden_size, num_heads, n_kv_heads, seq_length, theta=10000.0, compute_dtype=ms.float32,
                  param_init_type=ms.float32, softmax_compute_type=ms.float32, rotary_dtype=ms.float32,
@@ -64,7 +64,7 @@ class Attention(nn.Cell):
         if position is None:
             position = RotaryEmbedding(self.head_dim, seq_length, theta, rotary_dtype, rope_scaling_factor,
                                        rotary_dim)
-        self.rotary = position
+        self.position = position
         self.sliding_window = sliding_window or 0
         self.qk_matmul = ops.BatchMatMul(transpose_b=True)
         self.pv_matmul = ops.BatchMatMul()
@@ -110,24 +110,26 @@ class Attention(nn.Cell):
         key = self.split_heads(key, self.n_kv_heads)
         value = self.split_heads(value, self.n_kv_heads)
         if cache is None:
-            tables = self.rotary.first(seq)
+            tables = self.position.first(seq)
             blocked = self.blocked_positions(seq, attention_mask)
         else:
-            tables = self.rotary.at(kv_cache.positions_of(cache))
+            tables = self.position.at(kv_cache.positions_of(cache), kv_cache.columns_of(cache))
             blocked = kv_cache.blocked_of(cache)
-        query = self.rotary.rotate(query, tables)
-        key = self.rotary.rotate(key, tables)
+        query = self.position.rotate(query, tables)
+        key = self.position.rotate(key, tables)
         if cache is not None:
             key, value = kv_cache.write(cache, key, value)
-        return self.output(self.attend(query, key, value, blocked), batch, seq)
+        bias = self.position.score_bias(tables, key.shape[2])
+        return self.output(self.attend(query, key, value, blocked, bias), batch, seq)
 
-    def attend(self, query, key, value, blocked):
-        """(b, heads, s, d) context of queries over keys/values (b, kv_heads, k, d); blocked (b|1, 1, s, k)."""
+    def attend(self, query, key, value, blocked, bias=None):
+        """(b, heads, s, d) context of queries over keys/values (b, kv_heads, k, d); blocked (b|1, 1, s, k); bias
+        (1, heads, s, k) float32 is added to the scores (ALiBi) when given."""
         if self.use_flash_attention:
-            return self.fused_attention(query, key, value, blocked)
-        return self.exact_attention(query, key, value, blocked)
+            return self.fused_attention(query, key, value, blocked, bias)
+        return self.exact_attention(query, key, value, blocked, bias)
 
-    def exact_attention(self, query, key, value, blocked):
+    def exact_attention(self, query, key, value, blocked, bias=None):
         """Softmax attention in softmax_compute_type. The query heads that share a key/value head are stacked as
         rows of one matrix product, so GQA makes no copies of the keys and values (CPU BatchMatMul cannot
         broadcast batch dims)."""
@@ -136,13 +138,18 @@ class Attention(nn.Cell):
         grouped = ops.reshape(query, (batch, kv_heads, self.repeats * seq, dim))
         scores = ops.cast(self.qk_matmul(grouped, key), self.softmax_compute_type) * self.scale
         scores = ops.reshape(scores, (batch, kv_heads, self.repeats, seq, keys))
+        if bias is not None:  # query head h is row h % repeats of key/value head h // repeats
+            scores = scores + ops.reshape(ops.cast(bias, self.softmax_compute_type),
+                                          (1, kv_heads, self.repeats, seq, keys))
         mask = ops.reshape(ops.cast(blocked, self.softmax_compute_type), (blocked.shape[0], 1, 1, seq, keys))
         probs = ops.cast(ops.softmax(scores + mask * MASK_VALUE, -1), self.compute_dtype)
         context = self.pv_matmul(ops.reshape(probs, (batch, kv_heads, self.repeats * seq, keys)), value)
         return ops.reshape(context, (batch, heads, seq, dim))
 
-    def fused_attention(self, query, key, value, blocked):
-        """MindSpore's FlashAttentionScore (Ascend only): handles GQA itself when given fewer key/value heads."""
+    def fused_attention(self, query, key, value, blocked, bias=None):
+        """MindSpore's FlashAttentionScore (Ascend only): handles GQA itself when given fewer key/value heads; a
+        score bias goes in as its position shift (real_shift), in the queries' dtype."""
         mask = ops.cast(ops.broadcast_to(blocked, (query.shape[0], 1, query.shape[2], key.shape[2])), ms.uint8)
-        return ops.flash_attention_score(query, key, value, self.num_heads, attn_mask=mask,
+        shift = None if bias is None else ops.cast(bias, query.dtype)
+        return ops.flash_attention_score(query, key, value, self.num_heads, real_shift=shift, attn_mask=mask,
                                          scalar_value=self.scale, input_layout="BNSD")

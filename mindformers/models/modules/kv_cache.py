@@ -30,9 +30,10 @@ class KVCache(nn.Cell):
         self.keys = tables("key")
         self.values = tables("value")
 
-    def layer_caches(self, positions, blocked, slots):
-        """The `cache` argument of LlamaModel: shared step inputs, then every layer's key and value tables."""
-        return positions, blocked, slots, self.keys, self.values
+    def layer_caches(self, positions, blocked, slots, columns):
+        """The `cache` argument of DecoderModel: the step inputs of step_inputs, then every layer's key and value
+        tables."""
+        return positions, blocked, slots, columns, self.keys, self.values
 
     def reorder(self, sources):
         """Beam search: row r continues from row sources[r] (numpy ints); runs eagerly, outside the step."""
@@ -43,11 +44,12 @@ class KVCache(nn.Cell):
 
 
 def layer_cache(cache, index):
-    """Layer `index`'s share of LlamaModel's `cache`: (positions, blocked, slots, key table, value table)."""
+    """Layer `index`'s share of DecoderModel's `cache`: (positions, blocked, slots, columns, key table, value
+    table)."""
     if cache is None:
         return None
-    positions, blocked, slots, keys, values = cache
-    return positions, blocked, slots, keys[index], values[index]
+    positions, blocked, slots, columns, keys, values = cache
+    return positions, blocked, slots, columns, keys[index], values[index]
 
 
 def causally_blocked(queries, keys, window):
@@ -73,7 +75,8 @@ def step_inputs(start, first_columns, seq, cache, max_position, window):
       positions (batch, seq) for the rotary tables (clamped to the table),
       blocked (batch, 1, seq, keys) float32, 1 where a query must not see a key column (the future, left padding,
       beyond the sliding window); keys is seq for a prefill, else the table length (attends_within_step),
-      slots (batch * kv_heads * seq,) the table rows the new keys and values go to."""
+      slots (batch * kv_heads * seq,) the table rows the new keys and values go to,
+      columns (seq,) the new tokens' columns (ALiBi's distances are between columns)."""
     batch = first_columns.shape[0]
     columns = ops.arange(seq, dtype=ms.int32) + start
     first = ops.reshape(first_columns, (batch, 1))
@@ -84,7 +87,7 @@ def step_inputs(start, first_columns, seq, cache, max_position, window):
     blocked = ops.logical_or(causally_blocked(queries, keys, window), keys < ops.reshape(first, (batch, 1, 1, 1)))
     rows = ops.reshape(ops.arange(batch * cache.kv_heads, dtype=ms.int32) * cache.length, (-1, 1))
     slots = ops.reshape(rows + ops.reshape(columns, (1, seq)), (-1,))
-    return positions, ops.cast(blocked, ms.float32), slots
+    return positions, ops.cast(blocked, ms.float32), slots, columns
 
 
 def positions_of(cache):
@@ -95,11 +98,15 @@ def blocked_of(cache):
     return cache[1]
 
 
+def columns_of(cache):
+    return cache[3]
+
+
 def write(cache, key, value):
     """Put a layer's new keys and values (batch, kv_heads, seq, head_dim) into its tables (a layer_cache). Returns
     the keys and values to attend to: the tables as (batch, kv_heads, length, head_dim) after the write, or for a
     prefill the new ones themselves (attends_within_step)."""
-    slots, key_table, value_table = cache[2], cache[3], cache[4]
+    slots, key_table, value_table = cache[2], cache[4], cache[5]
     batch, kv_heads, seq, head_dim = key.shape
     key_table = ops.scatter_update(key_table, slots, ops.reshape(key, (-1, head_dim)))
     value_table = ops.scatter_update(value_table, slots, ops.reshape(value, (-1, head_dim)))

@@ -66,11 +66,16 @@ class Linear(nn.Cell):
             self.output_size = self.out_features
         keep_local_shards(self, groups)
 
+    def matmul_weight(self):
+        """The (out, in) matrix inputs are multiplied by (the weight itself; NormHead's is normalised)."""
+        return self.weight
+
     def project(self, x):
-        """x (n, in) W^T in compute_dtype: through the attached (in, out) copy when there is one and x has few rows
-        (a decode step); the copy is the slower layout from about a hundred rows on (a prefill)."""
+        """x (n, in) W^T in compute_dtype: through the attached (in, out) copy of matmul_weight() when there is one
+        and x has few rows (a decode step); the copy is the slower layout from about a hundred rows on (a
+        prefill)."""
         if self.weight_t is None or x.shape[0] > TRANSPOSED_MAX_ROWS:
-            return self.matmul(x, ops.cast(self.weight, self.compute_dtype))
+            return self.matmul(x, ops.cast(self.matmul_weight(), self.compute_dtype))
         return self.transposed_matmul(x, ops.cast(self.weight_t, self.compute_dtype))
 
     def construct(self, x):
@@ -86,7 +91,6 @@ class Linear(nn.Cell):
         if self.gather_output:
             y = self.gather(y)
         return ops.reshape(y, shape[:-1] + (self.output_size,))
-
 
 
 class ExpertLinear(nn.Cell):
@@ -109,3 +113,15 @@ class ExpertLinear(nn.Cell):
 
     def construct(self, x):
         return self.matmul(ops.cast(x, self.compute_dtype), ops.cast(self.weight, self.compute_dtype))
+
+
+class NormHead(Linear):
+    """Baichuan2's LM head: each row of the (vocab, hidden) weight is divided by its L2 norm before use, so the
+    logits are cosine-like scores scaled by the hidden state's norm. The rows are normalised in every forward (in
+    training the gradient flows through the normalisation, as in Baichuan2's reference code); generation's
+    transposed copy is made of the normalised weight, so a decode step does not normalise again."""
+
+    def matmul_weight(self):
+        weight = ops.cast(self.weight, ms.float32)
+        norms = ops.sqrt(ops.sum(ops.square(weight), 1, keepdim=True))
+        return ops.cast(weight / ops.maximum(norms, 1e-12), self.weight.dtype)  # torch's F.normalize floor

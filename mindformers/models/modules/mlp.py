@@ -1,4 +1,5 @@
-"""Gated feed-forward: w2(act(w1 x) * w3 x), SwiGLU with SiLU (Llama), GeGLU with tanh-approximated GELU (Gemma)."""
+"""Feed-forward blocks: gated, w2(act(w1 x) * w3 x) (SwiGLU with SiLU: Llama; GeGLU with tanh-approximated GELU:
+Gemma), and plain, w2(act(w1 x)) (GELU: Bloom, GPT); either with biases on every projection (`has_bias`)."""
 import mindspore as ms
 from mindspore import nn, ops
 
@@ -23,11 +24,13 @@ class GatedFeedForward(nn.Cell):
     leading expert dimension and the input is (experts, rows, hidden_size)."""
 
     def __init__(self, hidden_size, intermediate_size, activation="silu", fused=False, compute_dtype=ms.float32,
-                 param_init_type=ms.float32, init_std=0.02, experts=None):
+                 param_init_type=ms.float32, init_std=0.02, has_bias=False, experts=None):
         super().__init__()
         linear = dict(compute_dtype=compute_dtype, param_init_type=param_init_type, init_std=init_std)
-        if experts:
+        if experts:  # stacked experts have no biases (Mixtral's do not; the config refuses mlp_has_bias with them)
             linear["experts"] = experts
+        else:
+            linear["has_bias"] = has_bias
         projection = ExpertLinear if experts else Linear
         self.fused = fused
         self.intermediate_size = intermediate_size
@@ -45,6 +48,22 @@ class GatedFeedForward(nn.Cell):
         else:
             gate, up = self.w1(x), self.w3(x)
         return self.w2(self.act(gate) * up)
+
+
+class FeedForward(nn.Cell):
+    """The plain MLP of GPT and Bloom: w2(act(w1 x)), w1 widening to intermediate_size and w2 projecting back."""
+
+    def __init__(self, hidden_size, intermediate_size, activation="gelu", compute_dtype=ms.float32,
+                 param_init_type=ms.float32, init_std=0.02, has_bias=True):
+        super().__init__()
+        linear = dict(compute_dtype=compute_dtype, param_init_type=param_init_type, init_std=init_std,
+                      has_bias=has_bias)
+        self.w1 = Linear(hidden_size, intermediate_size, parallel="column", **linear)  # up
+        self.w2 = Linear(intermediate_size, hidden_size, parallel="row", **linear)  # down
+        self.act = activation_cell(activation)
+
+    def construct(self, x):
+        return self.w2(self.act(self.w1(x)))
 
 
 SwiGLUFeedForward = GatedFeedForward  # the name Llama's layer had; its default activation is still SiLU

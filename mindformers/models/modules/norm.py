@@ -1,4 +1,4 @@
-"""RMSNorm: composed from primitives (runs on every backend), or MindSpore's fused kernel on Ascend."""
+"""RMSNorm (composed from primitives on every backend, or MindSpore's fused kernel on Ascend) and LayerNorm."""
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
@@ -36,3 +36,25 @@ class RMSNorm(nn.Cell):
         variance = ops.mean(ops.square(x), -1, keep_dims=True)
         x = x * ops.rsqrt(variance + self.eps)
         return ops.cast(x * self.scale(), original_type)
+
+
+class LayerNorm(nn.Cell):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last dimension, statistics in `compute_type` (Bloom,
+    GPT). Composed from primitives: the same code on every backend, and cheap next to the matmuls around it."""
+
+    def __init__(self, dim, eps=1e-5, compute_type=ms.float32, param_init_type=ms.float32):
+        super().__init__()
+        self.weight = Parameter(Tensor(np.ones(dim, np.float32), dtype=param_init_type), name="weight")
+        self.bias = Parameter(Tensor(np.zeros(dim, np.float32), dtype=param_init_type), name="bias")
+        self.param_layout = {"weight": None, "bias": None}
+        self.eps = eps
+        self.compute_type = compute_type
+
+    def construct(self, x):
+        original_type = x.dtype
+        x = ops.cast(x, self.compute_type)
+        centered = x - ops.mean(x, -1, keep_dims=True)
+        variance = ops.mean(ops.square(centered), -1, keep_dims=True)
+        x = centered * ops.rsqrt(variance + self.eps)
+        return ops.cast(x * ops.cast(self.weight, self.compute_type) + ops.cast(self.bias, self.compute_type),
+                        original_type)

@@ -1,7 +1,10 @@
-"""Rotary position embedding (the half-split "rotate_half" layout HuggingFace Llama checkpoints use)."""
+"""Rotary position embedding: the half-split "rotate_half" layout HuggingFace Llama checkpoints use, or GLM's
+interleaved pairs (features 2i and 2i+1 rotate together)."""
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, ops
+
+from mindformers.models.modules.positions import AttentionPosition
 
 
 LLAMA3_SCALING_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
@@ -17,9 +20,10 @@ def llama3_scaled(inv_freq, factor, low_freq_factor, high_freq_factor, original_
     return (1.0 - blend) * inv_freq / factor + blend * inv_freq
 
 
-def rotary_tables(head_dim, max_positions, theta, scaling_factor=1.0):
+def rotary_tables(head_dim, max_positions, theta, scaling_factor=1.0, interleaved=False):
     """cos/sin tables of shape (max_positions, head_dim), computed in float64 then stored as float32 (head_dim: the
-    rotated width, which is the rotary_dim of a partial rotary embedding).
+    rotated width, which is the rotary_dim of a partial rotary embedding). Frequency i sits at features i and
+    i + head_dim/2, or `interleaved` at features 2i and 2i+1.
 
     scaling_factor: a number for linear position interpolation (positions / factor), or a mapping of
     LLAMA3_SCALING_KEYS for Llama 3.1's scaling (model_config extend_method "LLAMA3")."""
@@ -29,40 +33,47 @@ def rotary_tables(head_dim, max_positions, theta, scaling_factor=1.0):
     else:
         inv_freq = inv_freq / float(scaling_factor)
     freqs = np.outer(np.arange(max_positions, dtype=np.float64), inv_freq)
-    emb = np.concatenate([freqs, freqs], axis=-1)
+    emb = np.repeat(freqs, 2, axis=-1) if interleaved else np.concatenate([freqs, freqs], axis=-1)
     return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
 
 
-class RotaryEmbedding(nn.Cell):
+class RotaryEmbedding(AttentionPosition):
     """Applies rotary embedding to (batch, heads, seq, head_dim) query/key tensors.
 
-    rotate_half(x) = concat(-x2, x1) is computed as swap_halves(x) = concat(x2, x1), one gather, times a sin table
-    whose first half is negated: three fewer kernels per rotation than slicing, negating and concatenating. For one
-    token per row (a decode step) the rotation is a (head_dim, head_dim) matrix per row, so one matrix product
-    rotates every head: in a decode step kernel launches cost more than the arithmetic.
+    rotate_half(x) = concat(-x2, x1) is computed as x[partners] = concat(x2, x1), one gather, times a sin table
+    whose first half is negated: three fewer kernels per rotation than slicing, negating and concatenating. With
+    `interleaved` (GLM) the partners are neighbours and the sin table is negated at even features, so
+    (x_2i, x_2i+1) -> (x_2i cos - x_2i+1 sin, x_2i+1 cos + x_2i sin) with the same kernels. For one token per row
+    (a decode step) the rotation is a (head_dim, head_dim) matrix per row, so one matrix product rotates every
+    head: in a decode step kernel launches cost more than the arithmetic.
 
     With `rotary_dim` < head_dim (partial rotary) only each head's leading rotary_dim features rotate, by the
     frequencies of a rotary_dim-wide rotary embedding; the tables hold cos 1 and sin 0 over the rest, so the same
     kernels pass those features through unchanged."""
 
     def __init__(self, head_dim, max_positions, theta=10000.0, rotary_dtype=ms.float32, scaling_factor=1.0,
-                 rotary_dim=None):
+                 rotary_dim=None, interleaved=False):
         super().__init__()
         rotary_dim = rotary_dim or head_dim
-        cos, sin = rotary_tables(rotary_dim, max_positions, theta, scaling_factor)
+        cos, sin = rotary_tables(rotary_dim, max_positions, theta, scaling_factor, interleaved)
         tail = head_dim - rotary_dim
         cos = np.concatenate([cos, np.ones((max_positions, tail), np.float32)], axis=-1)
         sin = np.concatenate([sin, np.zeros((max_positions, tail), np.float32)], axis=-1)
-        half = rotary_dim // 2
-        sign = np.concatenate([-np.ones(half, np.float32), np.ones(head_dim - half, np.float32)])
+        features = np.arange(rotary_dim)
+        if interleaved:
+            partner, negated = features ^ 1, features % 2 == 0
+        else:
+            half = rotary_dim // 2
+            partner, negated = np.roll(features, -half), features < half
+        sign = np.concatenate([np.where(negated, -1.0, 1.0), np.ones(tail)]).astype(np.float32)
         self.cos = Tensor(cos, dtype=rotary_dtype)
         self.sin = Tensor(sin, dtype=rotary_dtype)
         self.signed_sin = Tensor(sin * sign, dtype=rotary_dtype)
-        swap_halves = np.concatenate([np.roll(np.arange(rotary_dim), -half), np.arange(rotary_dim, head_dim)])
-        self.swap_halves = Tensor(swap_halves.astype(np.int32))
-        # x @ (identity * cos + swapping * signed_sin) == x * cos + swap_halves(x) * signed_sin, for row vectors x
+        partners = np.concatenate([partner, np.arange(rotary_dim, head_dim)])  # the feature each one pairs with
+        self.partners = Tensor(partners.astype(np.int32))
+        # x @ (identity * cos + swapping * signed_sin) == x * cos + x[partners] * signed_sin, for row vectors x
         self.identity = Tensor(np.eye(head_dim, dtype=np.float32), dtype=rotary_dtype)
-        self.swapping = Tensor(np.eye(head_dim, dtype=np.float32)[swap_halves].T, dtype=rotary_dtype)
+        self.swapping = Tensor(np.eye(head_dim, dtype=np.float32)[partners].T, dtype=rotary_dtype)
         self.rotary_dtype = rotary_dtype
         self.rotate_rows = ops.BatchMatMul()
 
@@ -75,14 +86,14 @@ class RotaryEmbedding(nn.Cell):
             rotated = ops.reshape(self.rotate_rows(ops.reshape(x, (batch, heads * seq, dim)), tables[0]), x.shape)
         else:
             cos, signed_sin = tables
-            rotated = x * cos + ops.gather(x, self.swap_halves, x.ndim - 1) * signed_sin
+            rotated = x * cos + ops.gather(x, self.partners, x.ndim - 1) * signed_sin
         return ops.cast(rotated, original_type)
 
     def first(self, seq_length):
         """Tables of positions 0 .. seq_length-1: cos and signed sin (seq, head_dim)."""
         return self.cos[:seq_length], self.signed_sin[:seq_length]
 
-    def at(self, positions):
+    def at(self, positions, columns=None):  # pylint: disable=unused-argument
         """Tables of per-row positions (batch, seq), as rows may start at different points: cos and signed sin
         (batch, 1, seq, head_dim), or for seq 1 the rotation matrix of each row (batch, head_dim, head_dim)."""
         batch, seq = positions.shape

@@ -97,7 +97,7 @@ class ConversationTokenizer:
         self.row_length = row_length
         if add_bos is None:  # a Jinja template writes bos itself; fschat templates rely on the tokenizer adding it
             add_bos = tokenizer.add_bos_token and not isinstance(template, ChatTemplateConversation)
-        self.bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
+        self.bos = tokenizer.text_start_ids() if add_bos else []
         if pad_token_id is None:
             pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.pad_token_id = pad_token_id

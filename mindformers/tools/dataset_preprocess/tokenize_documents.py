@@ -38,11 +38,12 @@ def load_tokenizer(model_file, flag="--model_file", eos_token=None):
     return tokenizer
 
 
-def add_bos_for(tokenizer, add_bos):
-    """Whether documents start with bos: --add_bos / --no-add_bos, else what the tokenizer does (add_bos_token:
-    Llama and Gemma add it, Qwen and Yi do not)."""
+def document_prefix(tokenizer, add_bos):
+    """The ids documents start with: bos (the tokenizer's text_start_ids: ChatGLM3's [gMASK] sop) or nothing, by
+    --add_bos / --no-add_bos, else by what the tokenizer does (add_bos_token: Llama, Gemma and ChatGLM3 add it, Qwen
+    and Yi do not)."""
     wanted = tokenizer.add_bos_token if add_bos is None else add_bos
-    return bool(wanted) and tokenizer.bos_token_id is not None
+    return tokenizer.text_start_ids() if wanted else []
 
 
 class DocumentEncoder:
@@ -50,7 +51,7 @@ class DocumentEncoder:
 
     def __init__(self, model_file, add_bos=None, eos_token=None):
         self.tokenizer = load_tokenizer(model_file, eos_token=eos_token)
-        self.prefix = [self.tokenizer.bos_token_id] if add_bos_for(self.tokenizer, add_bos) else []
+        self.prefix = document_prefix(self.tokenizer, add_bos)
         self.suffix = [self.tokenizer.eos_token_id]
 
     def encode(self, documents):

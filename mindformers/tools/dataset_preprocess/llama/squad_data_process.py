@@ -97,7 +97,7 @@ def pad(ids, length, value):
 
 def encode_row(tokenizer, context, question, answer, mode, max_length, pad_id):
     """(input_ids, labels) or None when the question does not fit max_length."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    bos = tokenizer.text_start_ids()
     prompt = bos + tokenizer.encode(PROMPT.format(context=context, question=question), add_special_tokens=False)
     # the answer follows "### Response:" after a space, as a generated continuation would
     answer_ids = tokenizer.encode(" " + answer.strip(), add_special_tokens=False)

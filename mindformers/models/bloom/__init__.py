@@ -1,0 +1,1 @@
+from mindformers.models.bloom.bloom import BLOOM, BloomConfig, BloomForCausalLM

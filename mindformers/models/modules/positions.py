@@ -1,0 +1,76 @@
+"""How attention sees token positions: the interface every position encoding offers attention, no encoding at all
+(learned absolute positions are added to the embeddings instead), and ALiBi's linear biases.
+
+Attention asks its position encoding for `tables`: `first(seq)` in a full forward (positions 0 .. seq-1), or
+`at(positions, columns)` in a generation step (per-row positions counted from each row's first real token, and the
+cache columns of the new tokens). It then applies `rotate(x, tables)` to queries and keys and adds
+`score_bias(tables, keys)` (None: nothing) to the scores of the queries over `keys` key columns 0 .. keys-1.
+RotaryEmbedding (rotary.py) is the other encoding.
+"""
+import math
+
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from mindformers.parallel.groups import current_groups
+from mindformers.parallel.tensor_parallel import local_size
+
+
+class AttentionPosition(nn.Cell):
+    """No position signal inside attention (the base every encoding overrides where it acts)."""
+
+    def first(self, seq_length):  # pylint: disable=unused-argument
+        return None
+
+    def at(self, positions, columns=None):  # pylint: disable=unused-argument
+        return None
+
+    def rotate(self, x, tables):  # pylint: disable=unused-argument
+        return x
+
+    def score_bias(self, tables, keys):  # pylint: disable=unused-argument
+        return None
+
+
+def alibi_slopes(num_heads):
+    """ALiBi's per-head slopes (Press et al., 2022), float64: for n heads a power of two, 2^(-8i/n) for i = 1..n;
+    otherwise those of the largest power of two p below n, then the odd-numbered slopes of 2p heads for the
+    remaining n - p heads (what Bloom and Baichuan2-13B use for their 112 and 40 heads)."""
+    def geometric(count):
+        ratio = 2.0 ** (-8.0 / count)
+        return [ratio ** (i + 1) for i in range(count)]
+
+    power = 2 ** int(math.floor(math.log2(num_heads)))
+    slopes = geometric(power)
+    if power < num_heads:
+        slopes += geometric(2 * power)[0::2][:num_heads - power]
+    return np.array(slopes, np.float64)
+
+
+class AlibiPosition(AttentionPosition):
+    """Attention with linear biases: a query's score for a key `d` tokens back is lowered by slope_h * d.
+
+    The bias depends on the distance between columns only, so left padding (whose keys are blocked) changes
+    nothing and a generation step needs just its query columns. Under model parallelism each rank computes a block
+    of consecutive heads (Attention's split) and takes those heads' slopes."""
+
+    def __init__(self, num_heads):
+        super().__init__()
+        groups = current_groups()
+        heads = local_size(num_heads, groups)
+        first = groups.model_rank * heads
+        slopes = alibi_slopes(num_heads)[first:first + heads]
+        self.negative_slopes = Tensor(-slopes.reshape(1, heads, 1, 1), ms.float32)
+
+    def first(self, seq_length):
+        return ops.arange(seq_length, dtype=ms.int32)  # query columns
+
+    def at(self, positions, columns=None):
+        return columns
+
+    def score_bias(self, tables, keys):
+        """(1, heads, queries, keys) float32 biases of query columns `tables` over key columns 0 .. keys-1."""
+        distance = ops.reshape(tables, (-1, 1)) - ops.reshape(ops.arange(keys, dtype=ms.int32), (1, keys))
+        distance = ops.cast(ops.maximum(distance, 0), ms.float32)  # keys ahead of the query are blocked anyway
+        return self.negative_slopes * ops.reshape(distance, (1, 1) + distance.shape)

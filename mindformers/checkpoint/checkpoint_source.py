@@ -200,8 +200,7 @@ class CheckpointSource:
         for rank in range(self.layouts.world_size):
             layout = self.layouts.layout_for(rank)
             wanted = layout.wanted(name, piece.shape) if layout.holds(name) else None
-            if wanted is None or (wanted.split_dim, wanted.parts, wanted.index) != (
-                    piece.split_dim, piece.parts, piece.index):
+            if wanted is None or wanted.splits != piece.splits:
                 continue
             notes.append(f"rank_{rank}/ is missing" if rank not in present else
                          f"{present[rank].path} lacks it")

@@ -25,7 +25,11 @@ class WeightMap:
     rows: for one HF part, sizes -> the rows of the (transposed) HF tensor that make up ours, in order (a range
     or an index array): a block of a fused HF tensor held apart in ours (Baichuan2's W_pack as wq/wk/wv), or
     HF's rows reordered (Bloom's per-head q/k/v). Several of ours may take rows of one HF tensor; together they
-    must cover each of its rows once."""
+    must cover each of its rows once.
+    stack (a size name): the one HF name holds `{expert}` and ours stacks that many HF tensors along a new
+    leading dimension (the experts of a mixture-of-experts layer, HF's one tensor per expert): each is one
+    leading row of ours, so ours is still the concatenation of its parts and conversion streams it the same way.
+    """
 
     ours: str
     hf: Tuple[str, ...]
@@ -33,6 +37,7 @@ class WeightMap:
     when: Optional[str] = None  # a config condition (see HFFamily.conditions) the weight exists under
     transposed: bool = False
     rows: Optional[Callable] = None
+    stack: Optional[str] = None
 
 
 def weight(ours, hf, shape, when=None, transposed=False, rows=None):
@@ -49,12 +54,18 @@ def row_block(size, after=()):
     return rows
 
 
+def stacked(ours, hf, shape, stack, when=None):
+    """Ours (stack, *shape) holds HF's tensors `hf` with {expert} = 0 .. stack - 1, each of `shape`."""
+    return WeightMap(ours, (hf,), (tuple(shape),), when, stack=stack)
+
+
 @dataclass(frozen=True)
 class Part:
     hf_name: str
     shape: Tuple[int, ...]  # as HF stores it
     transposed: bool = False
     rows: Any = field(default=None, compare=False)  # a range or index array, or None: every row
+    stacked: bool = False  # one slice of ours along a new leading dimension (an expert of a stacked weight)
 
     @property
     def plain(self):
@@ -67,10 +78,15 @@ class Part:
         return tuple(reversed(self.shape)) if self.transposed else tuple(self.shape)
 
     @property
-    def our_shape(self):
-        """The rows this part contributes to ours."""
+    def taken_shape(self):
+        """HF's rows as ours reads them (transposed, selected)."""
         view = self.view_shape
         return view if self.rows is None else (len(self.rows),) + view[1:]
+
+    @property
+    def our_shape(self):
+        """The rows this part contributes to ours."""
+        return (1,) + self.taken_shape if self.stacked else self.taken_shape
 
     def take(self, array):
         """Our rows of the HF array."""
@@ -78,7 +94,7 @@ class Part:
             array = array.T
         if self.rows is not None:
             array = array[np.asarray(self.rows)]
-        return np.ascontiguousarray(array)
+        return np.ascontiguousarray(array).reshape(self.our_shape)
 
 
 @dataclass(frozen=True)
@@ -123,11 +139,15 @@ class HFFamily:
         order += [(e, layer) for layer in range(self.num_layers(config)) for e in layered]
         order += [(e, None) for e in entries[first:] if e not in layered]
         rows = {id(e): e.rows(sizes) if e.rows else None for e in entries}  # one index per entry, for all layers
-        return [PlannedWeight(e.ours.format(layer=layer),
-                              tuple(Part(hf.format(layer=layer), tuple(sizes[s] for s in shape), e.transposed,
-                                         rows[id(e)])
-                                    for hf, shape in zip(e.hf, e.shapes)))
-                for e, layer in order]
+
+        def parts(entry, layer):
+            names = list(zip(entry.hf, entry.shapes))
+            if entry.stack:
+                (hf, shape), = names
+                names = [(hf.replace("{expert}", str(index)), shape) for index in range(sizes[entry.stack])]
+            return tuple(Part(hf.format(layer=layer), tuple(sizes[s] for s in shape), entry.transposed,
+                              rows[id(entry)], bool(entry.stack)) for hf, shape in names)
+        return [PlannedWeight(e.ours.format(layer=layer), parts(e, layer)) for e, layer in order]
 
     def is_buffer(self, name, config):
         return name in self.buffers(config) or name.endswith(self.skipped_buffers)
@@ -163,17 +183,18 @@ def hf_sources(plan, tensors):
     for name, items in pieces.items():
         part, info, start = items[0]
         if len(items) == 1 and part.plain:
-            yield name, _row_range(name, info, part.shape, start)
+            yield name, _row_range(name, info, part, start)
         else:
             yield name, TensorInfo(name, info.dtype, part.shape, load=lambda items=items: _assemble(name, items))
 
 
-def _row_range(name, info, shape, start):
-    if tuple(shape) == tuple(info.shape):
+def _row_range(name, info, part, start):
+    """The HF tensor of `part` as a byte range of ours (`info`), from our row `start` (no copy)."""
+    if tuple(part.shape) == tuple(info.shape):
         return TensorInfo(name, info.dtype, info.shape, info.segments, info.load)
     row_bytes = info.nbytes // info.shape[0]
-    begin, nbytes = start * row_bytes, shape[0] * row_bytes
-    return TensorInfo(name, info.dtype, shape,
+    begin, nbytes = start * row_bytes, part.our_shape[0] * row_bytes
+    return TensorInfo(name, info.dtype, part.shape,
                       load=lambda: info.read().reshape(-1).view("u1")[begin:begin + nbytes])
 
 
@@ -183,7 +204,7 @@ def _assemble(name, items):
     out = np.empty(first.view_shape, dtype=NUMPY[items[0][1].dtype])
     filled = np.zeros(first.view_shape[0], np.int64)
     for part, info, start in items:
-        block = info.read()[start:start + part.our_shape[0]]
+        block = info.read()[start:start + part.our_shape[0]].reshape((-1,) + first.view_shape[1:])
         rows = np.arange(first.view_shape[0]) if part.rows is None else np.asarray(part.rows)
         out[rows] = block
         filled[rows] += 1

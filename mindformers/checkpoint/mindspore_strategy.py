@@ -48,7 +48,7 @@ class MindSporeStrategy:
                 weights[name] = Piece(None)
             else:
                 coordinates = np.unravel_index(position, dev_matrix)
-                weights[name] = Piece(None, split_dim, int(dev_matrix[axis]), int(coordinates[axis]))
+                weights[name] = Piece.along(None, split_dim, int(dev_matrix[axis]), int(coordinates[axis]))
         return RankLayout(rank=rank, stage=stage, weights=weights,
                           stages={name: frozenset(held) for name, held in stages.items()}, where=self.where)
 

@@ -33,6 +33,7 @@ class RankLayout:
     weights: Dict[str, Piece] = field(default_factory=dict)
     stages: Dict[str, FrozenSet[int]] = field(default_factory=dict)
     where: str = ""
+    declared: Dict[str, Dict[str, int]] = field(default_factory=dict)  # weight -> {mesh axis: dim} it splits
 
     def holds(self, name):
         weight = weight_of(name, self.weights)
@@ -60,19 +61,16 @@ class RankLayout:
                               f"{sorted(self.stages[weight])}, not on this rank's stage {self.stage}")
         piece = self.weights[weight]
         if piece.shape is None:
-            if piece.whole:
-                return replace(piece, shape=file_shape)
-            if piece.split_dim >= len(file_shape):
-                raise ConfigError(f"{path}: tensor '{name}' has shape {file_shape}, but {self.where} splits its "
-                                  f"dimension {piece.split_dim}")
             shape = list(file_shape)
-            shape[piece.split_dim] *= piece.parts
+            for dim, parts, _ in piece.splits:
+                if dim >= len(file_shape):
+                    raise ConfigError(f"{path}: tensor '{name}' has shape {file_shape}, but {self.where} splits its "
+                                      f"dimension {dim}")
+                shape[dim] *= parts
             return replace(piece, shape=tuple(shape))
         if piece.local_shape != file_shape:
-            expected = "the whole tensor" if piece.whole else (
-                f"part {piece.index + 1} of {piece.parts} along dimension {piece.split_dim}")
             raise ConfigError(f"{path}: tensor '{name}' has shape {file_shape}, but {self.where} says this rank "
-                              f"holds {expected} of {piece.shape}, i.e. {piece.local_shape}")
+                              f"holds {piece.describe()} of {piece.shape}, i.e. {piece.local_shape}")
         return piece
 
 

@@ -3,6 +3,8 @@
 Memory is the target piece plus one source piece at a time: source pieces are read only when they overlap the
 target, and one split of the tensor (one group of pieces of the same split) is enough to cover it.
 """
+import itertools
+
 import numpy as np
 import mindspore as ms
 
@@ -37,24 +39,30 @@ def assemble(source, name, target):
     for piece, info in holders:
         if piece.bounds() == target.bounds():
             return info.read(), dtype
-    groups = {}  # (split dim, parts) -> {part index: (piece, file)}: one split is enough to cover the target
+    groups = {}  # layout ((dim, parts), ...) -> {part indices: (piece, file)}: one layout is enough to cover it
     for piece, info in holders:
-        split, index = ((None, 1), 0) if piece.whole else ((piece.split_dim, piece.parts), piece.index)
-        groups.setdefault(split, {}).setdefault(index, (piece, info))
+        groups.setdefault(piece.layout, {}).setdefault(piece.indices, (piece, info))
     lacking = None
-    for (dim, parts), by_index in groups.items():
-        needed = [index for index in range(parts) if overlap(target, Piece(shape, dim, parts, index))]
-        absent = [index for index in needed if index not in by_index]
+    for layout, by_indices in groups.items():
+        candidates = itertools.product(*(range(parts) for _, parts in layout))
+        needed = [indices for indices in candidates if overlap(target, Piece.split(shape, [
+            (dim, parts, index) for (dim, parts), index in zip(layout, indices)]))]
+        absent = [indices for indices in needed if indices not in by_indices]
         if absent:
-            lacking = lacking or Piece(shape, dim, parts, absent[0])
+            lacking = lacking or Piece.split(shape, [(dim, parts, index)
+                                                     for (dim, parts), index in zip(layout, absent[0])])
             continue
         out = np.empty(target.local_shape, dtype=NUMPY[dtype])
-        for index in needed:
-            piece, info = by_index[index]
+        for indices in needed:
+            piece, info = by_indices[indices]
             copy_overlap(out, target, info.read(), piece)
         return out, dtype
-    raise ConfigError(f"{source.key}: {source.location}: no file holds part {lacking.index + 1} of {lacking.parts} "
-                      f"of tensor '{name}' (split along dimension {lacking.split_dim}): "
+    if len(lacking.splits) == 1:
+        missing = (f"part {lacking.index + 1} of {lacking.parts} of tensor '{name}' (split along dimension "
+                   f"{lacking.split_dim})")
+    else:
+        missing = f"{lacking.describe()} of tensor '{name}'"
+    raise ConfigError(f"{source.key}: {source.location}: no file holds {missing}: "
                       f"{source.expected_holders(name, lacking)}")
 
 

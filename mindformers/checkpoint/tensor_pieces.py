@@ -1,9 +1,10 @@
 """The block of a global tensor one rank holds, and copying between blocks of different splits.
 
-A rank holds either the whole tensor or part `index` of `parts` equal slices along one dimension, i.e.
-np.split(full, parts, axis=split_dim)[index]. Resharding copies, for every source block that overlaps the block
-a target rank needs, the overlap from one to the other; the split dimensions and part counts of source and target
-are independent.
+A rank holds either the whole tensor or, for each split dimension, part `index` of `parts` equal slices along it:
+np.split(full, parts, axis=dim)[index], dimension after dimension. Most weights split along at most one dimension
+(over model_parallel); a mixture-of-experts weight may split along two (experts over expert_parallel, their
+features over model_parallel). Resharding copies, for every source block that overlaps the block a target rank
+needs, the overlap from one to the other; the splits of source and target are independent.
 """
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -13,32 +14,68 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Piece:
-    shape: Tuple[int, ...]  # the global tensor's shape
-    split_dim: Optional[int] = None
-    parts: int = 1
-    index: int = 0
+    shape: Optional[Tuple[int, ...]]  # the global tensor's shape (None: not known yet, see RankLayout.held)
+    splits: Tuple[Tuple[int, int, int], ...] = ()  # (dim, parts, index) per split dimension, in dim order
+
+    @classmethod
+    def along(cls, shape, split_dim=None, parts=1, index=0):
+        """Part `index` of `parts` along `split_dim` (the whole tensor when split_dim is None or parts is 1)."""
+        return cls(shape, () if split_dim is None or parts == 1 else ((split_dim, parts, index),))
+
+    @classmethod
+    def split(cls, shape, splits):
+        """A piece of `splits` [(dim, parts, index)], leaving out those of one part."""
+        return cls(shape, tuple(sorted((int(d), int(p), int(i)) for d, p, i in splits if p > 1)))
 
     @property
     def whole(self):
-        return self.split_dim is None or self.parts == 1
+        return not self.splits
+
+    @property
+    def layout(self):
+        """((dim, parts), ...): how the tensor is cut, whichever part this is."""
+        return tuple((dim, parts) for dim, parts, _ in self.splits)
+
+    @property
+    def indices(self):
+        return tuple(index for _, _, index in self.splits)
+
+    # The single split's terms (None, 1, 0 for a whole tensor; the first split of a piece split along several).
+    @property
+    def split_dim(self):
+        return self.splits[0][0] if self.splits else None
+
+    @property
+    def parts(self):
+        return self.splits[0][1] if self.splits else 1
+
+    @property
+    def index(self):
+        return self.splits[0][2] if self.splits else 0
 
     @property
     def local_shape(self):
         shape = list(self.shape)
-        if not self.whole:
-            shape[self.split_dim] //= self.parts
+        for dim, parts, _ in self.splits:
+            shape[dim] //= parts
         return tuple(shape)
 
     def bounds(self):
         """(start, stop) per dimension of the global tensor."""
         bounds = [(0, size) for size in self.shape]
-        if not self.whole:
-            size = self.shape[self.split_dim] // self.parts
-            bounds[self.split_dim] = (self.index * size, (self.index + 1) * size)
+        for dim, parts, index in self.splits:
+            size = self.shape[dim] // parts
+            bounds[dim] = (index * size, (index + 1) * size)
         return bounds
 
     def divides(self):
-        return self.whole or (0 <= self.split_dim < len(self.shape) and self.shape[self.split_dim] % self.parts == 0)
+        return all(0 <= dim < len(self.shape) and self.shape[dim] % parts == 0 for dim, parts, _ in self.splits)
+
+    def describe(self):
+        """'the whole tensor', or 'part 2 of 4 along dimension 0' (joined by ' and ' for several splits)."""
+        if self.whole:
+            return "the whole tensor"
+        return " and ".join(f"part {index + 1} of {parts} along dimension {dim}" for dim, parts, index in self.splits)
 
 
 def overlap(first, second):

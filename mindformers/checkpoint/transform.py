@@ -4,6 +4,7 @@ distributed) as the rank files of another mesh, with a strategy.json per rank.
 One tensor is in memory at a time (assembled whole, then cut for every target rank holding it); files are written
 through CkptWriter under temporary names and appear only when complete.
 """
+import math
 import os
 
 import numpy as np
@@ -16,13 +17,14 @@ from mindformers.checkpoint.hf_convert import progress_bar
 from mindformers.checkpoint.reshard import assemble, global_shape
 from mindformers.checkpoint.tensor_dtypes import CKPT_TYPE
 from mindformers.checkpoint.tensor_pieces import Piece, cut
-from mindformers.parallel.layout_file import mesh_record, rank_layout, write_layout_file
-from mindformers.parallel.mesh import count_layers, mesh_sizes, rank_coordinates
+from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, declared_splits
+from mindformers.parallel.layout_file import mesh_record, rank_layout, split_entry, write_layout_file
+from mindformers.parallel.mesh import count_layers, expert_parallel_size, mesh_sizes, rank_coordinates
 from mindformers.tools.errors import ConfigError
 
 
 def _total_bytes(source):
-    return sum(max(info.nbytes * (1 if piece.whole else piece.parts) for piece, info in source.holders(name))
+    return sum(max(info.nbytes * math.prod(parts for _, parts in piece.layout) for piece, info in source.holders(name))
                for name in source.names())
 
 
@@ -55,36 +57,49 @@ def _merge_tensor(source, name, writer):
 
 
 def source_weights(source):
-    """{weight: split_dim} the source's layouts declare (empty for a checkpoint without a strategy)."""
+    """{weight: {mesh axis: dim}} the source's layouts declare (empty for a checkpoint without a strategy)."""
     declared = {}
     for rank in source.ranks:
-        for name, piece in source.layouts.layout_for(rank.rank).weights.items():
-            if declared.get(name) is None:
-                declared[name] = piece.split_dim
+        layout = source.layouts.layout_for(rank.rank)
+        for name, piece in layout.weights.items():
+            if not declared.get(name):
+                declared[name] = layout.declared.get(name) or (
+                    {MODEL_AXIS: piece.split_dim} if piece.split_dim is not None else {})
     return declared
 
 
 def mesh_records(source, mesh, declared, key="--dst_mesh"):
     """{rank: layout record} of every rank of `mesh` for the source's tensors, weights split as `declared`
-    ({weight: split_dim}) over model_parallel."""
+    ({weight: {mesh axis: dim}}, or {weight: model-parallel dim}) over model_parallel and expert_parallel."""
     _, mp, _ = mesh_sizes(mesh)
+    sizes = {MODEL_AXIS: mp, EXPERT_AXIS: expert_parallel_size(mesh)}
     entries = {}
     for name in source.names():
         if name not in declared:
             continue
         shape = global_shape(source, name)
-        dim = declared[name]
-        if dim is not None and mp > 1 and shape[dim] % mp:
-            raise ConfigError(f"{key}: tensor '{name}' of shape {shape} cannot split its dimension {dim} into "
-                              f"model_parallel {mp} equal parts")
-        entries[name] = {"shape": list(shape), "dtype": CKPT_TYPE[source.holders(name)[0][1].dtype],
-                         "split_dim": dim, "parts": mp if dim is not None and mp > 1 else 1}
+        splits = declared_splits(declared[name])
+        for axis, dim in splits.items():
+            if sizes[axis] > 1 and shape[dim] % sizes[axis]:
+                raise ConfigError(f"{key}: tensor '{name}' of shape {shape} cannot split its dimension {dim} into "
+                                  f"{axis} {sizes[axis]} equal parts")
+        dtype = source.holders(name)[0][1].dtype
+        entry = split_entry(_Shape(shape, CKPT_TYPE[dtype]), splits, mp, sizes[EXPERT_AXIS],
+                            local_shards=False)
+        entries[name] = entry
     dp, mp, pp = mesh_sizes(mesh)
     layers = count_layers(entries)
     if pp > layers:
         raise ConfigError(f"{key}: pipeline_stage {pp} is more than the model's {layers} layer(s) (every stage holds "
                           f"at least one layer); expected at most {layers}")
     return {rank: mesh_record(entries, mesh, rank) for rank in range(dp * mp * pp)}
+
+
+class _Shape:
+    """What split_entry reads of a parameter: its (global) shape and dtype name."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = tuple(shape), dtype
 
 
 def records_from_layout(record, folder_records=None):

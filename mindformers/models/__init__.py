@@ -14,6 +14,7 @@ from mindformers.models.gemma import GemmaConfig, GemmaForCausalLM
 from mindformers.models.gpt3 import GPT2Tokenizer, GPT3Config, GPT3ForCausalLM
 from mindformers.models.internlm import InternLMConfig, InternLMForCausalLM
 from mindformers.models.mistral import MistralConfig, MistralForCausalLM
+from mindformers.models.mixtral import MixtralConfig, MixtralForCausalLM
 from mindformers.models.qwen2 import Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
 from mindformers.models.yi import YiConfig, YiForCausalLM
 from mindformers.models.auto import AutoModelForCausalLM

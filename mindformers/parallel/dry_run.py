@@ -1,18 +1,19 @@
 """--dry_run: per-device memory of a config's mesh and the layout of every weight, without any device.
 
 The network is built from the real model code with weights left unallocated (shape_only), so parameter
-counts and split dimensions come from the layers' own declarations (parameter_layouts). Sequence length does
+counts and split dimensions come from the layers' own declarations (parameter_splits; experts of mixture-of-experts
+layers split over expert_parallel). Sequence length does
 not shape any weight, so the structure is built at a short one (rotary tables and masks stay small); the
 activation estimate uses the config's real sequence length.
 """
 import math
 import re
 
-from mindformers.models.modules.layout import parameter_layouts
+from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, parameter_splits
 from mindformers.models.modules.shape_only import shape_only
 from mindformers.parallel.mesh import layer_stage, stage_of
-from mindformers.parallel.parallel_check import (check_model_split, check_pipeline, parallel_settings,
-                                                 rank_batch_size)
+from mindformers.parallel.parallel_check import (check_expert_split, check_model_split, check_pipeline,
+                                                 parallel_settings, rank_batch_size)
 from mindformers.tools.errors import ConfigError
 
 GB = 1024 ** 3
@@ -49,16 +50,17 @@ def build_structure(config):
     import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (registers classes)
     from mindformers.pet import apply_pet  # pylint: disable=import-outside-toplevel
     from mindformers.tools.register import MindFormerModuleType, build_from_config  # noqa: E501 pylint: disable=import-outside-toplevel
+    from mindformers.models.decoder.config import run_model_arguments, run_model_section  # noqa: E501 pylint: disable=import-outside-toplevel
     model = config.get("model") or {}
     if not model.get("model_config") or not model.get("arch"):
         raise ConfigError("model: expected model.model_config and model.arch sections")
-    real = build_from_config(model["model_config"], MindFormerModuleType.CONFIG,
-                             default_args={"parallel_config": config.get("parallel_config")},
+    real = build_from_config(run_model_section(config), MindFormerModuleType.CONFIG,
+                             default_args=run_model_arguments(config),
                              where="model.model_config")
-    short = dict(model["model_config"], seq_length=STRUCTURE_SEQ, max_position_embedding=STRUCTURE_SEQ)
+    short = run_model_section(config, seq_length=STRUCTURE_SEQ, max_position_embedding=STRUCTURE_SEQ)
     with shape_only():
         small = build_from_config(short, MindFormerModuleType.CONFIG,
-                                  default_args={"parallel_config": config.get("parallel_config")},
+                                  default_args=run_model_arguments(config),
                                   where="model.model_config")
         network = build_from_config(model["arch"], MindFormerModuleType.MODELS, default_args={"config": small},
                                     where="model.arch")
@@ -67,10 +69,13 @@ def build_structure(config):
     return real, network
 
 
-def local_shape(shape, split_dim, model_parallel):
+def local_shape(shape, splits, settings):
+    """The shape one device holds of a weight split as `splits` ({mesh axis: dim}) on the mesh of `settings`:
+    model-parallel dims over model_parallel, the experts over expert_parallel."""
     shape = list(shape)
-    if split_dim is not None and model_parallel > 1:
-        shape[split_dim] //= model_parallel
+    sizes = {MODEL_AXIS: settings.model_parallel, EXPERT_AXIS: settings.expert_parallel}
+    for axis, dim in splits.items():
+        shape[dim] //= sizes[axis]
     return shape
 
 
@@ -91,7 +96,7 @@ def layer_activation_bytes(mc, settings, batch, seq):
     c = BYTES[mc.compute_dtype.lower()]
     replicated = 4 * h / (t if settings.use_seq_parallel else 1)
     attention = (mc.q_size + 2 * mc.kv_size) / t + mc.q_size / t
-    per_layer = c * s * b * (replicated + attention + mc.mlp_activation_width() / t)
+    per_layer = c * s * b * (replicated + attention + mc.mlp_activation_width(s * b) / t)
     if not mc.use_flash_attention:
         per_layer += b * (mc.num_heads / t) * s * s * (BYTES[mc.softmax_compute_type.lower()] + c)
     return per_layer
@@ -163,7 +168,7 @@ def estimate(config, mc, network, settings, batch):
     """Per pipeline stage: parameter, gradient, optimizer-state, activation and KV-cache bytes on one device, as
     the run mode needs them. Training keeps gradients and two moments of the trainable parameters (all of them, or
     the adapters under pet_config); predict and eval keep the weights, a forward pass and (use_past) the KV cache."""
-    layouts = parameter_layouts(network)
+    layouts = parameter_splits(network)
     stages = settings.pipeline_stage
     inference = config.get("run_mode") in INFERENCE_MODES
     shards, threshold, accumulation_sharded = (1, 0, True) if inference else optimizer_sharding(config, settings)
@@ -171,12 +176,15 @@ def estimate(config, mc, network, settings, batch):
     rows = [dict(params=0, grads=0, optimizer=0, activations=0, kv_cache=0, count=0) for _ in range(stages)]
     weights = []
     for param in network.get_parameters():
-        split = layouts.get(param.name)
-        shape = local_shape(param.shape, split, settings.model_parallel)
+        split = layouts.get(param.name, {})
+        shape = local_shape(param.shape, split, settings)
         numel = math.prod(shape)
         size = BYTES[str(param.dtype).lower()] if str(param.dtype).lower() in BYTES else param.itemsize
         stage = stage_of(param.name, mc.num_layers, stages)
-        cut = shards if shards > 1 and numel * size >= threshold and shape and shape[0] % shards == 0 else 1
+        # The parallel optimizer cuts a weight over the ranks holding it whole: for experts, the dp / ep ranks
+        # holding the same experts.
+        over = min(shards, settings.data_parallel // settings.expert_parallel) if EXPERT_AXIS in split else shards
+        cut = over if over > 1 and numel * size >= threshold and shape and shape[0] % over == 0 else 1
         row = rows[stage]
         row["count"] += numel
         row["params"] += numel * size / cut
@@ -184,7 +192,7 @@ def estimate(config, mc, network, settings, batch):
             row["grads"] += numel * size / (1 if grads_full else cut)
             row["optimizer"] += ADAM_MOMENTS * numel * moment_bytes(config, size) / cut
         weights.append((param.name, list(param.shape), str(param.dtype), split, shape, stage))
-    largest_layer = max((sum(math.prod(local_shape(p.shape, layouts.get(p.name), settings.model_parallel)) *
+    largest_layer = max((sum(math.prod(local_shape(p.shape, layouts.get(p.name, {}), settings)) *
                              p.itemsize for p in network.get_parameters() if f"layers.{i}." in p.name)
                          for i in range(mc.num_layers)), default=0)
     for index, row in enumerate(rows):
@@ -201,20 +209,41 @@ def estimate(config, mc, network, settings, batch):
     return rows, weights
 
 
+def describe_split(splits):
+    """'-' (replicated), '1' (model-parallel dim 1) or 'experts 0, 1' (experts along dim 0, features along dim 1)."""
+    if not splits:
+        return "-"
+    model = splits.get(MODEL_AXIS)
+    if EXPERT_AXIS not in splits:
+        return str(model)
+    return f"experts {splits[EXPERT_AXIS]}" + ("" if model is None else f", {model}")
+
+
+def describe_experts(mc, settings):
+    """', 8 experts (2 per token, ffn 14336, capacity_factor 1.1), 1 per device' for a mixture of experts."""
+    moe = mc.moe
+    if not moe:
+        return ""
+    capacity = "dropless" if moe.capacity_factor <= 0 else f"capacity_factor {moe.capacity_factor:g}"
+    return (f", {moe.expert_num} experts ({moe.top_k} per token, ffn {mc.expert_ffn_size}, {capacity}) in "
+            f"{mc.moe_layers()} layers, {moe.expert_num // settings.expert_parallel} per device")
+
+
 def report(config, mc, settings, batch, rows, weights, budget, show_layouts=True):
     lines = [f"dry run: {config.config_path or 'config'}",
              f"mesh: {settings.describe()} -> {settings.device_num} devices; micro_batch_num "
              f"{settings.micro_batch_num}; optimizer_shard {settings.optimizer_shard}",
              f"model: {mc.num_layers} layers, hidden {mc.hidden_size}, heads {mc.num_heads}/{mc.kv_heads} kv, ffn "
-             f"{mc.ffn_size}, vocab {mc.vocab_size}, seq {mc.seq_length}; param_init_type {mc.param_init_type}, "
+             f"{mc.ffn_size}, vocab {mc.vocab_size}, seq {mc.seq_length}{describe_experts(mc, settings)}; "
+             f"param_init_type {mc.param_init_type}, "
              f"compute_dtype {mc.compute_dtype}, flash attention {bool(mc.use_flash_attention)}, recompute "
              f"{(config.get('recompute_config') or {}).get('recompute')}",
              f"run mode {config.get('run_mode') or 'train'}; batch per data-parallel rank: {batch}; optimizer "
              f"{(config.get('optimizer') or {}).get('type', 'AdamW')}"]
     if show_layouts:
-        lines.append("weights (name | global shape | dtype | split dim over model_parallel | per-device shape | "
-                     "stage):")
-        lines += [f"  {n} | {tuple(g)} | {d} | {'-' if s is None else s} | {tuple(l)} | {st}"
+        lines.append("weights (name | global shape | dtype | split dims (model_parallel, experts: expert_parallel) | "
+                     "per-device shape | stage):")
+        lines += [f"  {n} | {tuple(g)} | {d} | {describe_split(s)} | {tuple(l)} | {st}"
                   for n, g, d, s, l, st in weights]
     lines.append("per-device memory (GiB), by pipeline stage:")
     lines.append("  stage  params(M)  params  grads  optimizer  activations  kv_cache  total")
@@ -240,6 +269,7 @@ def run_dry_run(config, device_num=None, device_memory=None, show_layouts=True):
     budget = parse_memory(memory, "--device_memory" if device_memory else "context.max_device_memory")
     mc, network = build_structure(config)
     check_model_split(settings, mc)
+    check_expert_split(settings, mc)
     check_pipeline(settings, mc)
     batch = inference_batch(config, mc) if config.get("run_mode") in INFERENCE_MODES else \
         rank_batch_size(config, settings)

@@ -1,9 +1,11 @@
 """The layout (strategy) file saved beside each rank's checkpoints, and the check made when one is loaded as is.
 
 The file records the mesh, the rank and its pipeline stage and, for every weight of the model, its GLOBAL shape,
-the dimension split over model_parallel (from the layers' own declarations, `parameter_layouts`), into how many
+the dimension split over model_parallel (from the layers' own declarations, `parameter_splits`), into how many
 parts the checkpoint files split it, and its stage. A rank with model-parallel index m holds part m:
-np.split(full, parts, axis=split_dim)[m]. Optimizer moments follow their weight (rank_layout.weight_of).
+np.split(full, parts, axis=split_dim)[m]. Experts of mixture-of-experts layers also record `expert_dim` and
+`expert_parts`: a rank with expert index e (its data index modulo expert_parallel) holds part e along expert_dim.
+Optimizer moments follow their weight (rank_layout.weight_of).
 """
 import json
 import os
@@ -13,8 +15,9 @@ import mindspore as ms
 from mindformers.checkpoint.atomic import atomic_files
 from mindformers.checkpoint.rank_layout import RankLayout
 from mindformers.checkpoint.tensor_pieces import Piece
-from mindformers.models.modules.layout import parameter_layouts
-from mindformers.parallel.mesh import count_layers, describe_mesh, mesh_sizes, rank_coordinates, stage_of
+from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, parameter_splits
+from mindformers.parallel.mesh import (count_layers, describe_mesh, expert_index, expert_parallel_size, mesh_sizes,
+                                       rank_coordinates, same_mesh, stage_of)
 from mindformers.tools.errors import ConfigError
 
 LAYOUT_FILE = "strategy.json"
@@ -29,20 +32,28 @@ def network_holds_shards():
                                                              ms.ParallelMode.DATA_PARALLEL)
 
 
-def weight_entries(network, model_parallel, local_shards=None):
-    """name -> {shape (global), dtype, split_dim, parts} for every parameter of `network`."""
+def weight_entries(network, model_parallel, local_shards=None, expert_parallel=1):
+    """name -> {shape (global), dtype, split_dim, parts[, expert_dim, expert_parts]} for every parameter."""
     local_shards = network_holds_shards() if local_shards is None else local_shards
-    split = parameter_layouts(network)
-    entries = {}
-    for param in network.get_parameters():
-        dim = split.get(param.name)
-        sharded = local_shards and dim is not None and model_parallel > 1
-        shape = list(param.shape)
-        if sharded:
-            shape[dim] *= model_parallel
-        entries[param.name] = {"shape": shape, "dtype": str(param.dtype), "split_dim": dim,
-                               "parts": model_parallel if sharded else 1}
-    return entries
+    splits = parameter_splits(network)
+    return {param.name: split_entry(param, splits.get(param.name, {}), model_parallel, expert_parallel, local_shards)
+            for param in network.get_parameters()}
+
+
+def split_entry(param, splits, model_parallel, expert_parallel, local_shards):
+    shape = list(param.shape)
+    entry = {"dtype": str(param.dtype)}
+    for axis, dim_key, parts_key, size in ((MODEL_AXIS, "split_dim", "parts", model_parallel),
+                                           (EXPERT_AXIS, "expert_dim", "expert_parts", expert_parallel)):
+        dim = splits.get(axis)
+        if axis == EXPERT_AXIS and dim is None:
+            continue
+        sharded = dim is not None and size > 1
+        if sharded and local_shards:
+            shape[dim] *= size
+        entry[dim_key], entry[parts_key] = dim, size if sharded else 1
+    entry["shape"] = shape
+    return entry
 
 
 def mesh_record(entries, mesh, rank_id):
@@ -56,7 +67,8 @@ def mesh_record(entries, mesh, rank_id):
 
 
 def layout_record(network, settings, rank_id, local_shards=None):
-    return mesh_record(weight_entries(network, settings.model_parallel, local_shards), settings.mesh(), rank_id)
+    entries = weight_entries(network, settings.model_parallel, local_shards, expert_parallel_size(settings.mesh()))
+    return mesh_record(entries, settings.mesh(), rank_id)
 
 
 def write_layout_file(folder, record):
@@ -89,15 +101,21 @@ def read_layout_file(path, key="src_strategy_path_or_dir"):
 
 def rank_layout(record, path, rank=None):
     """The RankLayout of `rank` (default: the record's own) under the record's mesh: a rank's pieces follow from
-    its model-parallel index, so one rank's file describes every rank of the mesh."""
+    its model-parallel and expert indices, so one rank's file describes every rank of the mesh."""
     rank = record.get("rank", 0) if rank is None else rank
     stage, _, model = rank_coordinates(rank, record["mesh"])
-    weights, stages = {}, {}
+    experts = expert_index(rank, record["mesh"])
+    weights, stages, declared = {}, {}, {}
     for name, entry in record["parameters"].items():
         dim, parts = entry.get("split_dim"), int(entry.get("parts", 1))
-        weights[name] = Piece(tuple(entry["shape"]), dim, parts, model % parts)  # parts 1: whole, dim as declared
+        expert_dim, expert_parts = entry.get("expert_dim"), int(entry.get("expert_parts", 1))
+        splits = [(dim, parts, model % parts)] if dim is not None else []
+        if expert_dim is not None:
+            splits.append((expert_dim, expert_parts, experts % expert_parts))
+        weights[name] = Piece.split(tuple(entry["shape"]), splits)
+        declared[name] = {axis: d for axis, d in ((MODEL_AXIS, dim), (EXPERT_AXIS, expert_dim)) if d is not None}
         stages[name] = frozenset([int(entry.get("stage", 0))])
-    return RankLayout(rank=rank, stage=stage, weights=weights, stages=stages, where=path)
+    return RankLayout(rank=rank, stage=stage, weights=weights, stages=stages, where=path, declared=declared)
 
 
 def find_layout_file(checkpoint_path, src_strategy=None, rank_id=0):
@@ -125,19 +143,25 @@ def check_checkpoint_strategy(checkpoint_path, settings, rank_id=0, src_strategy
     hint = "; set auto_trans_ckpt True to transform it on load"
     if path is None:
         local_shards = network_holds_shards() if local_shards is None else local_shards
-        if local_shards and (settings.model_parallel > 1 or settings.pipeline_stage > 1):
+        if local_shards and (settings.model_parallel > 1 or settings.pipeline_stage > 1
+                             or expert_parallel_size(current) > 1):
             raise ConfigError(f"{key}: {checkpoint_path} has no {LAYOUT_FILE} beside it, so it holds whole tensors, "
                               f"but this run ({describe_mesh(current)}) holds shards{hint}")
         return None
     record = read_layout_file(path)
     saved = record["mesh"]
-    if mesh_sizes(saved) != mesh_sizes(current):
+    if not same_mesh(saved, current):
         raise ConfigError(f"{key}: {checkpoint_path} was saved under {describe_mesh(saved)} ({path}), this run uses "
                           f"{describe_mesh(current)}{hint}")
-    saved_stage, _, saved_model = rank_coordinates(int(record.get("rank", 0)), saved)
+    saved_rank = int(record.get("rank", 0))
+    saved_stage, _, saved_model = rank_coordinates(saved_rank, saved)
     stage, _, model = rank_coordinates(rank_id, current)
-    if (saved_stage, saved_model) != (stage, model):
-        raise ConfigError(f"{key}: {checkpoint_path} holds rank {record.get('rank')}'s shards (stage {saved_stage}, "
-                          f"model-parallel part {saved_model}), this is rank {rank_id} (stage {stage}, part {model}); "
-                          f"pass the folder holding rank_*/ or set auto_trans_ckpt True")
+    saved_experts, experts = expert_index(saved_rank, saved), expert_index(rank_id, current)
+    if (saved_stage, saved_model, saved_experts) != (stage, model, experts):
+        holds = f"stage {saved_stage}, model-parallel part {saved_model}"
+        wants = f"stage {stage}, part {model}"
+        if expert_parallel_size(saved) > 1:
+            holds, wants = f"{holds}, experts part {saved_experts}", f"{wants}, experts part {experts}"
+        raise ConfigError(f"{key}: {checkpoint_path} holds rank {record.get('rank')}'s shards ({holds}), this is "
+                          f"rank {rank_id} ({wants}); pass the folder holding rank_*/ or set auto_trans_ckpt True")
     return saved

@@ -1,7 +1,9 @@
 """Where a rank sits in the parallel mesh, and which pipeline stage holds which weights.
 
 MindSpore orders devices as (stage, data, model): rank = stage * dp * mp + data * mp + model. A mesh is the dict
-ParallelSettings.mesh() returns and layout files record: data_parallel, model_parallel, pipeline_stage.
+ParallelSettings.mesh() returns and layout files record: data_parallel, model_parallel, pipeline_stage, and with
+mixture-of-experts expert_parallel (> 1 only), which divides data_parallel: a rank's expert index is its data index
+modulo expert_parallel.
 """
 import re
 
@@ -14,8 +16,23 @@ def mesh_sizes(mesh):
     return tuple(int(mesh.get(key, 1)) for key in MESH_KEYS)
 
 
+def expert_parallel_size(mesh):
+    return int(mesh.get("expert_parallel", 1) or 1)
+
+
+def same_mesh(first, second):
+    return mesh_sizes(first) == mesh_sizes(second) and expert_parallel_size(first) == expert_parallel_size(second)
+
+
 def describe_mesh(mesh):
-    return " ".join(f"{key}={size}" for key, size in zip(MESH_KEYS, mesh_sizes(mesh)))
+    text = " ".join(f"{key}={size}" for key, size in zip(MESH_KEYS, mesh_sizes(mesh)))
+    experts = expert_parallel_size(mesh)
+    return f"{text} expert_parallel={experts}" if experts > 1 else text
+
+
+def expert_index(rank, mesh):
+    """The part of the experts rank `rank` holds."""
+    return rank_coordinates(rank, mesh)[1] % expert_parallel_size(mesh)
 
 
 def rank_coordinates(rank, mesh):

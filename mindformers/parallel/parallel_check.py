@@ -8,6 +8,7 @@ every rank's loader reads the whole global batch and MindSpore slices it. The gl
 """
 from dataclasses import dataclass
 
+from mindformers.parallel.mesh import describe_mesh
 from mindformers.tools.errors import ConfigError
 
 
@@ -24,18 +25,21 @@ class ParallelSettings:
     optimizer_shard: bool = False
     full_batch: bool = False
     gradient_aggregation_group: int = 4
+    expert_parallel: int = 1  # experts of mixture-of-experts layers split over this many data-parallel ranks
 
     @property
     def device_num(self):
         return self.data_parallel * self.model_parallel * self.pipeline_stage
 
     def describe(self):
-        return (f"data_parallel={self.data_parallel} model_parallel={self.model_parallel} "
-                f"pipeline_stage={self.pipeline_stage}")
+        return describe_mesh(self.mesh())
 
     def mesh(self):
-        return {"data_parallel": self.data_parallel, "model_parallel": self.model_parallel,
+        mesh = {"data_parallel": self.data_parallel, "model_parallel": self.model_parallel,
                 "pipeline_stage": self.pipeline_stage}
+        if self.expert_parallel > 1:
+            mesh["expert_parallel"] = self.expert_parallel
+        return mesh
 
 
 def _positive(section, key, default=1):
@@ -56,7 +60,8 @@ def parallel_settings(config):
         use_seq_parallel=bool(section.get("use_seq_parallel", False)),
         optimizer_shard=bool(section.get("optimizer_shard") or parallel.get("enable_parallel_optimizer")),
         full_batch=bool(parallel.get("full_batch", False)),
-        gradient_aggregation_group=int(section.get("gradient_aggregation_group") or 4))
+        gradient_aggregation_group=int(section.get("gradient_aggregation_group") or 4),
+        expert_parallel=_positive(section, "expert_parallel"))
 
 
 def check_worker_count(settings, world_size):
@@ -76,10 +81,32 @@ def check_model_split(settings, model_config):
         if value % mp:
             raise ConfigError(f"model.model_config.{key}: {value} is not divisible by "
                               f"parallel_config.model_parallel ({mp})")
+    moe = getattr(model_config, "moe", None)
+    if moe and moe.intermediate_size and moe.intermediate_size % mp:
+        raise ConfigError(f"moe_config.moe_intermediate_size: {moe.intermediate_size} is not divisible by "
+                          f"parallel_config.model_parallel ({mp})")
     if mp > 1 and getattr(model_config, "qkv_concat", False):
         # A split of the fused [q; k; v] (and [gate; up]) rows would hand each rank whole blocks of one of them.
         raise ConfigError(f"model.model_config.qkv_concat: fused q/k/v and gate/up weights cannot be split over "
                           f"parallel_config.model_parallel ({mp}); expected qkv_concat False with model_parallel > 1")
+
+
+def check_expert_split(settings, model_config):
+    """expert_parallel (MindFormers' meaning): the experts split over that many data-parallel ranks, so it divides
+    both data_parallel and the number of experts."""
+    ep = settings.expert_parallel
+    if ep == 1:
+        return
+    moe = getattr(model_config, "moe", None)
+    if moe is None:
+        raise ConfigError(f"parallel_config.expert_parallel: {ep} needs a mixture-of-experts model (moe_config with "
+                          f"expert_num > 1); expected 1 for a dense model")
+    if settings.data_parallel % ep:
+        raise ConfigError(f"parallel_config.expert_parallel: {ep} does not divide data_parallel "
+                          f"({settings.data_parallel}); the experts split over data-parallel ranks")
+    if moe.expert_num % ep:
+        raise ConfigError(f"parallel_config.expert_parallel: {ep} does not divide moe_config.expert_num "
+                          f"({moe.expert_num})")
 
 
 def check_pipeline(settings, model_config):
@@ -123,6 +150,9 @@ def check_device(settings, model_config, device_target):
     if settings.model_parallel > 1 and getattr(model_config, "pet_config", None):
         raise ConfigError(f"model.model_config.pet_config: LoRA/prefix tuning with parallel_config.model_parallel "
                           f"{settings.model_parallel} is not available on CPU; set model_parallel to 1")
+    if settings.expert_parallel > 1 and getattr(model_config, "pet_config", None):
+        raise ConfigError(f"model.model_config.pet_config: LoRA/prefix tuning with parallel_config.expert_parallel "
+                          f"{settings.expert_parallel} is not available on CPU; set expert_parallel to 1")
 
 
 def check_parallel_config(config, model_config, world_size, device_target):
@@ -130,6 +160,7 @@ def check_parallel_config(config, model_config, world_size, device_target):
     settings = parallel_settings(config)
     check_worker_count(settings, world_size)
     check_model_split(settings, model_config)
+    check_expert_split(settings, model_config)
     check_pipeline(settings, model_config)
     rank_batch_size(config, settings)
     check_device(settings, model_config, device_target)

@@ -13,25 +13,34 @@ layout file and the dry run read too), so an mp=2 model is exactly the mp=1 mode
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, declared_splits
 from mindformers.parallel.groups import current_groups
 
 
-class _ModelParallelCollective(nn.Cell):
-    """Holds the model-parallel group; without one (group None) the collective returns this rank's contribution."""
+class SumOverGroup(nn.Cell):
+    """Holds one communication group and sums over it; without one (group None) the sum is this rank's own
+    contribution."""
 
-    def __init__(self, groups=None):
+    def __init__(self, group):
         super().__init__()
-        groups = groups or current_groups()
-        self.shards = groups.model_parallel
-        self.rank = groups.model_rank
-        self.communicate = groups.model_group is not None
+        self.communicate = group is not None
         if self.communicate:
-            self.all_reduce = ops.AllReduce(group=groups.model_group)
+            self.all_reduce = ops.AllReduce(group=group)
 
     def sum_over_group(self, x):
         if self.communicate:
             return self.all_reduce(x)
         return x
+
+
+class _ModelParallelCollective(SumOverGroup):
+    """A collective over the model-parallel group."""
+
+    def __init__(self, groups=None):
+        groups = groups or current_groups()
+        super().__init__(groups.model_group)
+        self.shards = groups.model_parallel
+        self.rank = groups.model_rank
 
 
 class CopyToModelParallel(_ModelParallelCollective):
@@ -77,19 +86,23 @@ class GatherFromModelParallel(_ModelParallelCollective):
 
 
 def keep_local_shards(cell, groups=None):
-    """Replace every parameter `cell` declares as split (param_layout) by this rank's slice of it."""
+    """Replace every parameter `cell` declares as split (param_layout) by this rank's slice of it: along its
+    model-parallel dimension the model rank's part, along its expert-parallel dimension (the experts of a
+    mixture-of-experts layer) the expert rank's part."""
     groups = groups or current_groups()
-    if not groups.model_sharded:
-        return
-    for attr, split_dim in cell.param_layout.items():
+    ranks = {MODEL_AXIS: (groups.model_parallel, groups.model_rank),
+             EXPERT_AXIS: (groups.expert_parallel, groups.expert_rank)}
+    for attr, declaration in cell.param_layout.items():
         param = cell._params.get(attr)  # pylint: disable=protected-access
-        if param is None or split_dim is None:
+        splits = [(dim,) + ranks[axis] for axis, dim in declared_splits(declaration).items() if ranks[axis][0] > 1]
+        if param is None or not splits:
             continue
-        if param.shape[split_dim] % groups.model_parallel:
-            raise ValueError(f"{param.name}: dimension {split_dim} of {tuple(param.shape)} does not split into "
-                             f"{groups.model_parallel} model-parallel shards")
-        full = param.asnumpy()
-        local = np.split(full, groups.model_parallel, axis=split_dim)[groups.model_rank]
+        local = param.asnumpy()
+        for dim, parts, rank in splits:
+            if param.shape[dim] % parts:
+                raise ValueError(f"{param.name}: dimension {dim} of {tuple(param.shape)} does not split into "
+                                 f"{parts} parts")
+            local = np.split(local, parts, axis=dim)[rank]
         param.set_data(Tensor(np.ascontiguousarray(local), dtype=param.dtype), True)
 
 

@@ -9,7 +9,8 @@
 The source is a checkpoint file or a folder of rank_<r>/ folders, laid out as the strategy.json in each rank
 folder says (or --src_strategy: our strategy.json, a folder of them, or MindSpore strategy files). Without a target
 mesh or strategy the tensors are merged whole into the one .ckpt --dst_checkpoint names. With one, --dst_checkpoint
-is a folder that receives rank_<r>/<name>.ckpt and strategy.json for every rank of the target mesh (dp,mp,pp);
+is a folder that receives rank_<r>/<name>.ckpt and strategy.json for every rank of the target mesh (dp,mp,pp, and
+for mixture-of-experts models a fourth number, expert_parallel);
 weights split as --config's layers declare them, or as the source's strategy does. Optimizer state follows its
 weight. One tensor is in memory at a time; outputs appear only when complete.
 """
@@ -26,28 +27,35 @@ from mindformers.tools.errors import ConfigError, exit_on_user_error  # noqa: E4
 
 
 def parse_mesh(text):
-    """'dp,mp,pp' -> mesh dict (pp may be left out)."""
+    """'dp,mp,pp[,ep]' -> mesh dict (pp may be left out; ep, the expert-parallel size, too)."""
     parts = str(text).replace("x", ",").split(",")
     try:
         sizes = [int(part) for part in parts]
     except ValueError:
         sizes = []
-    if len(sizes) not in (2, 3) or any(size < 1 for size in sizes):
-        raise ConfigError(f"--dst_mesh: expected data_parallel,model_parallel[,pipeline_stage] as positive "
-                          f"integers, e.g. 2,4,1; got {text!r}")
-    sizes += [1] * (3 - len(sizes))
-    return dict(zip(("data_parallel", "model_parallel", "pipeline_stage"), sizes))
+    if len(sizes) not in (2, 3, 4) or any(size < 1 for size in sizes):
+        raise ConfigError(f"--dst_mesh: expected data_parallel,model_parallel[,pipeline_stage[,expert_parallel]] as "
+                          f"positive integers, e.g. 2,4,1; got {text!r}")
+    if len(sizes) == 4 and sizes[0] % sizes[3]:
+        raise ConfigError(f"--dst_mesh: expert_parallel ({sizes[3]}) must divide data_parallel ({sizes[0]}); got "
+                          f"{text!r}")
+    sizes += [1] * (4 - len(sizes))
+    mesh = dict(zip(("data_parallel", "model_parallel", "pipeline_stage"), sizes))
+    if sizes[3] > 1:
+        mesh["expert_parallel"] = sizes[3]
+    return mesh
 
 
 def declared_splits(config_path):
-    """{weight: split_dim} from the model a YAML builds (shape only, nothing allocated): the layers' declarations."""
-    from mindformers.models.modules.layout import parameter_layouts  # pylint: disable=import-outside-toplevel
+    """{weight: {mesh axis: dim}} from the model a YAML builds (shape only, nothing allocated): the layers'
+    declarations."""
+    from mindformers.models.modules.layout import parameter_splits  # pylint: disable=import-outside-toplevel
     from mindformers.parallel.dry_run import build_structure  # pylint: disable=import-outside-toplevel
     from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
     if not os.path.isfile(config_path):
         raise ConfigError(f"--config: file not found: {config_path}")
     _, network = build_structure(MindFormerConfig(config_path))
-    return parameter_layouts(network)
+    return parameter_splits(network)
 
 
 def target_records(args, source):
@@ -79,7 +87,7 @@ def build_parser():
                         help="the source's strategy when its rank folders have no strategy.json (ours or MindSpore's)")
     parser.add_argument("--dst_checkpoint", required=True,
                         help="the merged .ckpt, or (with --dst_mesh / --dst_strategy) the folder for rank_*/")
-    parser.add_argument("--dst_mesh", default=None, help="target data_parallel,model_parallel,pipeline_stage")
+    parser.add_argument("--dst_mesh", default=None, help="target data_parallel,model_parallel,pipeline_stage[,expert_parallel]")
     parser.add_argument("--dst_strategy", default=None, help="target strategy.json, or a folder of rank_*/ ones")
     parser.add_argument("--config", default=None, help="model YAML whose layers say how weights split")
     parser.add_argument("--prefix", default=None, help="checkpoint name prefix of the rank files")

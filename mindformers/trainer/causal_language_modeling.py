@@ -9,6 +9,7 @@ from mindspore import Tensor
 
 from mindformers.checkpoint.checkpoint_io import scalar
 from mindformers.core.callback import ProfileMonitor, TensorBoardMonitor, TrainState
+from mindformers.models.decoder.config import run_model_arguments, run_model_section
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
 from mindformers.parallel.groups import init_parallel_groups
@@ -49,8 +50,8 @@ def build_model_config(config):
     model = config.get("model") or {}
     if not model.get("model_config") or not model.get("arch"):
         raise ConfigError(f"{config.where()}: model: expected model.model_config and model.arch sections")
-    return build_from_config(model["model_config"], MindFormerModuleType.CONFIG,
-                             default_args={"parallel_config": config.get("parallel_config")},
+    return build_from_config(run_model_section(config), MindFormerModuleType.CONFIG,
+                             default_args=run_model_arguments(config),
                              where="model.model_config")
 
 
@@ -241,8 +242,10 @@ class CausalLanguageModelingTrainer:
         return (self.config.get("runner_config") or {}).get("max_nonfinite_steps") or DEFAULT_MAX_NONFINITE_STEPS
 
     @staticmethod
-    def loop(state, dataset, train_cell, optimizer, lr_schedule, callbacks, guard, stop):
-        """Train from state.global_step to the end, or until a stop is requested or the loss stays non-finite."""
+    def loop(state, dataset, train_cell, optimizer, lr_schedule, callbacks, guard, stop, model_metrics):
+        """Train from state.global_step to the end, or until a stop is requested or the loss stays non-finite.
+        `model_metrics` reads the numbers a model returns beside the step's loss (a mixture of experts' router load
+        and auxiliary loss) into state.step_metrics."""
         steps_per_epoch, initial_step = state.steps_per_epoch, state.global_step
         for epoch in range(initial_step // steps_per_epoch, state.epochs):
             skip = initial_step - epoch * steps_per_epoch if epoch == initial_step // steps_per_epoch else 0
@@ -253,8 +256,10 @@ class CausalLanguageModelingTrainer:
                 if state.global_step == initial_step:
                     state.compile_time = compile_seconds(train_cell, inputs)
                 start = time.perf_counter()
-                loss, overflow, scale, grad_norm = train_cell(*inputs)
+                loss, overflow, scale, grad_norm, *metrics = train_cell(*inputs)
                 state.loss = float(loss.asnumpy())
+                if metrics:
+                    state.step_metrics = model_metrics(metrics[0].asnumpy())
                 state.step_time = time.perf_counter() - start
                 state.overflow = bool(overflow.asnumpy())
                 state.loss_scale = float(scale.asnumpy())
@@ -339,7 +344,8 @@ class CausalLanguageModelingTrainer:
             callback.on_train_begin(state)
         with StopRequests() as stop:
             try:
-                self.loop(state, dataset, train_cell, optimizer, lr_schedule, callbacks, guard, stop)
+                self.loop(state, dataset, train_cell, optimizer, lr_schedule, callbacks, guard, stop,
+                          lambda values: network.step_metrics(values, accumulation))
             except DataError as error:  # a data file removed or changed under the run: keep what was trained
                 self.finish(state, callbacks)
                 raise DataError(f"{error}; stopped before step {state.global_step + 1}; "

@@ -2,7 +2,7 @@
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from mindformers.models.modules.layout import parameter_layouts
+from mindformers.models.modules.layout import EXPERT_AXIS, parameter_splits
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 from mindformers.tools.register.value_spec import DICT, FLOAT, INT, POSITIVE_INT, POSITIVE_NUMBER, Value
 from mindformers.wrapper.grad_norm import GlobalGradNorm
@@ -20,9 +20,11 @@ MindFormerRegister.register_cls(nn.FixedLossScaleUpdateCell, MindFormerModuleTyp
     "scale_sense": Value(FLOAT, DICT, above=0), "max_grad_norm": POSITIVE_NUMBER,
     "gradient_accumulation_steps": POSITIVE_INT})
 class MFTrainOneStepCell(nn.Cell):
-    """construct(input_ids[, labels]) -> (loss, overflow, loss_scale, grad_norm).
+    """construct(input_ids[, labels]) -> (loss, overflow, loss_scale, grad_norm[, metrics]).
 
-    The batch holds `gradient_accumulation_steps` micro-batches along dim 0; their gradients are summed
+    A network whose training forward returns (loss, metrics) (`returns_step_metrics`: a mixture-of-experts
+    model's router load and auxiliary loss) gets no gradient from the metrics; their sum over the micro-batches is
+    returned last. The batch holds `gradient_accumulation_steps` micro-batches along dim 0; their gradients are summed
     and averaged before one optimizer update. With a loss-scale cell (Dynamic/FixedLossScaleUpdateCell)
     the loss is scaled before differentiation and gradients unscaled after; a step whose gradients
     overflow is skipped entirely (no weight, moment or schedule update) and the scale adapts.
@@ -35,9 +37,11 @@ class MFTrainOneStepCell(nn.Cell):
         self.optimizer = optimizer
         self.weights = optimizer.parameters
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
-        self.data_parallel = DataParallelReducer()  # identity in a single process
-        split_dims = parameter_layouts(network)
-        self.grad_norm = GlobalGradNorm([split_dims.get(p.name) for p in self.weights])
+        splits = parameter_splits(network)
+        # Identity in a single process.
+        self.data_parallel = DataParallelReducer(experts=[EXPERT_AXIS in splits.get(p.name, {}) for p in self.weights])
+        self.grad_norm = GlobalGradNorm([splits.get(p.name) for p in self.weights])
+        self.returns_step_metrics = bool(getattr(network, "returns_step_metrics", False))
         self.accumulation = int(gradient_accumulation_steps)
         self.use_clip_grad = use_clip_grad
         self.max_grad_norm = float(max_grad_norm)
@@ -58,11 +62,17 @@ class MFTrainOneStepCell(nn.Cell):
         scale = self.scale_sense
         loss = None
         grads = None
+        metrics = None
         for index in range(self.accumulation):
             ids = self.micro_batch(input_ids, index)
             micro_labels = None if labels is None else self.micro_batch(labels, index)
-            micro_loss = self.network(ids, micro_labels)
-            sens = ops.cast(scale, micro_loss.dtype)
+            if self.returns_step_metrics:
+                micro_loss, micro_metrics = self.network(ids, micro_labels)
+                sens = (ops.cast(scale, micro_loss.dtype), ops.zeros_like(micro_metrics))
+                metrics = micro_metrics if metrics is None else metrics + micro_metrics
+            else:
+                micro_loss = self.network(ids, micro_labels)
+                sens = ops.cast(scale, micro_loss.dtype)
             micro_grads = self.grad(self.network, self.weights)(ids, micro_labels, sens)
             if grads is None:
                 loss, grads = micro_loss, micro_grads
@@ -84,4 +94,6 @@ class MFTrainOneStepCell(nn.Cell):
         grads = tuple(g * ops.cast(factor, g.dtype) for g in grads)
         if not overflow:
             loss = ops.depend(loss, self.optimizer(grads))
+        if self.returns_step_metrics:
+            return loss, overflow, self.scale_sense, grad_norm, metrics
         return loss, overflow, self.scale_sense, grad_norm

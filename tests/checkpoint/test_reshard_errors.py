@@ -105,7 +105,7 @@ def test_transform_errors_are_one_line_and_leave_nothing(split_2, full, tmp_path
         return lines[0]
 
     out = tmp_path / "out"
-    assert "--dst_mesh: expected data_parallel,model_parallel[,pipeline_stage]" in fails(
+    assert "--dst_mesh: expected data_parallel,model_parallel[,pipeline_stage[,expert_parallel]]" in fails(
         "--src_checkpoint", split_2, "--dst_checkpoint", out, "--dst_mesh", "2,two")
     assert "--src_checkpoint: checkpoint not found" in fails("--src_checkpoint", tmp_path / "nothing",
                                                              "--dst_checkpoint", out / "m.ckpt")

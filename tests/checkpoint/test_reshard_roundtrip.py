@@ -8,10 +8,11 @@ import pytest
 
 from mindformers.checkpoint.checkpoint_source import CheckpointSource
 from mindformers.checkpoint.transform import merge_to_file, mesh_records, source_weights, write_distributed
+from mindformers.models.modules.layout import declared_splits, parameter_splits
 from mindformers.parallel.layout_file import LAYOUT_FILE, read_layout_file
 from mindformers.tools.transform_ckpt import main as transform_main
 from tests.checkpoint.tiny_checkpoint import (arrays, declared, full, mesh, raw_tensors,  # noqa: F401  (fixtures)
-                                             save_training_checkpoint)
+                                             save_training_checkpoint, tiny_network)
 
 # Three layers over two stages: layers 0 and 1 on the first stage (with the embedding), layer 2 on the second
 # (with the final norm and the head); counters and the learning rate on both.
@@ -80,7 +81,7 @@ def test_bfloat16_checkpoint_round_trip(declared, tmp_path):
 def test_sharded_checkpoint_transforms_into_another_mesh(full, declared, tmp_path, first, second):
     """From a sharded source the split dimensions come from its own strategy files (no model config needed)."""
     folder = split(full, mesh(*first), declared, tmp_path / "first")
-    assert source_weights(CheckpointSource(folder)) == {name: dim for name, dim in declared.items()}
+    assert source_weights(CheckpointSource(folder)) == {name: declared_splits(dim) for name, dim in declared.items()}
     source = CheckpointSource(folder)
     write_distributed(source, mesh_records(source, mesh(*second), source_weights(source)), str(tmp_path / "second"),
                       progress=False)
@@ -96,3 +97,27 @@ def test_transform_to_the_strategy_of_another_run(full, declared, tmp_path, caps
                            other_run, "--no_progress"]) == 0
     assert f"wrote 8 rank folders to {tmp_path / 'out'}" in capsys.readouterr().out
     check_rank_files(full, declared, tmp_path / "out", 2, 2, 2)
+
+
+def test_experts_split_over_expert_and_model_parallel_at_once(tmp_path):
+    """A mixture-of-experts checkpoint on data_parallel 2 x model_parallel 2 with expert_parallel 2: each rank holds
+    its half of the experts (by data-parallel index) and its half of their features (by model-parallel index), the
+    moments alike; merged back it is the original bit for bit, and it transforms directly into expert_parallel 4."""
+    moe = {"expert_num": 4, "num_experts_chosen": 2}
+    whole_path = save_training_checkpoint(tmp_path / "tiny_rank_0-2_7.ckpt", moe_config=moe)
+    declared = parameter_splits(tiny_network(moe_config=moe))
+    assert declared["model.layers.0.feed_forward.ffn.w2.weight"] == {"expert_parallel": 0, "model_parallel": 2}
+    folder = split(whole_path, dict(mesh(2, 2, 1), expert_parallel=2), declared, tmp_path / "split")
+    whole = arrays(whole_path)
+    for rank in range(4):
+        data, model = rank // 2, rank % 2
+        (name,) = [n for n in os.listdir(os.path.join(folder, f"rank_{rank}")) if n.endswith(".ckpt")]
+        held = arrays(os.path.join(folder, f"rank_{rank}", name))
+        for weight, feature_dim in (("ffn.w1.weight", 1), ("ffn.w2.weight", 2)):
+            for tensor in (f"model.layers.1.feed_forward.{weight}", f"adam_m.model.layers.1.feed_forward.{weight}"):
+                expected = np.split(np.split(whole[tensor], 2, 0)[data], 2, feature_dim)[model]
+                assert np.array_equal(held[tensor], expected), (rank, tensor)
+    assert raw_tensors(merge(folder, tmp_path / "merged.ckpt")) == raw_tensors(whole_path)
+    source = CheckpointSource(folder)
+    second = split(folder, dict(mesh(4, 1, 1), expert_parallel=4), source_weights(source), tmp_path / "second")
+    assert raw_tensors(merge(second, tmp_path / "merged_again.ckpt")) == raw_tensors(whole_path)

@@ -14,13 +14,16 @@ def run_cli(args, cwd=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def run_main(argv, capsys):
-    """run_mindformer.py's main in this process (the same code the CLI runs); returns (exit code, stdout, stderr)."""
+def run_main(argv, capsys=None):
+    """run_mindformer.py's main in this process (the same code the CLI runs); returns (exit code, stdout, stderr),
+    the output as captured by `capsys` (empty without it)."""
     from mindformers.run import main  # pylint: disable=import-outside-toplevel
     try:
         code = main([str(item) for item in argv])
     except SystemExit as error:
         code = error.code
+    if capsys is None:
+        return code, "", ""
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -16,10 +16,11 @@ from tests.fixtures.data import leading_documents
 
 WIKI_SEQ, QA_SEQ = 32, 128
 WIKI_CHARACTERS, EVAL_CHARACTERS, QA_RECORDS = 8000, 1500, 48
-# config family -> its tokenizer folder in tests/fixtures/family_tokenizers.py (Mistral's is Llama 2's, GPT-3's GPT-2's)
+# config family -> its tokenizer folder in tests/fixtures/family_tokenizers.py (Mistral's and Mixtral's are Llama 2's,
+# GPT-3's GPT-2's)
 TOKENIZER_FOLDER = {"qwen1_5": "qwen2", "gemma": "gemma", "internlm": "internlm", "yi": "yi",
-                    "codellama": "codellama", "aquila2": "aquila2", "mistral": "llama2", "bloom": "bloom",
-                    "gpt3": "gpt2", "baichuan2": "baichuan2", "glm3": "chatglm3"}
+                    "codellama": "codellama", "aquila2": "aquila2", "mistral": "llama2", "mixtral": "llama2",
+                    "bloom": "bloom", "gpt3": "gpt2", "baichuan2": "baichuan2", "glm3": "chatglm3"}
 # instruction rows in the family's own chat format where its users fine-tune in it (fschat's vicuna by default):
 # ChatGLM3's [gMASK]sop<|user|> ... <|assistant|> from its folder's chat_template
 QA_TEMPLATE = {"glm3": "tokenizer"}

@@ -2,8 +2,10 @@
 HF folder -> convert_weight.py -> from_pretrained: logits equal transformers' to 1e-4 (with and without left
 padding), greedy generate gives transformers' ids with and without the KV cache, and convert_weight.py --reversed
 gives back every HF tensor bit for bit in a folder transformers loads. (Llama and Mistral: test_hf_parity.py,
-tests/convert and tests/generation.) Baichuan2 and ChatGLM3, whose reference code is not in transformers, against
-the references of tests/fixtures/release_models.py, from folders in their releases' layout."""
+tests/convert and tests/generation.) Mixtral's routers choose transformers' experts, and its training loss with the
+load-balancing loss is transformers' output_router_logits=True loss. Baichuan2 and ChatGLM3, whose reference code
+is not in transformers, against the references of tests/fixtures/release_models.py, from folders in their releases'
+layout."""
 import functools
 import json
 
@@ -35,6 +37,7 @@ CASES = {
     "yi": ("yi", "YiForCausalLM", dict(theta=5e6, kv_heads=2)),
     "codellama": ("codellama", "CodeLlamaForCausalLM", dict(theta=1e6)),
     "aquila2": ("aquila2", "Aquila2ForCausalLM", dict(kv_heads=2)),
+    "mixtral": ("mixtral", "MixtralForCausalLM", dict(kv_heads=2, theta=1e6, sliding_window=None)),
     "bloom": ("bloom", "BloomForCausalLM", dict(position_kind="alibi", uses_layer_norm=True, embedding_norm=True,
                                                 gated_mlp=False, mlp_has_bias=True, num_heads=6,
                                                 tie_word_embeddings=True, activation="gelu_tanh")),
@@ -43,8 +46,8 @@ CASES = {
 }
 assert set(CASES) == set(FAMILY_MODELS)
 AUTO_FROM_HF = {"qwen2": "Qwen2ForCausalLM", "gemma": "GemmaForCausalLM", "internlm": "InternLMForCausalLM",
-                "aquila": "Aquila2ForCausalLM", "llama": "LlamaForCausalLM", "bloom": "BloomForCausalLM",
-                "gpt2": "GPT3ForCausalLM"}
+                "aquila": "Aquila2ForCausalLM", "llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM",
+                "bloom": "BloomForCausalLM", "gpt2": "GPT3ForCausalLM"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -93,6 +96,24 @@ def test_family_matches_transformers_through_the_converter(case, tmp_path):
     ids = torch.tensor(np.array(PROMPTS[0])[None])
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, hf_model(ids).logits)
+
+
+def test_mixtral_training_loss_and_routing_match_transformers(tmp_path):
+    hf_folder, hf_model = save_family_model("mixtral", tmp_path / "hf")
+    ours = models.MixtralForCausalLM.from_pretrained(hf_folder)
+    assert (ours.config.moe.expert_num, ours.config.moe.top_k, ours.config.moe.aux_loss_factor) == (4, 2, 0.02)
+    rows = np.random.default_rng(0).integers(3, ours.config.vocab_size, (2, 17))
+    ours.set_train(True)
+    loss, metrics = ours(ms.Tensor(rows, ms.int32))
+    recorded = ours.step_metrics(metrics.asnumpy())
+    with torch.no_grad():  # HF predicts shift_labels from input_ids: the rows' next tokens, as our training does
+        out = hf_model(torch.tensor(rows[:, :-1]), labels=torch.tensor(rows[:, :-1]),
+                       shift_labels=torch.tensor(rows[:, 1:]), output_router_logits=True)
+    assert abs(float(loss.asnumpy()) - float(out.loss)) < 1e-5
+    assert abs(recorded["aux_loss"] - float(out.aux_loss)) < 1e-5 and float(out.aux_loss) > 1.0
+    chosen = [torch.topk(logits, 2).indices.reshape(-1).numpy() for logits in out.router_logits]
+    assert recorded["expert_load"] == [np.bincount(c, minlength=4).tolist() for c in chosen]
+    assert recorded["dropped_tokens"] == 0
 
 
 # Families whose reference code is not in transformers (tests/fixtures/release_models.py): case -> (convert_weight

@@ -49,3 +49,27 @@ def test_published_size_dry_runs_on_its_device_count(name, capsys):
     assert (f"model: {layers} layers, hidden {hidden}, heads {heads}/{kv_heads} kv, ffn {ffn}, vocab {vocab}, "
             f"seq {seq};") in out
     assert re.search(r"peak [0-9.]+ GiB per device fits in 58.00 GiB", out), out[-300:]
+
+
+def test_mixtral_8x7b_dry_run_counts_each_devices_experts(capsys):
+    """16 devices (ModelLink's 2x8): dp 2 x mp 4 x pp 2, the experts over expert_parallel 2; a device holds 4 of
+    each layer's 8 experts with a quarter of their FFN, and the memory counts just those."""
+    args = build_parser().parse_args(["--config", f"{REPO}/configs/mixtral/pretrain_mixtral_8x7b.yaml", "--dry_run",
+                                      "--device_num", "16"])
+    run_dry_run(load_config(args), device_num=args.device_num)
+    out = capsys.readouterr().out
+    assert "data_parallel=2 model_parallel=4 pipeline_stage=2 expert_parallel=2 -> 16 devices" in out
+    assert ("model: 32 layers, hidden 4096, heads 32/8 kv, ffn 14336, vocab 32000, seq 32768, 8 experts (2 per "
+            "token, ffn 14336, capacity_factor 1.1) in 32 layers, 4 per device;") in out
+    assert "model.layers.31.feed_forward.ffn.w2.weight | (8, 4096, 14336) | Float32 | experts 0, 2 | " \
+           "(4, 4096, 3584) | 1" in out
+    hidden, kv, ffn, layers_per_stage = 4096, 1024, 14336, 16
+    experts = layers_per_stage * 4 * 3 * ffn // 4 * hidden
+    dense = layers_per_stage * ((2 * hidden * hidden + 2 * kv * hidden) // 4 + 8 * hidden + 2 * hidden) \
+        + 32000 * hidden // 4
+    row = re.search(r"^\s+0\s+([0-9.]+)\s+([0-9.]+)", out, re.MULTILINE)
+    assert float(row.group(1)) == pytest.approx((experts + dense) / 1e6, abs=0.1)
+    # float32 weights; the parallel optimizer cuts the dense ones over data_parallel 2, not the experts: with
+    # expert_parallel 2 no other rank holds them
+    assert float(row.group(2)) == pytest.approx((experts + dense / 2) * 4 / 2 ** 30, abs=0.01)
+    assert re.search(r"peak [0-9.]+ GiB per device fits in 58.00 GiB", out), out[-300:]

@@ -229,7 +229,6 @@ def test_the_walk_finds_an_ignored_key(tmp_path, code_reads):
 
 
 NON_NEUTRAL = [
-    ("model:\n  model_config:\n    moe_config:\n      expert_num: 8\n", "model.model_config.moe_config"),
     ("model:\n  model_config:\n    offset: [1, 0]\n", "model.model_config.offset"),
     ("model:\n  model_config:\n    fine_grain_interleave: 2\n", "model.model_config.fine_grain_interleave"),
     ("model:\n  model_config:\n    pp_interleave_num: 2\n", "model.model_config.pp_interleave_num"),

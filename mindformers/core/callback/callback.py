@@ -28,6 +28,7 @@ class TrainState:
     step_time: float = 0.0
     compile_time: float = 0.0  # graph compilation before the run's first step (not in its step_time)
     initial_step: int = 0
+    step_metrics: dict = field(default_factory=dict)  # what the model reports per step (MoE: aux_loss, expert_load)
     nonfinite_steps: int = 0  # consecutive steps, up to this one, whose loss or gradient norm was not finite
     extra: dict = field(default_factory=dict)
 

@@ -19,6 +19,13 @@ def format_duration(seconds):
     return f"{hours:d}:{minutes:02d}:{secs:02d}"
 
 
+def describe_numbers(metrics):
+    """' | aux_loss 0.0123 | dropped_tokens 4' for the single numbers of a step's model metrics (lists stay in
+    the record)."""
+    return "".join(f" | {name} {value:.6g}" for name, value in metrics.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
 @MindFormerRegister.register(MindFormerModuleType.CALLBACK, value_specs={
     "per_print_times": POSITIVE_INT, "device_peak_tflops": Value(FLOAT, above=0)})
 class MFLossMonitor(Callback):
@@ -70,6 +77,7 @@ class MFLossMonitor(Callback):
             "overflow": state.overflow, "step_time": state.step_time, "tokens_per_s": tokens_per_s,
             "mfu": mfu, "eta_s": eta, "time": time.time(),
         }
+        record.update(state.step_metrics)  # the model's own numbers (MoE: aux_loss, dropped_tokens, expert_load)
         first_step = state.global_step == state.initial_step + 1
         if first_step:
             record["compile_time"] = state.compile_time
@@ -81,9 +89,9 @@ class MFLossMonitor(Callback):
             logger.info("first step: %.1f s graph compilation + %.1f s run", state.compile_time, state.step_time)
         if state.global_step % self.per_print_times == 0 or state.global_step == state.total_steps:
             logger.info(
-                "epoch %d/%d step %d/%d (global %d/%d) | loss %.6f | lr %.3e | grad_norm %.4f | scale %g%s | "
+                "epoch %d/%d step %d/%d (global %d/%d) | loss %.6f%s | lr %.3e | grad_norm %.4f | scale %g%s | "
                 "%.1f ms/step | %.0f tokens/s | MFU %.2f%% | ETA %s",
                 state.epoch, state.epochs, state.step_in_epoch, state.steps_per_epoch, state.global_step,
-                state.total_steps, state.loss, state.lr, state.grad_norm, state.loss_scale,
-                " (overflow, step skipped)" if state.overflow else "", state.step_time * 1000, tokens_per_s,
-                mfu * 100, format_duration(eta))
+                state.total_steps, state.loss, describe_numbers(state.step_metrics), state.lr, state.grad_norm,
+                state.loss_scale, " (overflow, step skipped)" if state.overflow else "", state.step_time * 1000,
+                tokens_per_s, mfu * 100, format_duration(eta))

@@ -19,6 +19,7 @@ from mindformers.models.decoder.layer import DecoderLayer
 from mindformers.models.modules import Embedding
 from mindformers.models.modules.kv_cache import layer_cache, positions_of
 from mindformers.models.modules.layout import parameter_layouts
+from mindformers.models.modules.moe import RouterBalance, describe_router_metrics
 from mindformers.models.modeling_utils import PreTrainedMixin
 from mindformers.models.recompute import apply_recompute
 from mindformers.parallel.groups import current_groups
@@ -72,7 +73,8 @@ class DecoderModel(nn.Cell):
 
     def construct(self, input_ids, attention_mask=None, cache=None):
         """Final hidden states (b, s, hidden). Generation passes `cache`, made by KVCache.layer_caches
-        (mindformers/models/modules/kv_cache.py): every layer then reads and writes its own key/value tables."""
+        (mindformers/models/modules/kv_cache.py): every layer then reads and writes its own key/value tables.
+        With mixture-of-experts layers, training returns (hidden states, their routers' statistics stacked)."""
         h = ops.cast(self.tok_embeddings(input_ids), self.compute_dtype)
         if self.scale_embedding:
             h = h * self.embedding_scale
@@ -82,9 +84,16 @@ class DecoderModel(nn.Cell):
         if self.use_embedding_norm:
             h = self.embedding_norm(h)
         index = 0
+        statistics = ()
         for layer in self.layers:
-            h = layer(h, attention_mask, layer_cache(cache, index))
+            if layer.has_experts and self.training:
+                h, layer_statistics = layer(h, attention_mask, layer_cache(cache, index))
+                statistics = statistics + (layer_statistics,)
+            else:
+                h = layer(h, attention_mask, layer_cache(cache, index))
             index += 1
+        if statistics:
+            return self.norm_out(h), ops.stack(statistics)
         return self.norm_out(h)
 
     def positions(self, input_ids, attention_mask, cache):
@@ -128,6 +137,11 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         self.compute_dtype = config.dtype("compute_dtype")
         self.softcap = float(config.final_logit_softcapping or 0.0)
         self.head_matmul = ops.MatMul(transpose_b=True)
+        # Mixture of experts: the load-balancing loss joins the training loss, weighted by aux_loss_factor.
+        self.router_balance = RouterBalance(config.moe.expert_num, config.moe.top_k, groups) \
+            if config.moe_layers() else None
+        self.aux_loss_factor = config.moe.aux_loss_factor if config.moe else 0.0
+        self.returns_step_metrics = self.router_balance is not None  # training returns (loss, metrics)
         apply_recompute(self.model.layers, recompute_config)
 
     def head_logits(self, hidden):
@@ -155,11 +169,18 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         return logits
 
     def construct(self, input_ids, labels=None, attention_mask=None):
+        """Logits when not training; the loss in training, or with mixture-of-experts layers (loss, metrics):
+        the language-model loss plus aux_loss_factor x the load-balancing loss, and the routers' metrics
+        (`step_metrics` names them)."""
         if not self.training:
             return ops.cast(self.logits(self.model(input_ids, attention_mask)), ms.float32)
         tokens, targets, mask = self.loss_targets(input_ids, labels)
-        logits = self.head_logits(self.model(tokens))
-        return self.loss(logits, targets, mask)
+        if self.router_balance is None:
+            return self.loss(self.head_logits(self.model(tokens)), targets, mask)
+        hidden, statistics = self.model(tokens)
+        balance, metrics = self.router_balance(statistics)
+        loss = self.loss(self.head_logits(hidden), targets, mask)
+        return loss + ops.cast(self.aux_loss_factor * balance, loss.dtype), metrics
 
     def loss_targets(self, input_ids, labels=None):
         """(tokens, targets, mask) of rows of seq_length+1 ids: the model reads tokens, predicts targets, and a
@@ -193,6 +214,11 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
 
     def parameter_layouts(self):
         return parameter_layouts(self)
+
+    def step_metrics(self, values, micro_batches=1):
+        """The metrics a training step returned beside the loss (see construct; summed over the step's
+        micro-batches), by name, for the step record."""
+        return describe_router_metrics(values, self.config.moe.expert_num, micro_batches)
 
     def num_parameters(self):
         return sum(p.size for p in self.get_parameters())

@@ -6,6 +6,7 @@ import mindspore as ms
 from mindformers.models.modules.attention import Attention
 from mindformers.models.modules.linear import Linear, NormHead
 from mindformers.models.modules.mlp import FeedForward, GatedFeedForward
+from mindformers.models.modules.moe import MoEFeedForward
 from mindformers.models.modules.norm import LayerNorm, RMSNorm
 from mindformers.models.modules.positions import AlibiPosition, AttentionPosition
 from mindformers.models.modules.rotary import RotaryEmbedding
@@ -56,12 +57,17 @@ def make_attention(config, fused):
         qkv_concat=config.qkv_concat, position=make_position(config))
 
 
-def make_feed_forward(config):
+def make_feed_forward(config, layer_id=0):
     """The gated MLP: SwiGLU (hidden_act silu) or GeGLU (gelu_tanh), gate/up fused with qkv_concat; or with
-    gated_mlp False the plain one (GELU: Bloom, GPT). mlp_has_bias puts biases on its projections."""
-    common = dict(activation=config.activation, compute_dtype=config.dtype("compute_dtype"),
-                  param_init_type=config.dtype("param_init_type"), init_std=config.initializer_range,
-                  has_bias=config.mlp_has_bias)
+    gated_mlp False the plain one (GELU: Bloom, GPT). mlp_has_bias puts biases on its projections. With moe_config
+    (past its first_k_dense_replace layers) a mixture of experts, each that gated MLP (gate/up kept apart, no
+    biases: the config refuses the other choices with experts)."""
+    numerics = dict(compute_dtype=config.dtype("compute_dtype"), param_init_type=config.dtype("param_init_type"),
+                    init_std=config.initializer_range)
+    if config.moe and config.moe.layer_has_experts(layer_id):
+        return MoEFeedForward(config.hidden_size, config.expert_ffn_size, config.moe, activation=config.activation,
+                              **numerics)
+    common = dict(numerics, activation=config.activation, has_bias=config.mlp_has_bias)
     if not config.gated_mlp:
         return FeedForward(config.hidden_size, config.ffn_size, **common)
     return GatedFeedForward(config.hidden_size, config.ffn_size, fused=config.qkv_concat, **common)

@@ -8,6 +8,7 @@ import functools
 import inspect
 import math
 
+from mindformers.models.decoder.moe_config import read_moe_config
 from mindformers.models.modules.dtypes import DTYPES
 from mindformers.models.modules.rotary import LLAMA3_SCALING_KEYS
 from mindformers.tools.errors import ConfigError
@@ -57,7 +58,8 @@ class DecoderConfig:
     fused q/k/v and gate/up weights (qkv_concat: `w_qkv`, `w_gate_hidden`), head_dim independent of hidden_size,
     partial_rotary_factor (rotary on the leading fraction of each head), sliding_window, RMSNorm scaling by (1 + w)
     (add_rmsnorm_offset), the gated MLP's activation (hidden_act: silu or gelu_tanh), embeddings scaled by
-    sqrt(hidden_size) (scale_embedding), tied or separate LM head, and final_logit_softcapping.
+    sqrt(hidden_size) (scale_embedding), tied or separate LM head, final_logit_softcapping, and a mixture-of-experts
+    feed-forward (moe_config, MindFormers' MoEConfig keys: see moe_config.py).
 
     Beyond the Llama layout: position_embedding_type (rope, alibi: ALiBi's per-head score biases, learned_absolute:
     a table of max_position_embedding positions added to the embeddings), rotary_interleaved (GLM's rotary pairs
@@ -145,7 +147,7 @@ class DecoderConfig:
         self.num_blocks = num_blocks
         self.is_dynamic = is_dynamic
         self.parallel_config = parallel_config
-        self.moe_config = moe_config
+        self.moe_config = dict(moe_config) if isinstance(moe_config, dict) else moe_config  # MindFormers' keys
         self.sliding_window = sliding_window
         self.model_name = model_name
         self.pet_config = pet_config  # LoRA / prefix tuning, applied to the built network (mindformers.pet)
@@ -201,16 +203,46 @@ class DecoderConfig:
     def uses_layer_norm(self):
         return str(self.normalization).lower() == "layernorm"
 
-    def matmul_parameters_per_layer(self):
-        """Weights one layer multiplies every token by: q, k, v and output projections, and the MLP (three
-        matrices gated, two plain)."""
-        return 2 * self.hidden_size * self.q_size + 2 * self.hidden_size * self.kv_size \
-            + (3 if self.gated_mlp else 2) * self.hidden_size * self.ffn_size
+    @property
+    def moe(self):
+        """The mixture-of-experts settings (moe_config, see moe_config.py), or None for a dense model."""
+        return self._moe
 
-    def mlp_activation_width(self):
-        """Per token, the MLP tensors a training step keeps for backward: gate, up, activated gate, their product
-        (gated); the widened input and its activation (plain)."""
-        return (4 if self.gated_mlp else 2) * self.ffn_size
+    @property
+    def expert_ffn_size(self):
+        """The width of each expert's gated MLP: moe_intermediate_size when given, else the dense one's."""
+        return (self.moe.intermediate_size if self.moe else None) or self.ffn_size
+
+    def moe_layers(self):
+        return sum(1 for layer in range(self.num_layers) if self.moe and self.moe.layer_has_experts(layer))
+
+    def matmul_parameters_per_layer(self):
+        """Weights one layer multiplies every token by, averaged over the layers: q, k, v and output projections,
+        and the MLP (three matrices gated, two plain), or in a mixture-of-experts layer the router and top_k
+        experts' gated MLPs."""
+        attention = 2 * self.hidden_size * self.q_size + 2 * self.hidden_size * self.kv_size
+        dense = (3 if self.gated_mlp else 2) * self.hidden_size * self.ffn_size
+        if not self.moe:
+            return attention + dense
+        sparse = self.hidden_size * self.moe.expert_num + self.moe.top_k * 3 * self.hidden_size * self.expert_ffn_size
+        moe_layers = self.moe_layers()
+        return attention + (moe_layers * sparse + (self.num_layers - moe_layers) * dense) / self.num_layers
+
+    def mlp_activation_width(self, tokens=None):
+        """Per token, the MLP tensors a training step keeps for backward, averaged over the layers: gate, up,
+        activated gate, their product (gated); the widened input and its activation (plain). A mixture-of-experts
+        layer keeps, per expert slot, its input and output besides a gated MLP's four (expert_num x capacity slots
+        for `tokens` tokens of a data-parallel rank, every token a slot of every expert when dropless), the
+        gathered expert outputs of each choice and the router's scores."""
+        dense = (4 if self.gated_mlp else 2) * self.ffn_size
+        if not self.moe:
+            return dense
+        tokens = tokens or self.seq_length
+        slots_per_token = self.moe.expert_num * self.moe.capacity(tokens) / tokens
+        sparse = slots_per_token * (2 * self.hidden_size + 4 * self.expert_ffn_size) \
+            + self.moe.top_k * self.hidden_size + 3 * self.moe.expert_num
+        moe_layers = self.moe_layers()
+        return (moe_layers * sparse + (self.num_layers - moe_layers) * dense) / self.num_layers
 
     def dtype(self, key):
         return DTYPES[getattr(self, key).lower()]
@@ -271,6 +303,11 @@ class DecoderConfig:
             fail("norm_head", "False with tie_word_embeddings (a tied head is the embedding table, which is not "
                               "normalised)")
         self.validate_rope_scaling(where)
+        self._moe = read_moe_config(self.moe_config, f"{where}.moe_config", self.num_layers)
+        if self._moe and not self.gated_mlp:
+            fail("gated_mlp", "True with moe_config (each expert is a gated MLP)")
+        if self._moe and self.mlp_has_bias:
+            fail("mlp_has_bias", "False with moe_config (the experts' projections have no biases)")
 
     def validate_rope_scaling(self, where):
         """scaling_factor is a positive number (linear interpolation), or with extend_method LLAMA3 the mapping of
@@ -294,7 +331,8 @@ class DecoderConfig:
 
     # ---- (de)serialising ---------------------------------------------------------------------------------------
     def to_dict(self):
-        return {key: value for key, value in vars(self).items() if key != "parallel_config"}
+        return {key: value for key, value in vars(self).items()
+                if key != "parallel_config" and not key.startswith("_")}
 
     @classmethod
     def from_dict(cls, values):
@@ -302,6 +340,30 @@ class DecoderConfig:
 
     def __repr__(self):
         return f"{type(self).__name__}({self.to_dict()})"
+
+
+def run_model_arguments(config):
+    """What a run config says about the model outside model.model_config, as model-config arguments (keys the
+    model_config section sets itself win): parallel_config, and MindFormers' top-level moe_config (checked here, so
+    a mistake in it is named moe_config.<key>; a moe_config inside model_config overrides it key by key, see
+    run_model_section)."""
+    arguments = {"parallel_config": config.get("parallel_config")}
+    top = config.get("moe_config")
+    if top is not None:
+        read_moe_config(top, "moe_config")
+        arguments["moe_config"] = top
+    return arguments
+
+
+def run_model_section(config, **changes):
+    """model.model_config as the run builds it: with `changes`, and its moe_config (if any) merged over the run's
+    top-level one key by key, so a partial moe_config there (say, only capacity_factor) changes those keys of the
+    run's mixture of experts instead of replacing it with an expert_num 1 (dense) one."""
+    section = dict((config.get("model") or {}).get("model_config") or {}, **changes)
+    top, inner = config.get("moe_config"), section.get("moe_config")
+    if isinstance(top, dict) and isinstance(inner, dict):
+        section["moe_config"] = dict(top, **inner)
+    return section
 
 
 def embedding_scale(config):

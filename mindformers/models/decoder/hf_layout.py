@@ -45,11 +45,11 @@ DECODER_WEIGHTS = (
     weight(f"{LAYER}.attention.wo.weight", f"{ATTN}.o_proj.weight", ("hidden", "q")),
     weight(f"{LAYER}.attention.wo.bias", f"{ATTN}.o_proj.bias", ("hidden",), when="o_bias"),
     weight(f"{LAYER}.ffn_norm.weight", f"{LAYER}.post_attention_layernorm.weight", ("hidden",)),
-    weight(f"{LAYER}.feed_forward.w1.weight", f"{MLP}.gate_proj.weight", ("ffn", "hidden"), when="separate"),
-    weight(f"{LAYER}.feed_forward.w3.weight", f"{MLP}.up_proj.weight", ("ffn", "hidden"), when="separate"),
+    weight(f"{LAYER}.feed_forward.w1.weight", f"{MLP}.gate_proj.weight", ("ffn", "hidden"), when="separate_mlp"),
+    weight(f"{LAYER}.feed_forward.w3.weight", f"{MLP}.up_proj.weight", ("ffn", "hidden"), when="separate_mlp"),
     fused(f"{LAYER}.feed_forward.w_gate_hidden.weight", [f"{MLP}.gate_proj.weight", f"{MLP}.up_proj.weight"],
-          [("ffn", "hidden"), ("ffn", "hidden")], when="fused"),
-    weight(f"{LAYER}.feed_forward.w2.weight", f"{MLP}.down_proj.weight", ("hidden", "ffn")),
+          [("ffn", "hidden"), ("ffn", "hidden")], when="fused_mlp"),
+    weight(f"{LAYER}.feed_forward.w2.weight", f"{MLP}.down_proj.weight", ("hidden", "ffn"), when="dense_mlp"),
     weight("model.norm_out.weight", "model.norm.weight", ("hidden",)),
     weight("lm_head.weight", "lm_head.weight", ("vocab", "hidden"), when="untied"),
 )
@@ -62,6 +62,10 @@ CONDITIONS = {
     "separate_qkv_bias": lambda config: config.qkv_has_bias and not config.qkv_concat,
     "fused_qkv_bias": lambda config: config.qkv_has_bias and config.qkv_concat,
     "o_bias": lambda config: config.attn_proj_has_bias,
+    # A mixture-of-experts model has no dense MLP (its family adds the experts' weights: mixtral.py).
+    "dense_mlp": lambda config: not config.moe,
+    "separate_mlp": lambda config: not config.moe and not config.qkv_concat,
+    "fused_mlp": lambda config: not config.moe and config.qkv_concat,
 }
 
 # Keys that copy one to one: (ours, HF).
@@ -77,7 +81,8 @@ def sizes(config):
     return {"hidden": config.hidden_size, "vocab": config.vocab_size, "ffn": config.ffn_size,
             "q": config.q_size, "kv": config.kv_size, "qkv": config.q_size + 2 * config.kv_size,
             "gate_up": 2 * config.ffn_size, "positions": config.max_position_embedding,
-            "heads": config.num_heads, "head_dim": config.size_per_head}
+            "heads": config.num_heads, "head_dim": config.size_per_head,
+            "experts": config.moe.expert_num if config.moe else 1}
 
 
 def rope_settings(hf, where):
@@ -181,9 +186,13 @@ def canonical_value(config, key):
 
 
 def require(config, architecture, expected):
-    """A one-line error unless our config has `expected` (key -> value): what HF `architecture` hard-codes."""
+    """A one-line error unless our config has `expected` (key -> value): what HF `architecture` hard-codes. A
+    mixture of experts only where `expected` names moe_config (an architecture that expresses it)."""
+    if config.moe and "moe_config" not in expected:
+        raise ConfigError(f"model_config.moe_config: HF {architecture} has no mixture of experts (expected no "
+                          f"moe_config, or expert_num 1, for that architecture)")
     for key, value in expected.items():
-        if canonical_value(config, key) != value:
+        if key != "moe_config" and canonical_value(config, key) != value:
             raise ConfigError(f"model_config.{key}: HF {architecture} cannot express {getattr(config, key)!r} "
                               f"(expected {value!r} for that architecture)")
 

@@ -5,6 +5,7 @@ import mindspore as ms
 from mindspore import nn
 
 from mindformers.models.decoder.choices import make_attention, make_feed_forward, make_norm
+from mindformers.models.modules.moe import MoEFeedForward
 
 # Attributes that differ between otherwise identical layers without changing what they compute.
 _PER_INSTANCE_ATTRIBUTES = ("_create_time", "layer_id")
@@ -44,7 +45,8 @@ class DecoderLayer(nn.Cell):
         self.attention_norm = make_norm(config, use_fused_kernels)
         self.attention = make_attention(config, use_fused_kernels)
         self.ffn_norm = make_norm(config, use_fused_kernels)
-        self.feed_forward = make_feed_forward(config)
+        self.feed_forward = make_feed_forward(config, layer_id)
+        self.has_experts = isinstance(self.feed_forward, MoEFeedForward)
 
     @property
     def cell_init_args(self):
@@ -62,6 +64,10 @@ class DecoderLayer(nn.Cell):
         self._cell_init_args = ""  # MindSpore appends to it when sub-cells are replaced; the property ignores it
 
     def construct(self, x, attention_mask=None, cache=None):
-        """Training, full forwards and generation alike; `cache` is generation's (see Attention.construct)."""
+        """Training, full forwards and generation alike; `cache` is generation's (see Attention.construct). A
+        mixture-of-experts layer in training returns (output, its router's statistics)."""
         h = x + self.attention(self.attention_norm(x), attention_mask, cache)
+        if self.has_experts and self.training:
+            out, statistics = self.feed_forward(self.ffn_norm(h))
+            return h + out, statistics
         return h + self.feed_forward(self.ffn_norm(h))

@@ -4,6 +4,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS
 from mindformers.models.modules.shape_only import building_shapes_only
 from mindformers.parallel.groups import current_groups
 from mindformers.parallel.tensor_parallel import (CopyToModelParallel, GatherFromModelParallel,
@@ -91,6 +92,27 @@ class Linear(nn.Cell):
             y = self.gather(y)
         return ops.reshape(y, shape[:-1] + (self.output_size,))
 
+
+class ExpertLinear(nn.Cell):
+    """The same projection for each of `experts` experts: y[e] = x[e] W[e]^T with W of shape (experts, out, in),
+    x of shape (experts, rows, in). The experts split over expert_parallel (dim 0); each expert's outputs (column)
+    or inputs (row) over model_parallel. No collectives here: the mixture-of-experts layer's token exchange sums
+    the partial results (mindformers/parallel/expert_parallel.py)."""
+
+    def __init__(self, in_features, out_features, experts, parallel="column", init_std=0.02,
+                 compute_dtype=ms.float32, param_init_type=ms.float32):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = Parameter(normal_init((experts, out_features, in_features), init_std, param_init_type),
+                                name="weight")
+        self.param_layout = {"weight": {EXPERT_AXIS: 0, MODEL_AXIS: 1 if parallel == "column" else 2}}
+        self.compute_dtype = compute_dtype
+        self.matmul = ops.BatchMatMul(transpose_b=True)  # batch dims equal on both sides (CPU has no broadcast)
+        keep_local_shards(self)
+
+    def construct(self, x):
+        return self.matmul(ops.cast(x, self.compute_dtype), ops.cast(self.weight, self.compute_dtype))
 
 
 class NormHead(Linear):

@@ -3,7 +3,7 @@ Gemma), and plain, w2(act(w1 x)) (GELU: Bloom, GPT); either with biases on every
 import mindspore as ms
 from mindspore import nn, ops
 
-from mindformers.models.modules.linear import Linear
+from mindformers.models.modules.linear import ExpertLinear, Linear
 
 
 def activation_cell(name):
@@ -18,21 +18,28 @@ def activation_cell(name):
 
 class GatedFeedForward(nn.Cell):
     """The gate (w1) and up (w3) projections as two weights, or with `fused` as one (w_gate_hidden, the gate's rows
-    first) as MindFormers' qkv_concat checkpoints store them."""
+    first) as MindFormers' qkv_concat checkpoints store them.
+
+    With `experts` it is that many MLPs at once, the experts of a mixture-of-experts layer: each weight gains a
+    leading expert dimension and the input is (experts, rows, hidden_size)."""
 
     def __init__(self, hidden_size, intermediate_size, activation="silu", fused=False, compute_dtype=ms.float32,
-                 param_init_type=ms.float32, init_std=0.02, has_bias=False):
+                 param_init_type=ms.float32, init_std=0.02, has_bias=False, experts=None):
         super().__init__()
-        linear = dict(compute_dtype=compute_dtype, param_init_type=param_init_type, init_std=init_std,
-                      has_bias=has_bias)
+        linear = dict(compute_dtype=compute_dtype, param_init_type=param_init_type, init_std=init_std)
+        if experts:  # stacked experts have no biases (Mixtral's do not; the config refuses mlp_has_bias with them)
+            linear["experts"] = experts
+        else:
+            linear["has_bias"] = has_bias
+        projection = ExpertLinear if experts else Linear
         self.fused = fused
         self.intermediate_size = intermediate_size
         if fused:
-            self.w_gate_hidden = Linear(hidden_size, 2 * intermediate_size, parallel="column", **linear)
+            self.w_gate_hidden = projection(hidden_size, 2 * intermediate_size, parallel="column", **linear)
         else:
-            self.w1 = Linear(hidden_size, intermediate_size, parallel="column", **linear)  # gate
-            self.w3 = Linear(hidden_size, intermediate_size, parallel="column", **linear)  # up
-        self.w2 = Linear(intermediate_size, hidden_size, parallel="row", **linear)  # down
+            self.w1 = projection(hidden_size, intermediate_size, parallel="column", **linear)  # gate
+            self.w3 = projection(hidden_size, intermediate_size, parallel="column", **linear)  # up
+        self.w2 = projection(intermediate_size, hidden_size, parallel="row", **linear)  # down
         self.act = activation_cell(activation)
 
     def construct(self, x):

@@ -19,11 +19,6 @@ logger = logging.getLogger("mindformers")
 Key = namedtuple("Key", "section key neutral feature")
 
 
-def _dense_moe(value, _config):
-    """A moe_config that asks for no experts: absent, empty or expert_num 1."""
-    return not value or (isinstance(value, dict) and value.get("expert_num", 1) in (None, 1))
-
-
 def _zero_offset(value, _config):
     return value in (0, None) or (isinstance(value, (list, tuple)) and not any(_flatten(value)))
 
@@ -51,8 +46,6 @@ _BY_TRAINER = "set by the trainer from the run; remove it"
 MODEL = "model.model_config"
 
 UNIMPLEMENTED = [
-    Key(MODEL, "moe_config", _dense_moe, "mixture of experts (expected no moe_config, or expert_num 1)"),
-    Key("", "moe_config", _dense_moe, "mixture of experts (expected no moe_config, or expert_num 1)"),
     Key(MODEL, "offset", _zero_offset, "per-stage pipeline layer offsets (expected 0)"),
     Key(MODEL, "fine_grain_interleave", (1, None), "fine-grained interleaving of layer compute and communication "
                                                    "(expected 1)"),
@@ -62,7 +55,6 @@ UNIMPLEMENTED = [
     Key("parallel_config", "context_parallel_algo", lambda _v, c: ((c.get("parallel_config") or {})
                                                                    .get("context_parallel") or 1) == 1,
         "context parallelism"),
-    Key("parallel_config", "expert_parallel", (1, None), "expert parallelism (expected 1)"),
     Key("parallel_config", "seq_split_num", (1, None), "sequence splitting (expected 1)"),
     Key("", "micro_batch_interleave_num", (1, None), "micro-batch interleaving (expected 1)"),
     Key("", "only_save_strategy", (False, None), "saving only the parallel strategy (expected False)"),

@@ -1,0 +1,1 @@
+from mindformers.models.mixtral.mixtral import MIXTRAL, MixtralConfig, MixtralForCausalLM

@@ -34,13 +34,6 @@ LEARNED_POSITIONS = dict(position_embedding_type="learned_absolute", normalizati
                          attn_proj_has_bias=True)
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-    yield
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
 def config(**values):
     base = dict(seq_length=SEQ, num_layers=2, vocab_size=VOCAB, hidden_size=32, num_heads=4, intermediate_size=40,
                 compute_dtype="float32", initializer_range=0.2)

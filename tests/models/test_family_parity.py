@@ -50,11 +50,6 @@ AUTO_FROM_HF = {"qwen2": "Qwen2ForCausalLM", "gemma": "GemmaForCausalLM", "inter
                 "bloom": "BloomForCausalLM", "gpt2": "GPT3ForCausalLM"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-
-
 def hf_greedy(hf_model, prompt):
     with torch.no_grad():
         out = hf_model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),

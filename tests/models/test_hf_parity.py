@@ -15,11 +15,6 @@ from tests.fixtures.hf_models import KINDS, VOCAB, hf_folders, load_hf, register
 SEQ = 12  # longer than Mistral's window of 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-
-
 def model_class(kind):
     return register_mistral().MistralForCausalLM if kind == "mistral" else LlamaForCausalLM
 

@@ -2,17 +2,11 @@
 through the cache computing what its full forward computes. PyNative, tiny shapes."""
 import numpy as np
 import pytest
-import mindspore as ms
 from mindspore import Tensor
 
 from mindformers.models.llama import LlamaConfig
 from mindformers.models.decoder import DecoderLayer
 from mindformers.models.modules.kv_cache import KVCache, layer_cache, step_inputs
-
-
-@pytest.fixture(autouse=True)
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
 
 
 def reference_inputs(start, first_columns, seq, length, kv_heads, max_position, window):

@@ -3,7 +3,6 @@ compile time, and graph-mode training of a model whose layers differ (one with a
 window set after the build, two plain ones sharing one graph) gives PyNative's losses."""
 import numpy as np
 import mindspore as ms
-import pytest
 from mindspore import Tensor
 
 from mindformers.core.optim import AdamW
@@ -12,13 +11,6 @@ from mindformers.pet.lora import add_lora
 from mindformers.wrapper import MFTrainOneStepCell
 
 VOCAB, SEQ = 64, 8
-
-
-@pytest.fixture(autouse=True)
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
 def mixed_model():

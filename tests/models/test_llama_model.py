@@ -10,13 +10,6 @@ from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 VOCAB, HIDDEN, SEQ = 96, 32, 12
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
 def our_config(**overrides):
     values = dict(seq_length=SEQ, hidden_size=HIDDEN, num_layers=2, num_heads=4, n_kv_heads=None,
                   intermediate_size=48, vocab_size=VOCAB, compute_dtype="float32", softmax_compute_type="float32",

@@ -16,11 +16,6 @@ from mindformers.models.modules.attention import MASK_VALUE
 RNG = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
 def randn(*shape, scale=1.0):
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
 

@@ -22,13 +22,6 @@ from tests.e2e.helpers import REPO, run_main, write_user_config
 HIDDEN, FFN, EXPERTS, TOP_K = 8, 12, 4, 2
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-    yield
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
 def settings(**keys):
     return read_moe_config(dict({"expert_num": EXPERTS, "num_experts_chosen": TOP_K}, **keys))
 

@@ -33,7 +33,7 @@ class SumOverGroup(nn.Cell):
         return x
 
 
-class _ModelParallelCollective(SumOverGroup):
+class ModelParallelCollective(SumOverGroup):
     """A collective over the model-parallel group."""
 
     def __init__(self, groups=None):
@@ -43,7 +43,7 @@ class _ModelParallelCollective(SumOverGroup):
         self.rank = groups.model_rank
 
 
-class CopyToModelParallel(_ModelParallelCollective):
+class CopyToModelParallel(ModelParallelCollective):
     """Megatron's f: forward identity, backward sums the gradient over the model-parallel group."""
 
     def construct(self, x):
@@ -53,7 +53,7 @@ class CopyToModelParallel(_ModelParallelCollective):
         return (self.sum_over_group(dout),)
 
 
-class ReduceFromModelParallel(_ModelParallelCollective):
+class ReduceFromModelParallel(ModelParallelCollective):
     """Megatron's g: forward sums the partial results over the group, backward passes the gradient through."""
 
     def construct(self, x):
@@ -63,7 +63,7 @@ class ReduceFromModelParallel(_ModelParallelCollective):
         return (dout,)
 
 
-class GatherFromModelParallel(_ModelParallelCollective):
+class GatherFromModelParallel(ModelParallelCollective):
     """Concatenates every rank's shard along the last axis (shards are equal in size); backward keeps this
     rank's slice of the gradient, since every rank computes the same thing from the gathered tensor."""
 

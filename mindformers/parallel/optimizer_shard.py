@@ -11,14 +11,15 @@ stay whole between steps on CPU (so the forward needs no gather); only the momen
 The moments keep their usual names (adam_m.<weight>, adam_v.<weight>); the layout file records which weights'
 optimizer state is split (`optimizer_parts`), so resharding (auto_trans_ckpt) moves them between meshes like any
 other piece. The slice each rank updates is a parameter too (optimizer_shard.<weight>), refreshed from the weight
-before every update, so loading weights alone never leaves it stale.
+before every update (so loading weights never leaves it stale) and left out of checkpoints.
 """
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
+from mindformers.checkpoint.checkpoint_io import WORKING_COPY_PREFIX
 from mindformers.models.modules.layout import expert_parameters
 from mindformers.tools.errors import ConfigError
 
-SLICE_PREFIX = "optimizer_shard."
+SLICE_PREFIX = WORKING_COPY_PREFIX  # the slices are refreshed from the weights every step: not saved
 
 
 def sharded_state_names(network, settings):

@@ -168,6 +168,10 @@ def rank_batch_size(config, settings):
     return global_batch // ranks
 
 
+def _get(section, key):
+    return section.get(key) if isinstance(section, dict) else getattr(section, key, None)
+
+
 def check_device(settings, model_config, device_target):
     """CPU runs data and tensor (model) parallelism written into the layers: MindSpore 2.10 cannot compile
     semi-auto parallel graphs for CPU, and its CPU backend has no Send/Receive for pipeline stages."""
@@ -176,9 +180,14 @@ def check_device(settings, model_config, device_target):
     if settings.pipeline_stage > 1:
         raise ConfigError(f"parallel_config.pipeline_stage: {settings.pipeline_stage} is not available on CPU "
                           "(MindSpore's CPU backend has no Send/Receive between stages); set pipeline_stage to 1")
-    if settings.model_parallel > 1 and getattr(model_config, "pet_config", None):
-        raise ConfigError(f"model.model_config.pet_config: LoRA/prefix tuning with parallel_config.model_parallel "
-                          f"{settings.model_parallel} is not available on CPU; set model_parallel to 1")
+    pet = getattr(model_config, "pet_config", None)
+    if pet and settings.use_seq_parallel:
+        raise ConfigError("model.model_config.pet_config: LoRA/prefix tuning with parallel_config.use_seq_parallel is "
+                          "not available on CPU; set use_seq_parallel False")
+    if pet and settings.model_parallel > 1 and int(_get(pet, "mid_dim") or 0) > 0:
+        # the projected prefixes are one (2 x kv width) matrix whose split would not follow the heads
+        raise ConfigError(f"model.model_config.pet_config.mid_dim: prefix projection with parallel_config."
+                          f"model_parallel {settings.model_parallel} is not available on CPU; expected mid_dim 0")
     shard_size = settings.optimizer_weight_shard_size
     if settings.optimizer_shard and shard_size not in (-1, 0, settings.data_parallel):
         raise ConfigError(f"parallel.parallel_optimizer_config.optimizer_weight_shard_size: {shard_size} is not "

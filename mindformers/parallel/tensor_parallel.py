@@ -85,14 +85,16 @@ class GatherFromModelParallel(ModelParallelCollective):
         return (dout[..., self.rank * width:(self.rank + 1) * width],)
 
 
-def keep_local_shards(cell, groups=None):
-    """Replace every parameter `cell` declares as split (param_layout) by this rank's slice of it: along its
-    model-parallel dimension the model rank's part, along its expert-parallel dimension (the experts of a
-    mixture-of-experts layer) the expert rank's part."""
+def keep_local_shards(cell, groups=None, attrs=None):
+    """Replace every parameter `cell` declares as split (param_layout; only `attrs` when given) by this rank's
+    slice of it: along its model-parallel dimension the model rank's part, along its expert-parallel dimension (the
+    experts of a mixture-of-experts layer) the expert rank's part."""
     groups = groups or current_groups()
     ranks = {MODEL_AXIS: (groups.model_parallel, groups.model_rank),
              EXPERT_AXIS: (groups.expert_parallel, groups.expert_rank)}
     for attr, declaration in cell.param_layout.items():
+        if attrs is not None and attr not in attrs:
+            continue
         param = cell._params.get(attr)  # pylint: disable=protected-access
         splits = [(dim,) + ranks[axis] for axis, dim in declared_splits(declaration).items() if ranks[axis][0] > 1]
         if param is None or not splits:

@@ -74,9 +74,21 @@ def test_cpu_runs_data_and_model_parallel_but_not_pipeline_stages():
     assert error(config(pp=2, micro=2), model(), 2, "CPU") == (
         "parallel_config.pipeline_stage: 2 is not available on CPU (MindSpore's CPU backend has no Send/Receive "
         "between stages); set pipeline_stage to 1")
-    assert error(config(mp=2), model(pet_config={"pet_type": "lora"}), 2, "CPU") == (
-        "model.model_config.pet_config: LoRA/prefix tuning with parallel_config.model_parallel 2 is not available "
-        "on CPU; set model_parallel to 1")
+    assert check_parallel_config(config(mp=2), model(pet_config={"pet_type": "lora"}), 2, "CPU").model_parallel == 2
+
+
+def test_cpu_refuses_what_it_cannot_split():
+    seq = config(mp=2)
+    seq.parallel_config.use_seq_parallel = True
+    assert error(seq, model(pet_config={"pet_type": "lora"}), 2, "CPU").startswith(
+        "model.model_config.pet_config: LoRA/prefix tuning with parallel_config.use_seq_parallel is not available")
+    assert error(config(mp=2), model(pet_config={"pet_type": "prefixtuning", "mid_dim": 8}), 2, "CPU").startswith(
+        "model.model_config.pet_config.mid_dim: prefix projection with parallel_config.model_parallel 2 is not")
+    sharded = config(dp=4)
+    sharded.parallel = {"enable_parallel_optimizer": True, "parallel_optimizer_config": {
+        "optimizer_weight_shard_size": 2}}
+    assert error(sharded, model(), 4, "CPU").startswith(
+        "parallel.parallel_optimizer_config.optimizer_weight_shard_size: 2 is not available on CPU")
 
 
 def test_bad_values_are_one_line():

@@ -17,6 +17,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 from mindformers.checkpoint.checkpoint_io import WORKING_COPY_PREFIX
 from mindformers.models.modules.layout import expert_parameters
+from mindformers.parallel.tensor_parallel import PlaceAmongZeros, SumOverGroup
 from mindformers.tools.errors import ConfigError
 
 SLICE_PREFIX = WORKING_COPY_PREFIX  # the slices are refreshed from the weights every step: not saved
@@ -69,10 +70,8 @@ class DataParallelShardedOptimizer(nn.Cell):
         self.parameters = ParameterTuple(by_name[name] for name in names)
         self.slices = ParameterTuple(slices[name] for name in names)
         self.sharded = tuple(slices[name] is not by_name[name] for name in names)
-        self.communicate = groups.data_group is not None
-        if self.communicate:
-            self.all_reduce = ops.AllReduce(group=groups.data_group)
-        self.concat = ops.Concat(axis=0)
+        self.place = PlaceAmongZeros(0, self.shards, self.rank)
+        self.sum_over_data_parallel = SumOverGroup(groups.data_group)
 
     @property
     def global_step(self):
@@ -87,14 +86,7 @@ class DataParallelShardedOptimizer(nn.Cell):
 
     def gather(self, part):
         """Every rank's slice joined along dimension 0 (AllGather is world-only on CPU: zeros around mine, summed)."""
-        zeros = ops.zeros_like(part)
-        pieces = ()
-        for index in range(self.shards):
-            pieces = pieces + ((part if index == self.rank else zeros),)
-        whole = self.concat(pieces)
-        if self.communicate:
-            whole = self.all_reduce(whole)
-        return whole
+        return self.sum_over_data_parallel(self.place(part))
 
     def construct(self, grads):
         local = ()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from mindformers.parallel.mesh import describe_mesh
 from mindformers.tools.errors import ConfigError
 
+DEFAULT_SHARD_THRESHOLD_KB = 64  # MindSpore's parallel_optimizer_threshold default
+
 
 @dataclass
 class ParallelSettings:
@@ -28,7 +30,7 @@ class ParallelSettings:
     expert_parallel: int = 1  # experts of mixture-of-experts layers split over this many data-parallel ranks
     # parallel.parallel_optimizer_config: parameters smaller than this many KB keep whole optimizer state (MindSpore's
     # parallel_optimizer_threshold, 64 by default), and the number of data-parallel ranks they split over
-    optimizer_shard_threshold_kb: float = 64
+    optimizer_shard_threshold_kb: float = DEFAULT_SHARD_THRESHOLD_KB
     optimizer_weight_shard_size: int = -1
 
     @property
@@ -65,7 +67,7 @@ def parallel_settings(config):
     options = parallel.get("parallel_optimizer_config") or {}
     threshold = options.get("parallel_optimizer_threshold")
     return ParallelSettings(
-        optimizer_shard_threshold_kb=64 if threshold is None else threshold,
+        optimizer_shard_threshold_kb=DEFAULT_SHARD_THRESHOLD_KB if threshold is None else threshold,
         optimizer_weight_shard_size=int(options.get("optimizer_weight_shard_size") or -1),
         data_parallel=_positive(section, "data_parallel"), model_parallel=_positive(section, "model_parallel"),
         pipeline_stage=_positive(section, "pipeline_stage"), micro_batch_num=_positive(section, "micro_batch_num"),

@@ -14,9 +14,7 @@ MindSpore's CPU backend has no ReduceScatter and gathers only over the world gro
 AllReduce (SUM): a gather places this rank's slice among zeros and sums; a reduce-scatter sums and keeps the rank's
 slice. Without a group (a single process computing one rank's share) the sum is the rank's own contribution.
 """
-from mindspore import ops
-
-from mindformers.parallel.tensor_parallel import ModelParallelCollective
+from mindformers.parallel.tensor_parallel import ModelParallelCollective, PlaceAmongZeros
 
 SEQUENCE_AXIS = 1
 
@@ -26,9 +24,7 @@ class _SequenceCollective(ModelParallelCollective):
 
     def __init__(self, groups=None):
         super().__init__(groups)
-        # Primitives: functional ops do not compile inside a cell with a bprop (MindSpore 2.10).
-        self.zeros_like = ops.ZerosLike()
-        self.concat = ops.Concat(axis=SEQUENCE_AXIS)
+        self.place = PlaceAmongZeros(SEQUENCE_AXIS, self.shards, self.rank)
 
     def own_slice(self, x):
         """This rank's equal part of x along the sequence axis."""
@@ -37,11 +33,7 @@ class _SequenceCollective(ModelParallelCollective):
 
     def gather(self, x):
         """Every rank's slice joined along the sequence axis: mine in place, zeros elsewhere, summed."""
-        zeros = self.zeros_like(x)
-        parts = ()
-        for index in range(self.shards):
-            parts = parts + ((x if index == self.rank else zeros),)
-        return self.sum_over_group(self.concat(parts))
+        return self.sum_over_group(self.place(x))
 
     def reduce_scatter(self, x):
         return self.own_slice(self.sum_over_group(x))

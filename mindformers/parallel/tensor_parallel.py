@@ -32,6 +32,9 @@ class SumOverGroup(nn.Cell):
             return self.all_reduce(x)
         return x
 
+    def construct(self, x):
+        return self.sum_over_group(x)
+
 
 class ModelParallelCollective(SumOverGroup):
     """A collective over the model-parallel group."""
@@ -63,22 +66,36 @@ class ReduceFromModelParallel(ModelParallelCollective):
         return (dout,)
 
 
+class PlaceAmongZeros(nn.Cell):
+    """x as part `index` of `parts` equal parts along `axis`, zeros in the others: one rank's contribution to a
+    gather composed as a sum (AllGather is world-only on MindSpore's CPU backend)."""
+
+    def __init__(self, axis, parts, index):
+        super().__init__()
+        # Primitives: functional ops.pad / ops.zeros_like do not compile inside a cell with a bprop (MindSpore 2.10).
+        self.zeros_like = ops.ZerosLike()
+        self.concat = ops.Concat(axis=axis)
+        self.parts = parts
+        self.index = index
+
+    def construct(self, x):
+        zeros = self.zeros_like(x)
+        pieces = ()
+        for index in range(self.parts):
+            pieces = pieces + ((x if index == self.index else zeros),)
+        return self.concat(pieces)
+
+
 class GatherFromModelParallel(ModelParallelCollective):
     """Concatenates every rank's shard along the last axis (shards are equal in size); backward keeps this
     rank's slice of the gradient, since every rank computes the same thing from the gathered tensor."""
 
     def __init__(self, groups=None):
         super().__init__(groups)
-        # Primitives: functional ops.pad / ops.amax do not compile inside a cell with a bprop (MindSpore 2.10).
-        self.zeros_like = ops.ZerosLike()
-        self.concat = ops.Concat(axis=-1)
+        self.place = PlaceAmongZeros(-1, self.shards, self.rank)
 
     def construct(self, x):
-        zeros = self.zeros_like(x)
-        parts = ()
-        for index in range(self.shards):
-            parts = parts + ((x if index == self.rank else zeros),)
-        return self.sum_over_group(self.concat(parts))
+        return self.sum_over_group(self.place(x))
 
     def bprop(self, x, out, dout):
         width = x.shape[-1]

@@ -9,25 +9,16 @@ import pytest
 from mindspore import Tensor, ops
 
 from mindformers.models.modules import Attention, Linear
-from mindformers.parallel.groups import ParallelGroups, using_groups
 from mindformers.pet.lora import add_lora
 from mindformers.pet.prefix_tuning import add_prefix
+from tests.parallel.test_tensor_parallel import SHARDS, build
 
-SHARDS = 2
 RNG = np.random.default_rng(8)
 
 
 @pytest.fixture(autouse=True)
 def pynative():
     ms.set_context(mode=ms.PYNATIVE_MODE)
-
-
-def build(make, rank=None, seed=3):
-    np.random.seed(seed)
-    if rank is None:
-        return make()
-    with using_groups(ParallelGroups(model_parallel=SHARDS, model_rank=rank)):
-        return make()
 
 
 def run(cell, x, dout):

@@ -175,8 +175,8 @@ def _get(section, key):
 
 
 def check_device(settings, model_config, device_target):
-    """CPU runs data and tensor (model) parallelism written into the layers: MindSpore 2.10 cannot compile
-    semi-auto parallel graphs for CPU, and its CPU backend has no Send/Receive for pipeline stages."""
+    """CPU runs the parallelism written into the layers and the train step (MindSpore 2.10 cannot compile semi-auto
+    parallel graphs for CPU); these combinations are not written."""
     if device_target != "CPU":
         return
     if settings.pipeline_stage > 1:
@@ -191,7 +191,7 @@ def check_device(settings, model_config, device_target):
         raise ConfigError(f"model.model_config.pet_config.mid_dim: prefix projection with parallel_config."
                           f"model_parallel {settings.model_parallel} is not available on CPU; expected mid_dim 0")
     shard_size = settings.optimizer_weight_shard_size
-    if settings.optimizer_shard and shard_size not in (-1, 0, settings.data_parallel):
+    if settings.optimizer_shards > 1 and shard_size not in (-1, 0, settings.data_parallel):
         raise ConfigError(f"parallel.parallel_optimizer_config.optimizer_weight_shard_size: {shard_size} is not "
                           f"available on CPU, where the optimizer state splits over all data_parallel "
                           f"({settings.data_parallel}) ranks; expected -1")

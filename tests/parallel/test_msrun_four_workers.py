@@ -1,11 +1,11 @@
 """Four CPU workers through scripts/msrun_launcher.sh: data_parallel 2 x model_parallel 2, plain and with sequence
 parallelism plus the parallel optimizer (AdamW moments split over the data-parallel ranks), follow the loss curve of
-the single process (graph mode; the plain run in PyNative mode); the sharded run's checkpoint resumes in ONE process
-with --auto_trans_ckpt True on the same curve. Two launches run side by side with the single-process reference.
+the single process; the sharded run's checkpoint resumes in ONE process with --auto_trans_ckpt True on the same
+curve. Two launches run side by side with the single-process reference.
 
 Then, from the single process' checkpoint (resharded on load), model_parallel 2 on 2 workers: LoRA fine-tuning (on
 column- and row-parallel layers) follows the single process' curve, perplexity evaluation gives its number, and
-predict its tokens (PyNative mode). Three launches side by side with the three single-process runs."""
+predict its tokens. Three launches side by side with the three single-process runs."""
 import json
 import os
 
@@ -18,12 +18,11 @@ from tests.parallel.msrun import finish, launch, logs, train_command
 
 SAVE_EVERY = 3
 DP2_MP2 = {"data_parallel": 2, "model_parallel": 2, "vocab_emb_dp": False}
-PYNATIVE = {"mode": 1}  # no graph compilation: the cheaper launch where the mode is not the point
-RUNS = {  # name -> (parallel_config, parallel, context)
-    "dp2_mp2": (DP2_MP2, {"enable_parallel_optimizer": False}, PYNATIVE),  # the shipped configs enable it
+RUNS = {  # name -> (parallel_config, parallel); graph mode (the tiny YAML's)
+    "dp2_mp2": (DP2_MP2, {"enable_parallel_optimizer": False}),  # the shipped configs enable it
     "dp2_mp2_seq_opt": (dict(DP2_MP2, use_seq_parallel=True),
                         {"enable_parallel_optimizer": True,
-                         "parallel_optimizer_config": {"parallel_optimizer_threshold": 0}}, {"mode": 0}),
+                         "parallel_optimizer_config": {"parallel_optimizer_threshold": 0}}),
 }
 
 
@@ -46,9 +45,9 @@ def runs(tmp_path_factory, sp_model_file, wiki_mindrecord):
     base = tmp_path_factory.mktemp("four_workers")
     outputs = {name: str(base / name) for name in ("single", "resumed", *RUNS)}
     launches = {}
-    for name, (parallel_config, parallel, context) in RUNS.items():
+    for name, (parallel_config, parallel) in RUNS.items():
         config = user_config(base / f"{name}.yaml", sp_model_file, wiki_mindrecord, parallel_config=parallel_config,
-                             parallel=dict(parallel, full_batch=False), context=context)
+                             parallel=dict(parallel, full_batch=False))
         launches[name] = launch(train_command(config, outputs[name]), 4, log_dir=str(base / f"log_{name}"))
     single_config = user_config(base / "single.yaml", sp_model_file, wiki_mindrecord)
     single = run_cli(["run_mindformer.py", "--config", single_config, "--run_mode", "train",
@@ -136,7 +135,7 @@ def mp2_runs(runs, tmp_path_factory, sp_model_file, wiki_mindrecord):
         for parallel in (True, False):
             name = f"{mode}_{'mp2' if parallel else 'single'}"
             outputs[name] = str(base / name)
-            config = user_config(base / f"{name}.yaml", sp_model_file, wiki_mindrecord, **sections, context=PYNATIVE,
+            config = user_config(base / f"{name}.yaml", sp_model_file, wiki_mindrecord, **sections,
                                  **({"parallel_config": INFERENCE_MESH} if parallel else {}))
             args = command(config, outputs[name], mode, checkpoint, wiki_mindrecord, parallel, str(prompts))
             if parallel:

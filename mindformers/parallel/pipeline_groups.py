@@ -15,6 +15,7 @@ from mindspore import nn, ops
 from mindformers.parallel.mesh import rank_coordinates
 
 PIPELINE, TIED = "pipeline", "tied"
+_CREATED = set()
 
 
 def boundary(index):
@@ -55,7 +56,9 @@ def create_pipeline_groups(rank_id, settings, tied):
         members = tuple(ranks[s] for s in group_members(key, settings.pipeline_stage))
         if members not in made:
             made[members] = "pipeline_" + "_".join(str(rank) for rank in members)
-            create_group(made[members], list(members))
+            if made[members] not in _CREATED:  # a process building a second train step reuses its groups
+                create_group(made[members], list(members))
+                _CREATED.add(made[members])
         names[key] = made[members]
     return names
 

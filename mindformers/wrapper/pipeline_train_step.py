@@ -101,7 +101,7 @@ class PipelineTrainOneStepCell(MFTrainOneStepCell):
                 index = step.micro_batch
                 hidden = self.placeholder if self.first else inputs.pop(index)
                 sens = ops.cast(scale, dtype) if self.last else output_grads.pop(index)
-                input_grad, accumulated = self.backward(hidden, *micro[index], sens, accumulated)
+                input_grad, accumulated = self.backward(hidden, *micro[index], sens, ms.mutable(accumulated))
                 if not self.first:
                     input_grads[index] = input_grad
             else:
@@ -118,8 +118,8 @@ class PipelineTrainOneStepCell(MFTrainOneStepCell):
         if self.tied_index is not None:
             tied = yield TIED, accumulated[self.tied_index]
             accumulated = accumulated[:self.tied_index] + (tied,) + accumulated[self.tied_index + 1:]
-        grads, loss = self.data_parallel(accumulated, loss)
-        square = ops.square(self.grad_norm(tuple(grads[i] for i in self.counted)))
+        grads, loss = self.data_parallel(ms.mutable(accumulated), loss)
+        square = ops.square(self.grad_norm(ms.mutable(tuple(grads[i] for i in self.counted))))
         summed = yield PIPELINE, ops.stack([ops.cast(square, ms.float32), ops.cast(loss, ms.float32)])
         grad_norm = ops.sqrt(summed[0]) / scale
         loss, overflow = self.clip_and_update(grads, summed[1], grad_norm, scale)

@@ -218,10 +218,15 @@ class CausalLanguageModelingTrainer:
         return self.parallel.pipeline_stage > 1 and \
             ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE
 
-    def micro_batches(self, accumulation):
-        """Micro-batches per step: gradient_accumulation_steps, times micro_batch_num with pipeline stages
-        (MindFormers: batch_size is then one micro-batch's)."""
-        return accumulation * (self.parallel.micro_batch_num if self.runs_pipeline() else 1)
+    def with_micro_batches(self, batch_size, accumulation):
+        """(rows per micro step, micro steps per step). With pipeline stages batch_size is one micro-batch's
+        (MindFormers) and a step reads micro_batch_num of them: on CPU they are the pipeline's micro-batches, under
+        semi-auto parallel (Ascend) MindSpore's pipeline splits the batch itself."""
+        if self.parallel.pipeline_stage == 1:
+            return batch_size, accumulation
+        if self.runs_pipeline():
+            return batch_size, accumulation * self.parallel.micro_batch_num
+        return batch_size * self.parallel.micro_batch_num, accumulation
 
     def setup_parallel(self):
         """use_parallel: rank, world size and mesh, with every parallel check made before the network is built."""
@@ -313,7 +318,7 @@ class CausalLanguageModelingTrainer:
         epochs, batch_size, accumulation = self.runner_settings()
         callbacks = self.build_callbacks()
         self.remove_interrupted_saves(callbacks)  # first: a start killed while building leaves the least behind
-        accumulation = self.micro_batches(accumulation)
+        batch_size, accumulation = self.with_micro_batches(batch_size, accumulation)
         model_config, network = build_network(config)
         if self.runs_pipeline():
             network = cut_to_stage(network, self.parallel, rank_coordinates(self.rank_id, self.parallel.mesh())[0])

@@ -100,7 +100,7 @@ class PipelineTrainOneStepCell(MFTrainOneStepCell):
             elif step.kind == BACKWARD:
                 index = step.micro_batch
                 hidden = self.placeholder if self.first else inputs.pop(index)
-                sens = ops.cast(scale, dtype) if self.last else output_grads.pop(index)
+                sens = ops.cast(scale, ms.float32) if self.last else output_grads.pop(index)
                 input_grad, accumulated = self.backward(hidden, *micro[index], sens, ms.mutable(accumulated))
                 if not self.first:
                     input_grads[index] = input_grad

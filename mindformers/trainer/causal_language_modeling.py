@@ -26,6 +26,7 @@ from mindformers.trainer.checkpoint_loading import load_checkpoint_for
 from mindformers.trainer.fault_handling import (DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard, StopRequests,
                                                 newest_saved_checkpoint)
 from mindformers.trainer.run_record import record_eval_results, run_info, write_run_info
+from mindformers.wrapper.pipeline_train_step import build_pipeline_wrapper
 
 logger = logging.getLogger("mindformers")
 
@@ -194,7 +195,6 @@ class CausalLanguageModelingTrainer:
             wrapper["scale_sense"] = build_from_config(scale_sense, MindFormerModuleType.LOSS_SCALE,
                                                        where="runner_wrapper.scale_sense")
         if self.runs_pipeline():
-            from mindformers.wrapper.pipeline_train_step import build_pipeline_wrapper  # noqa: E501 pylint: disable=import-outside-toplevel
             return build_pipeline_wrapper(wrapper, network, optimizer, self.parallel, self.rank_id, accumulation)
         return build_from_config(wrapper, MindFormerModuleType.WRAPPER,
                                  default_args={"network": network, "optimizer": optimizer,

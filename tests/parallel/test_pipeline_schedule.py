@@ -193,4 +193,5 @@ def test_a_stage_holds_only_its_parts_and_records_the_whole_model():
     assert record["parameters"]["model.tok_embeddings.embedding_weight"]["stage"] == [0, 1]
     assert record["parameters"]["model.layers.2.attention.wq.weight"]["stage"] == 1
     target = rank_layout(layout_record(last, settings, rank_id=1), "stage 1", 1)
-    assert target.holds("model.tok_embeddings.embedding_weight") and not target.holds("model.layers.0.attention.wq.weight")
+    assert target.holds("model.tok_embeddings.embedding_weight")
+    assert not target.holds("model.layers.0.attention.wq.weight")

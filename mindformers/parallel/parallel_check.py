@@ -35,8 +35,9 @@ class ParallelSettings:
 
     @property
     def optimizer_shards(self):
-        """Data-parallel ranks the optimizer state of a large parameter splits over (1: not sharded)."""
-        return self.data_parallel if self.optimizer_shard else 1
+        """Data-parallel ranks the optimizer state of a large parameter splits over on CPU (1: not sharded; with
+        pipeline stages the state stays whole there)."""
+        return self.data_parallel if self.optimizer_shard and self.pipeline_stage == 1 else 1
 
     @property
     def device_num(self):
@@ -138,6 +139,9 @@ def check_sequence_parallel(settings, model_config):
     if getattr(model_config, "moe", None):
         raise ConfigError("parallel_config.use_seq_parallel: sequence parallelism with mixture-of-experts layers is "
                           "not available; set use_seq_parallel False")
+    if settings.pipeline_stage > 1:
+        raise ConfigError(f"parallel_config.use_seq_parallel: sequence parallelism with pipeline_stage "
+                          f"{settings.pipeline_stage} is not available on CPU; set use_seq_parallel False")
 
 
 def check_pipeline(settings, model_config):
@@ -158,12 +162,15 @@ def rank_batch_size(config, settings):
     global_batch = runner.get("global_batch_size")
     if global_batch is None:
         return int(per_rank or 1)
-    ranks = settings.data_parallel * accumulation
+    # With pipeline stages batch_size is one micro-batch's (MindFormers): a step reads micro_batch_num of them.
+    micro = settings.micro_batch_num if settings.pipeline_stage > 1 else 1
+    ranks = settings.data_parallel * accumulation * micro
     if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
         raise ConfigError(f"runner_config.global_batch_size: expected a positive integer, got {global_batch!r}")
     if global_batch % ranks:
+        micro_words = f" x micro_batch_num ({micro})" if micro > 1 else ""
         raise ConfigError(f"runner_config.global_batch_size: {global_batch} is not divisible by data_parallel "
-                          f"({settings.data_parallel}) x gradient_accumulation_steps ({accumulation})")
+                          f"({settings.data_parallel}) x gradient_accumulation_steps ({accumulation}){micro_words}")
     if per_rank is not None and per_rank * ranks != global_batch:
         raise ConfigError(f"runner_config.batch_size: {per_rank} per data-parallel rank x {ranks} gives "
                           f"{per_rank * ranks}, but global_batch_size is {global_batch}; set one of them")
@@ -175,13 +182,17 @@ def _get(section, key):
 
 
 def check_device(settings, model_config, device_target):
-    """CPU runs the parallelism written into the layers and the train step (MindSpore 2.10 cannot compile semi-auto
-    parallel graphs for CPU); these combinations are not written."""
+    """CPU runs data, tensor (model, sequence), pipeline and expert parallelism and the parallel optimizer written
+    into the layers and the train step: MindSpore 2.10 cannot compile semi-auto parallel graphs for CPU
+    (mindformers/parallel/pipeline_*.py for the stages); these combinations are not written."""
     if device_target != "CPU":
         return
-    if settings.pipeline_stage > 1:
-        raise ConfigError(f"parallel_config.pipeline_stage: {settings.pipeline_stage} is not available on CPU "
-                          "(MindSpore's CPU backend has no Send/Receive between stages); set pipeline_stage to 1")
+    if settings.pipeline_stage > 1 and getattr(model_config, "pet_config", None):
+        raise ConfigError(f"model.model_config.pet_config: LoRA/prefix tuning with parallel_config.pipeline_stage "
+                          f"{settings.pipeline_stage} is not available on CPU; set pipeline_stage to 1")
+    if settings.pipeline_stage > 1 and getattr(model_config, "moe", None):
+        raise ConfigError(f"parallel_config.pipeline_stage: {settings.pipeline_stage} stages of a mixture-of-experts "
+                          "model are not available on CPU; set pipeline_stage to 1")
     pet = getattr(model_config, "pet_config", None)
     if pet and settings.use_seq_parallel:
         raise ConfigError("model.model_config.pet_config: LoRA/prefix tuning with parallel_config.use_seq_parallel is "

@@ -91,8 +91,9 @@ def test_gather_backward_equals_reduce_scatter_forward_on_one_rank():
         np.testing.assert_array_equal(grad, rank_cell(ReduceScatterToSequenceParallel, rank)(Tensor(dout)).asnumpy())
 
 
-def check(mp=2, seq_length=16, world=2, **model):
-    cfg = MindFormerConfig(parallel_config={"data_parallel": 1, "model_parallel": mp, "use_seq_parallel": True},
+def check(mp=2, seq_length=16, world=2, pp=1, **model):
+    cfg = MindFormerConfig(parallel_config={"data_parallel": 1, "model_parallel": mp, "use_seq_parallel": True,
+                                            "pipeline_stage": pp, "micro_batch_num": pp},
                            runner_config={"batch_size": 2})
     mdl = LlamaConfig(seq_length=seq_length, hidden_size=32, num_layers=2, num_heads=4, n_kv_heads=2,
                       intermediate_size=64, vocab_size=64, **model)
@@ -108,3 +109,5 @@ def test_sequence_parallel_errors_name_the_key():
                                            "parallel_config.model_parallel (2)")
     assert check(moe_config={"expert_num": 2, "num_experts_chosen": 1}).startswith(
         "parallel_config.use_seq_parallel: sequence parallelism with mixture-of-experts")
+    assert check(pp=2, world=4).startswith("parallel_config.use_seq_parallel: sequence parallelism with "
+                                            "pipeline_stage 2 is not available on CPU")

@@ -40,7 +40,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--no_seq_parallel", action="store_true")
     parser.add_argument("--no_parallel_optimizer", action="store_true")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: the config a worker runs
+    parser.add_argument("--run_config", help=argparse.SUPPRESS)  # internal: the config a worker runs
     parser.add_argument("--out", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -48,15 +48,16 @@ def parse_args(argv=None):
 def write_config(args, folder):
     from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
     config = MindFormerConfig(os.path.join(REPO, "configs", "llama2", "pretrain_llama2_tiny.yaml"))
-    config.merge_from_dict({
-        "model": {"model_config": {"hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
-                                   "n_kv_heads": args.heads, "intermediate_size": args.ffn,
-                                   "vocab_size": args.vocab, "seq_length": args.seq}},
-        "runner_config": {"batch_size": args.batch},
-        "parallel_config": {"data_parallel": args.dp, "model_parallel": args.mp, "vocab_emb_dp": False,
-                            "use_seq_parallel": not args.no_seq_parallel},
-        "parallel": {"enable_parallel_optimizer": not args.no_parallel_optimizer},
-        "recompute_config": {"recompute": False}})
+    sizes = {"hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
+             "n_kv_heads": args.heads, "intermediate_size": args.ffn, "vocab_size": args.vocab,
+             "seq_length": args.seq}
+    for key, value in sizes.items():  # one key at a time: a nested dict would replace the whole section
+        config.model.model_config[key] = value
+    config.runner_config.batch_size = args.batch
+    config.parallel_config = {"data_parallel": args.dp, "model_parallel": args.mp, "vocab_emb_dp": False,
+                              "use_seq_parallel": not args.no_seq_parallel}
+    config.parallel.enable_parallel_optimizer = not args.no_parallel_optimizer
+    config.recompute_config = {"recompute": False}
     import yaml  # pylint: disable=import-outside-toplevel
     path = os.path.join(folder, "memory.yaml")
     with open(path, "w", encoding="utf-8") as stream:
@@ -91,7 +92,7 @@ def worker(args):
     from mindformers.trainer.causal_language_modeling import CausalLanguageModelingTrainer, build_model_config
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
     init()
-    config = MindFormerConfig(args.worker)
+    config = MindFormerConfig(args.run_config)
     rank, world = rank_and_size()
     check_parallel_config(config, build_model_config(config), world, "CPU")
     trainer = CausalLanguageModelingTrainer(config)
@@ -112,7 +113,7 @@ def worker(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.worker:
+    if args.run_config:
         return worker(args)
     import mindformers  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (registers classes)
     folder = tempfile.mkdtemp(prefix="parallel_memory_")
@@ -123,8 +124,8 @@ def main(argv=None):
           f"{args.vocab}, seq {args.seq}, batch {args.batch} per data-parallel rank, fp32")
     print("dry run per device (MiB): " + ", ".join(f"{key} {row[key] / MIB:.1f}" for key in
                                                    ("params", "grads", "optimizer", "activations", "total")))
-    command = (f"benchmarks/parallel_memory.py --worker {path} --out {folder} --vocab {args.vocab} --seq {args.seq} "
-               f"--batch {args.batch} --steps {args.steps}")
+    command = (f"benchmarks/parallel_memory.py --run_config {path} --out {folder} --vocab {args.vocab} "
+               f"--seq {args.seq} --batch {args.batch} --steps {args.steps}")
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     launched = subprocess.run(["bash", os.path.join(REPO, "scripts", "msrun_launcher.sh"), command,
                                str(args.dp * args.mp), str(args.dp * args.mp), "127.0.0.1", "8213", "0",

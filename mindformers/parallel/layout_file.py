@@ -169,7 +169,8 @@ def check_checkpoint_strategy(checkpoint_path, settings, rank_id=0, src_strategy
     """Without auto_trans_ckpt a checkpoint loads as it is: it must come from the same mesh and from a rank at
     the same place in it (same stage and model-parallel part; data-parallel replicas are interchangeable), and a
     checkpoint of whole tensors cannot fill a network that holds shards. `with_state` (a resume): the optimizer state
-    must be split alike (parallel optimizer), and when it is split the rank's data-parallel index matters too. Returns the saved mesh (None: no layout)."""
+    must be split alike (parallel optimizer), and when it is split the rank's data-parallel index matters too.
+    Returns the saved mesh (None: no layout)."""
     path = find_layout_file(checkpoint_path, src_strategy, rank_id)
     current = settings.mesh()
     hint = "; set auto_trans_ckpt True to transform it on load"
@@ -191,10 +192,11 @@ def check_checkpoint_strategy(checkpoint_path, settings, rank_id=0, src_strategy
     saved_experts, experts = expert_index(saved_rank, saved), expert_index(rank_id, current)
     saved_state_parts = max([int(e.get("optimizer_parts", 1)) for e in record["parameters"].values()] + [1])
     if with_state and saved_state_parts != settings.optimizer_shards:
-        raise ConfigError(f"{key}: {checkpoint_path} holds optimizer state split over {saved_state_parts} data-parallel "
-                          f"rank(s) ({path}), this run splits it over {settings.optimizer_shards} "
+        raise ConfigError(f"{key}: {checkpoint_path} holds optimizer state split over {saved_state_parts} "
+                          f"data-parallel rank(s) ({path}), this run splits it over {settings.optimizer_shards} "
                           f"(parallel.enable_parallel_optimizer){hint}")
-    if with_state and saved_state_parts > 1 and rank_coordinates(saved_rank, saved)[1] != rank_coordinates(rank_id, current)[1]:
+    other_slice = rank_coordinates(saved_rank, saved)[1] != rank_coordinates(rank_id, current)[1]
+    if with_state and saved_state_parts > 1 and other_slice:
         raise ConfigError(f"{key}: {checkpoint_path} holds rank {saved_rank}'s slice of the optimizer state, this is "
                           f"rank {rank_id}; pass the folder holding rank_*/ or set auto_trans_ckpt True")
     if (saved_stage, saved_model, saved_experts) != (stage, model, experts):

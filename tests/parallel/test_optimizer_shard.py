@@ -11,7 +11,8 @@ from mindformers.checkpoint.tensor_pieces import Piece
 from mindformers.core.optim.adamw import AdamW
 from mindformers.parallel import ParallelSettings
 from mindformers.parallel.groups import ParallelGroups
-from mindformers.parallel.layout_file import optimizer_piece
+from mindformers.parallel.layout_file import (check_checkpoint_strategy, mesh_record, optimizer_piece,
+                                              write_layout_file)
 from mindformers.parallel.optimizer_shard import DataParallelShardedOptimizer, sharded_state_names
 from mindformers.tools.errors import ConfigError
 
@@ -95,3 +96,19 @@ def test_optimizer_state_splits_the_weights_piece_further_along_dimension_0():
     row = Piece.split((8, 4), [(1, 2, 0)])
     assert optimizer_piece(row, 2, 1).bounds() == [(4, 8), (0, 2)]
     assert optimizer_piece(row, 1, 0) == row
+
+
+def test_resuming_without_resharding_needs_the_same_optimizer_split(tmp_path):
+    """Without auto_trans_ckpt a resume must find the moments split as this run splits them, and its own slice."""
+    mesh = {"data_parallel": 2, "model_parallel": 1, "pipeline_stage": 1}
+    entry = {"shape": [6, 4], "dtype": "Float32", "split_dim": None, "parts": 1, "optimizer_parts": 2}
+    write_layout_file(str(tmp_path), mesh_record({"layers.0.w.weight": entry}, mesh, 1))
+    checkpoint = str(tmp_path / "run_rank_1-1_3.ckpt")
+    whole = ParallelSettings(data_parallel=2)
+    message = str(pytest.raises(ConfigError, check_checkpoint_strategy, checkpoint, whole, 1, with_state=True).value)
+    assert "holds optimizer state split over 2 data-parallel rank(s)" in message and "auto_trans_ckpt" in message
+    sharded = ParallelSettings(data_parallel=2, optimizer_shard=True)
+    message = str(pytest.raises(ConfigError, check_checkpoint_strategy, checkpoint, sharded, 0, with_state=True).value)
+    assert "holds rank 1's slice of the optimizer state, this is rank 0" in message and "\n" not in message
+    assert check_checkpoint_strategy(checkpoint, sharded, 1, with_state=True) == mesh
+    assert check_checkpoint_strategy(checkpoint, whole, 0) == mesh  # weights alone: replicas are interchangeable

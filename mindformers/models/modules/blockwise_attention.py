@@ -12,6 +12,7 @@ Within a block the softmax runs over all the keys the block can see in one pass:
 products beat many small ones, and the block's key range is at most seq (or block_size + window) columns, so no
 online (running max) rescaling across key blocks is needed.
 """
+import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
@@ -34,6 +35,25 @@ def block_plan(seq, block_size, max_blocks, window):
         first_key = max(0, start - window + 1) if window else 0
         plan.append((start, end, first_key))
     return tuple(plan)
+
+
+@ops.constexpr
+def columns(start, end, shape):
+    """Columns start .. end-1 as an int32 constant of `shape` (ops.arange in a graph compiles and runs as a dynamic
+    shape)."""
+    return ms.Tensor(np.arange(start, end, dtype=np.int32).reshape(shape))
+
+
+@ops.constexpr
+def block_mask(start, end, first_key, window):
+    """(rows, keys) float32 constant: MASK_VALUE where query row start.. must not see key column first_key..
+    (later, or `window` or more columns back)."""
+    rows = np.arange(start, end)[:, None]
+    keys = np.arange(first_key, end)[None, :]
+    blocked = keys > rows
+    if window:
+        blocked |= rows - keys >= window
+    return ms.Tensor(blocked)
 
 
 def broadcast_like(x, like):
@@ -79,31 +99,28 @@ class BlockwiseAttention(nn.Cell):
         """(b, kv_heads, repeats * rows, n) -> (b, kv_heads, repeats, rows, n)."""
         return ops.reshape(x, (x.shape[0], x.shape[1], self.repeats, rows, x.shape[-1]))
 
-    def block_probabilities(self, q_rows, key, keep, start, end, first_key, lse=None):
-        """Scores of query rows start..end-1 over key columns first_key..end-1, masked (and biased): returns
-        (exp(scores - lse) with the given log-sum-exp, or the softmax and its log-sum-exp when lse is None)."""
+    def block_scores(self, q_rows, key, keep, start, end, first_key, row_offset=None):
+        """Scores of query rows start..end-1 over key columns first_key..end-1, biased and masked, minus
+        row_offset (b, kv_heads, repeats * rows, 1) when given, as (b, kv_heads, repeats, rows, keys). The offset
+        rides in the matrix product as one more feature (-offset against a column of ones): a (rows, keys)
+        subtraction would broadcast it (see broadcast_like)."""
         rows, keys = end - start, end - first_key
-        scores = ops.cast(self.qk_matmul(q_rows, key[:, :, first_key:end, :]), self.softmax_compute_type)
-        scores = self.ungrouped(scores * self.scale, rows)
-        query_cols = ops.reshape(ops.arange(start, end, dtype=ms.int32), (rows, 1))
-        key_cols = ops.reshape(ops.arange(first_key, end, dtype=ms.int32), (1, keys))
+        key_block = key[:, :, first_key:end, :]
+        if row_offset is None:
+            scores = ops.cast(self.qk_matmul(q_rows, key_block), self.softmax_compute_type) * self.scale
+        else:
+            q_rows = ops.concat((q_rows * self.scale, ops.cast(-row_offset, q_rows.dtype)), -1)
+            key_block = ops.concat((key_block, ops.ones(key_block.shape[:-1] + (1,), key_block.dtype)), -1)
+            scores = ops.cast(self.qk_matmul(q_rows, key_block), self.softmax_compute_type)
+        scores = self.ungrouped(scores, rows)
         if self.has_bias:  # query head h is row h % repeats of key/value head h // repeats
             slopes = ops.reshape(self.negative_slopes, (1, -1, self.repeats, 1, 1))
-            scores = scores + broadcast_like(ops.cast(linear_bias(slopes, query_cols, key_cols),
-                                                      self.softmax_compute_type), scores)
-        blocked = key_cols > query_cols
-        if self.sliding_window:
-            blocked = ops.logical_or(blocked, query_cols - key_cols >= self.sliding_window)
-        blocked = ops.maximum(ops.cast(blocked, ms.float32), 1.0 - ops.reshape(keep[:, first_key:end],
-                                                                                 (-1, 1, 1, 1, keys)))
-        scores = scores + broadcast_like(ops.cast(blocked, self.softmax_compute_type) * MASK_VALUE, scores)
-        if lse is None:
-            # The row's largest probability is exp(max - lse), so lse = max - log(largest probability): two row
-            # reductions beside the softmax kernel, no (rows, keys) temporaries.
-            probs = ops.softmax(scores, -1)
-            lse = ops.amax(scores, -1, True) - ops.log(ops.amax(probs, -1, True))
-            return probs, lse
-        return ops.exp(scores - broadcast_like(self.ungrouped(lse, rows), scores)), lse
+            distance = columns(start, end, (rows, 1)), columns(first_key, end, (1, keys))
+            scores = scores + broadcast_like(ops.cast(linear_bias(slopes, *distance), self.softmax_compute_type),
+                                             scores)
+        blocked = ops.logical_or(block_mask(start, end, first_key, self.sliding_window),
+                                 ops.reshape(keep[:, first_key:end], (-1, 1, 1, 1, keys)) < 0.5)
+        return ops.masked_fill(scores, broadcast_like(blocked, scores), ops.cast(MASK_VALUE, scores.dtype))
 
     def construct(self, query, key, value, keep):
         batch, heads, seq, dim = query.shape
@@ -112,7 +129,11 @@ class BlockwiseAttention(nn.Cell):
         done = query
         for start, end, first_key in block_plan(seq, self.block_size, self.max_blocks, self.sliding_window):
             q_rows = ops.depend(self.grouped_rows(query, start, end), done)
-            probs, lse = self.block_probabilities(q_rows, key, keep, start, end, first_key)
+            scores = self.block_scores(q_rows, key, keep, start, end, first_key)
+            probs = ops.softmax(scores, -1)
+            # The row's largest probability is exp(max - lse), so lse = max - log(largest probability): two row
+            # reductions, no (rows, keys) temporaries.
+            lse = ops.amax(scores, -1, True) - ops.log(ops.amax(probs, -1, True))
             probs = ops.reshape(ops.cast(probs, self.compute_dtype), (batch, key.shape[1], -1, end - first_key))
             context = self.pv_matmul(probs, value[:, :, first_key:end, :])
             contexts.append(ops.reshape(context, (batch, key.shape[1], self.repeats, end - start, dim)))
@@ -138,14 +159,18 @@ class BlockwiseAttention(nn.Cell):
             rows, keys = end - start, end - first_key
             q_rows = ops.depend(self.grouped_rows(query, start, end), d_value)
             block_lse = ops.reshape(lse[:, :, :, start:end, :], (batch, kv_heads, self.repeats * rows, 1))
-            probs, _ = self.block_probabilities(q_rows, key, keep, start, end, first_key, block_lse)
+            probs = ops.exp(self.block_scores(q_rows, key, keep, start, end, first_key, block_lse))
             probs = ops.reshape(probs, (batch, kv_heads, self.repeats * rows, keys))
             d_rows = self.grouped_rows(d_context, start, end)
             block_value = value[:, :, first_key:end, :]
             d_value_block = self.tn_matmul(ops.cast(probs, self.compute_dtype), d_rows)
-            d_probs = ops.cast(self.qk_matmul(d_rows, block_value), ms.float32)
+            # dO V^T - rowsum(dO * O) as one product, the row sums riding as one more feature (see block_scores)
             block_dot = ops.reshape(self.grouped_rows(row_dot, start, end), (batch, kv_heads, self.repeats * rows, 1))
-            d_scores = ops.cast(probs * (d_probs - broadcast_like(block_dot, d_probs)) * self.scale, self.compute_dtype)
+            d_probs = ops.cast(self.qk_matmul(
+                ops.concat((d_rows, ops.cast(-block_dot, d_rows.dtype)), -1),
+                ops.concat((block_value, ops.ones(block_value.shape[:-1] + (1,), block_value.dtype)), -1)),
+                               ms.float32)
+            d_scores = ops.cast(probs * d_probs * self.scale, self.compute_dtype)
             d_query = self.pv_matmul(d_scores, key[:, :, first_key:end, :])
             d_query_blocks.append(ops.reshape(d_query, (batch, kv_heads, self.repeats, rows, dim)))
             d_key_block = self.tn_matmul(d_scores, q_rows)

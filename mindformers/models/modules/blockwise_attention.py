@@ -88,6 +88,9 @@ class BlockwiseAttention(nn.Cell):
         self.qk_matmul = ops.BatchMatMul(transpose_b=True)
         self.pv_matmul = ops.BatchMatMul()
         self.tn_matmul = ops.BatchMatMul(transpose_a=True)
+        # The primitive, not ops.softmax: graph mode fails to compile ops.softmax's function graph used both here and
+        # in the loss's custom bprop ("func graph is empty", MindSpore 2.10).
+        self.softmax = ops.Softmax(-1)
 
     def grouped_rows(self, x, start, end):
         """Rows start..end-1 of (b, heads, s, d) as (b, kv_heads, repeats * rows, d)."""
@@ -130,7 +133,7 @@ class BlockwiseAttention(nn.Cell):
         for start, end, first_key in block_plan(seq, self.block_size, self.max_blocks, self.sliding_window):
             q_rows = ops.depend(self.grouped_rows(query, start, end), done)
             scores = self.block_scores(q_rows, key, keep, start, end, first_key)
-            probs = ops.softmax(scores, -1)
+            probs = self.softmax(scores)
             # The row's largest probability is exp(max - lse), so lse = max - log(largest probability): two row
             # reductions, no (rows, keys) temporaries.
             lse = ops.amax(scores, -1, True) - ops.log(ops.amax(probs, -1, True))

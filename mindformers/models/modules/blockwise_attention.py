@@ -18,7 +18,7 @@ from mindspore import nn, ops
 
 from mindformers.models.modules.positions import linear_bias
 
-# The value today's attention adds to blocked scores (attention.MASK_VALUE): the same, so results match exactly.
+# Blocked scores become this (today's attention adds it, attention.MASK_VALUE): exp of either is 0 in float32.
 MASK_VALUE = -10000.0
 
 
@@ -46,8 +46,8 @@ def columns(start, end, shape):
 
 @ops.constexpr
 def block_mask(start, end, first_key, window):
-    """(rows, keys) float32 constant: MASK_VALUE where query row start.. must not see key column first_key..
-    (later, or `window` or more columns back)."""
+    """(rows, keys) bool constant: True where query row start.. must not see key column first_key.. (a later one,
+    or with a sliding window one `window` or more columns back)."""
     rows = np.arange(start, end)[:, None]
     keys = np.arange(first_key, end)[None, :]
     blocked = keys > rows
@@ -65,7 +65,7 @@ def broadcast_like(x, like):
 
 
 class BlockwiseAttention(nn.Cell):
-    """softmax(scale * q k^T + bias + blocked * MASK_VALUE) v over the causal (and sliding-window) visible keys.
+    """softmax(scale * q k^T + bias, blocked scores set to MASK_VALUE) v over the causal (and sliding-window) keys.
 
     Inputs: query (b, heads, s, d), key and value (b, kv_heads, s, d) with heads = repeats * kv_heads (GQA: the
     query heads sharing a key/value head are stacked as rows of one product, no copies of keys or values), keep

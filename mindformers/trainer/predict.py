@@ -6,7 +6,7 @@ import os
 
 from mindformers.checkpoint.atomic import atomic_files
 from mindformers.tools.errors import ConfigError
-from mindformers.trainer.inference_model import build_inference_model
+from mindformers.trainer.inference_model import build_inference_model, writes_outputs
 
 logger = logging.getLogger("mindformers")
 RESULTS_NAME = "predict_results.jsonl"
@@ -58,6 +58,7 @@ def predict(config):
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"predict_batch_size: expected a positive integer, got {batch_size!r}")
     _, network, tokenizer = build_inference_model(config, "predict")
+    writes = writes_outputs()  # rank 0 of a parallel run
     output_dir = os.path.abspath(config.get("output_dir") or "./output")
     records = []
     for start in range(0, len(prompts), batch_size):
@@ -68,9 +69,12 @@ def predict(config):
                                    max_new_tokens=config.get("max_new_tokens"))
         for prompt, prompt_ids, output_ids in zip(batch, ids, outputs):
             text = continuation(tokenizer, prompt_ids, output_ids)
-            print(f"{prompt}{text}", flush=True)
+            if writes:
+                print(f"{prompt}{text}", flush=True)
             records.append({"prompt": prompt, "output": text, "input_ids": prompt_ids,
                             "output_ids": output_ids[len(prompt_ids):]})
+    if not writes:
+        return records
     path = os.path.join(output_dir, RESULTS_NAME)
     os.makedirs(output_dir, exist_ok=True)
     with atomic_files(path) as (tmp_path,):

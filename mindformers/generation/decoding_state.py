@@ -2,9 +2,17 @@
 (with its KV cache) that runs it.
 
 Rows are left padded to P prompt columns, so every row writes its next token into the same column. With use_past
-the prompt runs once (prefill) and each new token runs alone against the cache; without it, every step reruns the
-whole grid (right-padded to L, so shapes stay static) and reads the logits of the current column. Per step the host
-sends the new tokens and three small index tensors; masks and positions are derived inside the step.
+the prompt runs first (prefill) and each new token then runs alone against the cache; without it, every step reruns
+the whole grid (right-padded to L, so shapes stay static) and reads the logits of the current column. Per step the
+host sends the new tokens and three small index tensors; masks and positions are derived inside the step.
+
+Memory follows the prompts, not seq_length. A compiled graph keeps memory in proportion to the tensors it computes
+for as long as it lives (MindSpore's CPU kernels hold buffers per node), so a prefill of the whole grid at once would
+keep (batch x P x layers)-sized buffers per prompt length: gigabytes at 30 layers, and four times as many at batch 4.
+So a prompt longer than prefill_chunk_tokens / batch columns runs in chunks of that many columns, each attending
+over the cache: one graph of about prefill_chunk_tokens tokens whatever the batch and the prompt length. The cache
+holds the prompt and the new tokens only, and a kept step whose cache is up to LENGTH_SLACK times longer than needed
+is reused rather than compiling another (batches sorted longest first then share a few steps).
 """
 from collections import OrderedDict
 
@@ -16,6 +24,9 @@ from mindformers.generation.transposed_weights import wanted
 
 # Compiled steps (each with its cache) kept per model, most recent last: one per (batch, length) bucket in use.
 KEPT_STEPS = 4
+# A kept step serves a grid of up to this many times fewer columns: a decode step's cost grows with the cache length,
+# and this bounds how much of it a shorter grid pays.
+LENGTH_SLACK = 2
 
 
 def round_up(value, multiple):
@@ -23,20 +34,29 @@ def round_up(value, multiple):
 
 
 def decoding_step(model, batch, length, transposed):
-    """The model's DecodingStep for this bucket, built once: graph mode then keeps its compiled graphs (compiled
-    with or without the transposed weight copies, so that choice is part of the key)."""
+    """A DecodingStep of the model for `batch` rows with a cache of at least `length` columns: a kept one when its
+    cache is at most LENGTH_SLACK times longer, else a new one (graph mode keeps each step's compiled graphs; they
+    were compiled with or without the transposed weight copies, so that choice is part of the key)."""
     steps = model.__dict__.get("_decoding_steps")
     if steps is None:
         steps = OrderedDict()
         # Set past Cell.__setattr__ so the steps are not registered as sub-cells (that would rename parameters).
         object.__setattr__(model, "_decoding_steps", steps)
-    key = (batch, length, transposed)
+    fitting = [key for key in steps
+               if key[0] == batch and key[2] == transposed and length <= key[1] <= LENGTH_SLACK * length]
+    key = min(fitting, key=lambda k: k[1]) if fitting else (batch, length, transposed)
     if key not in steps:
         steps[key] = DecodingStep(model, batch, length)
         while len(steps) > KEPT_STEPS:
             steps.popitem(last=False)
     steps.move_to_end(key)
     return steps[key]
+
+
+def prefill_columns(batch, longest, config):
+    """Columns per prefill step: the whole prompt grid (its longest row rounded up to length_bucket) when it fits
+    in prefill_chunk_tokens, else chunks of prefill_chunk_tokens / batch columns (at least one)."""
+    return min(round_up(longest, config.length_bucket), max(1, config.prefill_chunk_tokens // batch))
 
 
 def _index(value):
@@ -47,8 +67,9 @@ class DecodingState:
     def __init__(self, model, rows, new_columns, config):
         """`rows` of prompt ids, room for `new_columns` tokens after the longest; `config` a GenerationConfig."""
         self.use_past = config.use_past
-        batch = len(rows)
-        self.prompt_columns = round_up(max(len(row) for row in rows), config.length_bucket)
+        batch, longest = len(rows), max(len(row) for row in rows)
+        self.chunk = prefill_columns(batch, longest, config)
+        self.prompt_columns = round_up(longest, self.chunk)
         self.columns = round_up(self.prompt_columns + new_columns, config.length_bucket)
         self.step = decoding_step(model, batch, self.columns, wanted(config.transposed_weights))
         self.ids = np.full((batch, self.columns), config.pad_token_id, np.int32)
@@ -63,11 +84,13 @@ class DecodingState:
         return self.step(Tensor(ids), _index(start), self.first_columns_tensor, select).asnumpy()
 
     def first_logits(self):
-        """Logits (batch, vocab) for the first new token, after running the prompt."""
-        last = self.prompt_columns - 1
+        """Logits (batch, vocab) for the first new token, after running the prompt (in chunks of self.chunk
+        columns)."""
         if not self.use_past:
-            return self._run(self.ids, 0, last)
-        return self._run(self.ids[:, :self.prompt_columns], 0, last)
+            return self._run(self.ids, 0, self.prompt_columns - 1)
+        for start in range(0, self.prompt_columns, self.chunk):
+            logits = self._run(np.ascontiguousarray(self.ids[:, start:start + self.chunk]), start, self.chunk - 1)
+        return logits
 
     def next_logits(self, tokens, column):
         """Place `tokens` (batch,) at `column`; logits (batch, vocab) for the token after it."""

@@ -27,6 +27,7 @@ class GenerationConfig:
     seed: Optional[int] = None
     use_past: bool = True                    # incremental decoding with the KV cache
     length_bucket: int = 16                  # prompt and cache lengths round up to this (fewer graph compiles)
+    prefill_chunk_tokens: int = 64           # a longer prompt grid runs in steps of this many tokens (whole batch)
     transposed_weights: bool = True          # CPU: decode through (in, out) copies of the weights (faster, more memory)
 
     @classmethod
@@ -87,6 +88,8 @@ class GenerationConfig:
             fail("transposed_weights", "True or False")
         if not is_int(self.length_bucket) or self.length_bucket < 1:
             fail("length_bucket", "a positive integer")
+        if not is_int(self.prefill_chunk_tokens) or self.prefill_chunk_tokens < 1:
+            fail("prefill_chunk_tokens", "a positive integer")
         if self.seed is not None and not is_int(self.seed):
             fail("seed", "an integer or None")
         if any(not is_int(i) or i < 0 for i in self.eos_ids):

@@ -53,6 +53,8 @@ def test_greedy_with_and_without_cache_equals_transformers(models, kind):
     cached = assert_same_as_hf(ours, hf_model, eos_token_id=2)
     assert ours.generate(PROMPTS, max_new_tokens=NEW, eos_token_id=2, use_past=False) == cached
     assert [ours.generate([p], max_new_tokens=NEW, eos_token_id=2)[0] for p in PROMPTS] == cached
+    # prompts run in chunks of 2 columns (4 tokens over the batch of 2), each chunk attending over the cache
+    assert ours.generate(PROMPTS, max_new_tokens=NEW, eos_token_id=2, prefill_chunk_tokens=4) == cached
 
 
 def test_mistral_sliding_window_equals_transformers(hf_folders):  # noqa: F811

@@ -12,7 +12,7 @@ from mindformers.models.modules.kv_cache import KVCache, layer_cache, step_input
 def reference_inputs(start, first_columns, seq, length, kv_heads, max_position, window):
     columns = start + np.arange(seq)
     positions = np.clip(columns[None, :] - first_columns[:, None], 0, max_position)
-    keys = np.arange(seq if seq > 1 else length)  # a prefill attends within itself
+    keys = np.arange(length)  # every step attends over the whole table
     blocked = (keys[None, None, :] > columns[None, :, None]) | (keys[None, None, :] < first_columns[:, None, None])
     if window:
         blocked |= columns[None, :, None] - keys[None, None, :] >= window

@@ -120,8 +120,7 @@ class Attention(nn.Cell):
         0..s-1, keys blocked where attention_mask (b, s) is 0. Generation passes `cache` instead (built by
         mindformers/models/modules/kv_cache.py): per-row positions (b, s), blocked (b, 1, s, keys), the slots of
         the new keys and this layer's key and value tables; the new keys and values are written into the tables in
-        place. A decode step attends over all L cached columns, a prefill (which starts at column 0) over its own
-        keys only (kv_cache.attends_within_step)."""
+        place, and every step (a chunk of a prompt or one new token) attends over all L cached columns."""
         batch, seq, _ = x.shape
         query, key, value = self.project_qkv(x)
         query = self.split_heads(query, self.num_heads)

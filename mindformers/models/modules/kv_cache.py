@@ -5,7 +5,9 @@ columns, in place, and graph mode compiles each bucket once. Each layer's keys (
 (batch * kv_heads * length, head_dim) table written with ScatterUpdate over its rows: MindSpore's CPU
 ScatterNdUpdate copies the whole tensor on every call, ScatterUpdate does not. A decode step reads the table as
 (batch, kv_heads, length, head_dim); that reshape of a Parameter is a copy on CPU, the one per-step cost that grows
-with the cache. A prefill attends to its own keys only.
+with the cache. Every step, a prompt's chunk as much as one new token, attends over the whole table (the columns
+it must not see are blocked), so a long prompt can run in chunks of a fixed size (see
+mindformers/generation/decoding_state.py).
 
 Masks, positions and write slots are built inside the compiled step from three small tensors (the first new
 column, each row's first real column, as rows are left padded), so the host sends O(batch) numbers per step.
@@ -62,19 +64,12 @@ def causally_blocked(queries, keys, window):
     return blocked
 
 
-def attends_within_step(seq):
-    """A step of several tokens is a prefill: it starts at column 0, so every key its queries may see is one of its
-    own, and it attends to those alone (not to the whole preallocated table). A one-token step attends to the
-    table."""
-    return seq > 1
-
-
 def step_inputs(start, first_columns, seq, cache, max_position, window):
-    """For `seq` new tokens per row at columns start .. start+seq-1 (start: (1,) int32; 0 when seq > 1) of rows
-    whose real tokens begin at first_columns (batch,) int32:
+    """For `seq` new tokens per row at columns start .. start+seq-1 (start: (1,) int32) of rows whose real tokens
+    begin at first_columns (batch,) int32:
       positions (batch, seq) for the rotary tables (clamped to the table),
-      blocked (batch, 1, seq, keys) float32, 1 where a query must not see a key column (the future, left padding,
-      beyond the sliding window); keys is seq for a prefill, else the table length (attends_within_step),
+      blocked (batch, 1, seq, length) float32, 1 where a query must not see a key column of the table (the future,
+      left padding, beyond the sliding window),
       slots (batch * kv_heads * seq,) the table rows the new keys and values go to,
       columns (seq,) the new tokens' columns (ALiBi's distances are between columns)."""
     batch = first_columns.shape[0]
@@ -82,8 +77,7 @@ def step_inputs(start, first_columns, seq, cache, max_position, window):
     first = ops.reshape(first_columns, (batch, 1))
     positions = ops.clip_by_value(ops.reshape(columns, (1, seq)) - first, 0, max_position)
     queries = ops.reshape(columns, (1, 1, seq, 1))
-    width = seq if attends_within_step(seq) else cache.length
-    keys = ops.reshape(ops.arange(width, dtype=ms.int32), (1, 1, 1, width))
+    keys = ops.reshape(ops.arange(cache.length, dtype=ms.int32), (1, 1, 1, cache.length))
     blocked = ops.logical_or(causally_blocked(queries, keys, window), keys < ops.reshape(first, (batch, 1, 1, 1)))
     rows = ops.reshape(ops.arange(batch * cache.kv_heads, dtype=ms.int32) * cache.length, (-1, 1))
     slots = ops.reshape(rows + ops.reshape(columns, (1, seq)), (-1,))
@@ -104,14 +98,11 @@ def columns_of(cache):
 
 def write(cache, key, value):
     """Put a layer's new keys and values (batch, kv_heads, seq, head_dim) into its tables (a layer_cache). Returns
-    the keys and values to attend to: the tables as (batch, kv_heads, length, head_dim) after the write, or for a
-    prefill the new ones themselves (attends_within_step)."""
+    the keys and values to attend to: the tables as (batch, kv_heads, length, head_dim) after the write."""
     slots, key_table, value_table = cache[2], cache[4], cache[5]
-    batch, kv_heads, seq, head_dim = key.shape
+    batch, kv_heads, _, head_dim = key.shape
     key_table = ops.scatter_update(key_table, slots, ops.reshape(key, (-1, head_dim)))
     value_table = ops.scatter_update(value_table, slots, ops.reshape(value, (-1, head_dim)))
-    if attends_within_step(seq):
-        return ops.depend(key, key_table), ops.depend(value, value_table)
     # a Parameter reshaped is a copy on CPU (as the one-hot rewrite was), but the write itself is in place
     heads = (batch, kv_heads, -1, head_dim)
     return ops.reshape(key_table, heads), ops.reshape(value_table, heads)

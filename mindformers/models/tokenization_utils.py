@@ -3,6 +3,8 @@
 Subclasses only say how one piece of text becomes ids and back (the hooks at the bottom of
 `MindFormerTokenizer`); special tokens, truncation, padding and tensor conversion live here once.
 """
+import abc
+
 import numpy as np
 
 from mindformers.tools.errors import ConfigError
@@ -41,7 +43,7 @@ def _to_id_list(ids):
     return [int(i) for i in ids]
 
 
-class MindFormerTokenizer:
+class MindFormerTokenizer(abc.ABC):
     """Base of all tokenizers: HF-style `__call__`, encode, decode, padding and truncation."""
 
     model_input_names = ("input_ids", "attention_mask")
@@ -348,21 +350,26 @@ class MindFormerTokenizer:
 
     # ---- hooks a tokenizer implements -----------------------------------------------------------------------
     @property
+    @abc.abstractmethod
     def vocab_size(self):
-        raise NotImplementedError
+        """How many ids the vocabulary has."""
 
+    @abc.abstractmethod
     def get_vocab(self):
-        raise NotImplementedError
+        """Token -> id for the whole vocabulary."""
 
+    @abc.abstractmethod
     def _encode_text(self, text):
         """Ids of `text` without bos/eos; special tokens written in the text map to their ids."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _convert_token_to_id(self, token):
-        raise NotImplementedError
+        """The id of one token (the unknown token's id for tokens outside the vocabulary)."""
 
+    @abc.abstractmethod
     def _convert_id_to_token(self, index):
-        raise NotImplementedError
+        """The token of one id."""
 
+    @abc.abstractmethod
     def _decode(self, ids, skip_special_tokens):
-        raise NotImplementedError
+        """Text of `ids`, leaving out special tokens when asked."""

@@ -21,6 +21,7 @@ from mindformers.parallel.mesh import (count_layers, describe_mesh, expert_index
 from mindformers.tools.errors import ConfigError
 
 LAYOUT_FILE = "strategy.json"
+TIED_EMBEDDING = "model.tok_embeddings.embedding_weight"  # with tie_word_embeddings, the last stage's head reads it
 FORMAT = "mindformers-layout/2"
 FIRST_FORMAT = "mindformers-layout/1"  # data parallelism only: local shapes were global, nothing split
 
@@ -56,19 +57,26 @@ def split_entry(param, splits, model_parallel, expert_parallel, local_shards):
     return entry
 
 
-def mesh_record(entries, mesh, rank_id):
+def mesh_record(entries, mesh, rank_id, first_and_last=()):
     """The record of rank `rank_id` of `mesh` for weights described by `entries` (see weight_entries); each weight
-    is given its pipeline stage."""
+    is given its pipeline stage, and the weights named in `first_and_last` (a tied word embedding) the list of the
+    first and the last stage."""
     dp, mp, pp = mesh_sizes(mesh)
     num_layers = count_layers(entries)
-    params = {name: dict(entry, stage=stage_of(name, num_layers, pp)) for name, entry in entries.items()}
+    params = {name: dict(entry, stage=sorted({0, pp - 1}) if name in first_and_last else
+                         stage_of(name, num_layers, pp)) for name, entry in entries.items()}
     return {"format": FORMAT, "mesh": dict(mesh), "world_size": dp * mp * pp, "rank": rank_id,
             "stage": rank_coordinates(rank_id, mesh)[0], "parameters": params}
 
 
 def layout_record(network, settings, rank_id, local_shards=None):
-    entries = weight_entries(network, settings.model_parallel, local_shards, expert_parallel_size(settings.mesh()))
-    return mesh_record(entries, settings.mesh(), rank_id)
+    """The layout of `network` on this rank; a network cut to one pipeline stage describes the whole model it was cut
+    from (`whole_model_entries`), so one rank's file describes every rank of the mesh."""
+    entries = getattr(network, "whole_model_entries", None) or weight_entries(
+        network, settings.model_parallel, local_shards, expert_parallel_size(settings.mesh()))
+    config = getattr(network, "config", None)
+    tied = (TIED_EMBEDDING,) if settings.pipeline_stage > 1 and getattr(config, "tie_word_embeddings", False) else ()
+    return mesh_record(entries, settings.mesh(), rank_id, tied)
 
 
 def write_layout_file(folder, record):
@@ -114,7 +122,8 @@ def rank_layout(record, path, rank=None):
             splits.append((expert_dim, expert_parts, experts % expert_parts))
         weights[name] = Piece.split(tuple(entry["shape"]), splits)
         declared[name] = {axis: d for axis, d in ((MODEL_AXIS, dim), (EXPERT_AXIS, expert_dim)) if d is not None}
-        stages[name] = frozenset([int(entry.get("stage", 0))])
+        stage_entry = entry.get("stage", 0)
+        stages[name] = frozenset(int(s) for s in (stage_entry if isinstance(stage_entry, list) else [stage_entry]))
     return RankLayout(rank=rank, stage=stage, weights=weights, stages=stages, where=path, declared=declared)
 
 

@@ -127,12 +127,15 @@ def rank_batch_size(config, settings):
     global_batch = runner.get("global_batch_size")
     if global_batch is None:
         return int(per_rank or 1)
-    ranks = settings.data_parallel * accumulation
+    # With pipeline stages batch_size is one micro-batch's (MindFormers): a step reads micro_batch_num of them.
+    micro = settings.micro_batch_num if settings.pipeline_stage > 1 else 1
+    ranks = settings.data_parallel * accumulation * micro
     if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
         raise ConfigError(f"runner_config.global_batch_size: expected a positive integer, got {global_batch!r}")
     if global_batch % ranks:
+        micro_words = f" x micro_batch_num ({micro})" if micro > 1 else ""
         raise ConfigError(f"runner_config.global_batch_size: {global_batch} is not divisible by data_parallel "
-                          f"({settings.data_parallel}) x gradient_accumulation_steps ({accumulation})")
+                          f"({settings.data_parallel}) x gradient_accumulation_steps ({accumulation}){micro_words}")
     if per_rank is not None and per_rank * ranks != global_batch:
         raise ConfigError(f"runner_config.batch_size: {per_rank} per data-parallel rank x {ranks} gives "
                           f"{per_rank * ranks}, but global_batch_size is {global_batch}; set one of them")
@@ -140,13 +143,16 @@ def rank_batch_size(config, settings):
 
 
 def check_device(settings, model_config, device_target):
-    """CPU runs data and tensor (model) parallelism written into the layers: MindSpore 2.10 cannot compile
-    semi-auto parallel graphs for CPU, and its CPU backend has no Send/Receive for pipeline stages."""
+    """CPU runs data, tensor (model) and pipeline parallelism written into the layers and the train step: MindSpore
+    2.10 cannot compile semi-auto parallel graphs for CPU (mindformers/parallel/pipeline_*.py for the stages)."""
     if device_target != "CPU":
         return
-    if settings.pipeline_stage > 1:
-        raise ConfigError(f"parallel_config.pipeline_stage: {settings.pipeline_stage} is not available on CPU "
-                          "(MindSpore's CPU backend has no Send/Receive between stages); set pipeline_stage to 1")
+    if settings.pipeline_stage > 1 and getattr(model_config, "pet_config", None):
+        raise ConfigError(f"model.model_config.pet_config: LoRA/prefix tuning with parallel_config.pipeline_stage "
+                          f"{settings.pipeline_stage} is not available on CPU; set pipeline_stage to 1")
+    if settings.pipeline_stage > 1 and getattr(model_config, "moe", None):
+        raise ConfigError(f"parallel_config.pipeline_stage: {settings.pipeline_stage} stages of a mixture-of-experts "
+                          "model are not available on CPU; set pipeline_stage to 1")
     if settings.model_parallel > 1 and getattr(model_config, "pet_config", None):
         raise ConfigError(f"model.model_config.pet_config: LoRA/prefix tuning with parallel_config.model_parallel "
                           f"{settings.model_parallel} is not available on CPU; set model_parallel to 1")

@@ -17,6 +17,9 @@ def init_communication():
     if not launched_distributed():
         raise ConfigError("use_parallel: True needs a distributed launch: bash scripts/msrun_launcher.sh "
                           "\"run_mindformer.py ... --use_parallel True\" WORKER_NUM")
+    # MindSpore's CPU collectives stop waiting for a peer after a short time; pipeline stages compile different
+    # graphs (and run different work) between two transfers, so a stage may wait for its neighbour for minutes.
+    os.environ.setdefault("MS_CPU_COMM_OP_TIMEOUT", "1800")
     from mindspore.communication import init  # pylint: disable=import-outside-toplevel
     init()
     return rank_and_size()

@@ -14,6 +14,8 @@ from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
 from mindformers.parallel.groups import init_parallel_groups
 from mindformers.parallel.layout_file import layout_record
+from mindformers.parallel.mesh import rank_coordinates
+from mindformers.parallel.pipeline_stage import cut_to_stage
 from mindformers.parallel.parallel_check import rank_batch_size
 from mindformers.parallel.world import data_parallel_rank, rank_and_size
 from mindformers.pet import apply_pet
@@ -24,6 +26,7 @@ from mindformers.trainer.checkpoint_loading import load_checkpoint_for
 from mindformers.trainer.fault_handling import (DEFAULT_MAX_NONFINITE_STEPS, NonFiniteGuard, StopRequests,
                                                 newest_saved_checkpoint)
 from mindformers.trainer.run_record import record_eval_results, run_info, write_run_info
+from mindformers.wrapper.pipeline_train_step import build_pipeline_wrapper
 
 logger = logging.getLogger("mindformers")
 
@@ -191,6 +194,8 @@ class CausalLanguageModelingTrainer:
         if isinstance(scale_sense, dict):
             wrapper["scale_sense"] = build_from_config(scale_sense, MindFormerModuleType.LOSS_SCALE,
                                                        where="runner_wrapper.scale_sense")
+        if self.runs_pipeline():
+            return build_pipeline_wrapper(wrapper, network, optimizer, self.parallel, self.rank_id, accumulation)
         return build_from_config(wrapper, MindFormerModuleType.WRAPPER,
                                  default_args={"network": network, "optimizer": optimizer,
                                                "gradient_accumulation_steps": accumulation},
@@ -207,6 +212,21 @@ class CausalLanguageModelingTrainer:
                                             profile_memory=bool(self.config.get("profile_memory")),
                                             profile_communication=bool(self.config.get("profile_communication"))))
         return callbacks
+
+    def runs_pipeline(self):
+        """Pipeline stages driven by this process (CPU); on Ascend semi-auto parallel MindSpore runs them."""
+        return self.parallel.pipeline_stage > 1 and \
+            ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE
+
+    def with_micro_batches(self, batch_size, accumulation):
+        """(rows per micro step, micro steps per step). With pipeline stages batch_size is one micro-batch's
+        (MindFormers) and a step reads micro_batch_num of them: on CPU they are the pipeline's micro-batches, under
+        semi-auto parallel (Ascend) MindSpore's pipeline splits the batch itself."""
+        if self.parallel.pipeline_stage == 1:
+            return batch_size, accumulation
+        if self.runs_pipeline():
+            return batch_size, accumulation * self.parallel.micro_batch_num
+        return batch_size * self.parallel.micro_batch_num, accumulation
 
     def setup_parallel(self):
         """use_parallel: rank, world size and mesh, with every parallel check made before the network is built."""
@@ -298,7 +318,10 @@ class CausalLanguageModelingTrainer:
         epochs, batch_size, accumulation = self.runner_settings()
         callbacks = self.build_callbacks()
         self.remove_interrupted_saves(callbacks)  # first: a start killed while building leaves the least behind
+        batch_size, accumulation = self.with_micro_batches(batch_size, accumulation)
         model_config, network = build_network(config)
+        if self.runs_pipeline():
+            network = cut_to_stage(network, self.parallel, rank_coordinates(self.rank_id, self.parallel.mesh())[0])
         if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.STAND_ALONE:
             from mindformers.parallel.ascend_parallel import apply_shard_strategies  # noqa: E501 pylint: disable=import-outside-toplevel
             apply_shard_strategies(network, self.parallel)

@@ -54,6 +54,20 @@ class MFTrainOneStepCell(nn.Cell):
             scale_value = float(scale_sense)
         self.scale_sense = Parameter(Tensor(scale_value, ms.float32), name="scale_sense")
 
+    def clip_and_update(self, grads, loss, grad_norm, divisor):
+        """Skip the step when `grad_norm` (of the unscaled gradients) is not finite (and let the loss scale adapt),
+        else update the weights with grads / divisor, clipped to max_grad_norm. Returns (loss, overflow)."""
+        overflow = ops.logical_not(ops.isfinite(grad_norm))
+        if self.loss_scale_manager is not None:
+            overflow = self.loss_scale_manager(self.scale_sense, overflow)
+        factor = 1.0 / divisor
+        if self.use_clip_grad:
+            factor = factor * ops.minimum(1.0, self.max_grad_norm / (grad_norm + 1e-6))
+        grads = tuple(g * ops.cast(factor, g.dtype) for g in grads)
+        if not overflow:
+            loss = ops.depend(loss, self.optimizer(grads))
+        return loss, overflow
+
     def micro_batch(self, data, index):
         size = data.shape[0] // self.accumulation
         return data[index * size:(index + 1) * size]
@@ -85,15 +99,7 @@ class MFTrainOneStepCell(nn.Cell):
         # Unscaling and clipping are both one scalar factor: the norm of the unscaled gradients is the norm of the
         # summed ones over `divisor`, and the gradients are multiplied once (one pass over every gradient, not two).
         grad_norm = self.grad_norm(grads) / divisor
-        overflow = ops.logical_not(ops.isfinite(grad_norm))
-        if self.loss_scale_manager is not None:
-            overflow = self.loss_scale_manager(self.scale_sense, overflow)
-        factor = 1.0 / divisor
-        if self.use_clip_grad:
-            factor = factor * ops.minimum(1.0, self.max_grad_norm / (grad_norm + 1e-6))
-        grads = tuple(g * ops.cast(factor, g.dtype) for g in grads)
-        if not overflow:
-            loss = ops.depend(loss, self.optimizer(grads))
+        loss, overflow = self.clip_and_update(grads, loss, grad_norm, divisor)
         if self.returns_step_metrics:
             return loss, overflow, self.scale_sense, grad_norm, metrics
         return loss, overflow, self.scale_sense, grad_norm

@@ -199,6 +199,15 @@ def test_a_moe_config_inside_model_config_overrides_the_top_level_one_key_by_key
     assert (moe.expert_num, moe.top_k, moe.capacity_factor, moe.drop_by_position) == (8, 2, 2.0, True)
 
 
+def test_a_partial_moe_config_in_python_changes_those_keys_of_the_family_default():
+    """MixtralConfig(moe_config={...}) in Python behaves as the YAML section does: the given keys change, the
+    experts stay (a replaced dict would default expert_num to 1, a dense model)."""
+    from mindformers.models import MixtralConfig  # pylint: disable=import-outside-toplevel
+    moe = MixtralConfig(num_layers=2, moe_config={"capacity_factor": 1.5}).moe
+    assert (moe.expert_num, moe.top_k, moe.capacity_factor) == (8, 2, 1.5)
+    assert MixtralConfig(num_layers=2).moe.capacity_factor <= 0  # the default stays dropless
+
+
 def test_expert_parallel_must_fit_the_mesh_and_the_experts():
     moe_config = LlamaConfig(num_layers=2, moe_config={"expert_num": 6, "num_experts_chosen": 2})
     dense = LlamaConfig(num_layers=2)

@@ -98,12 +98,13 @@ def test_rank_folders_hold_checkpoints_and_their_layout_file(runs):
 
 
 def test_a_failing_worker_fails_the_launch(tmp_path, dp_config):
-    """pipeline_stage 2 is refused on CPU by every worker, before anything is compiled: msrun exits non-zero."""
+    """pipeline_stage 2 with one micro-batch is refused by every worker, before anything is compiled: msrun exits
+    non-zero."""
     config = tmp_path / "pp.yaml"
     with open(dp_config, encoding="utf-8") as stream:
         config.write_text(stream.read() + "parallel_config:\n  data_parallel: 1\n  pipeline_stage: 2\n"
-                          "  micro_batch_num: 2\n")
+                          "  micro_batch_num: 1\n")
     code, out, err = finish(launch(train_command(config, tmp_path / "out", True), 2, log_dir=str(tmp_path / "log")))
     assert code != 0
     assert "a worker failed" in err
-    assert "error: parallel_config.pipeline_stage: 2 is not available on CPU" in logs(tmp_path / "log")
+    assert "error: parallel_config.micro_batch_num: 1 is less than pipeline_stage (2)" in logs(tmp_path / "log")

@@ -69,11 +69,25 @@ def test_batch_semantics_per_rank_and_global():
                            ParallelSettings(data_parallel=2)) == 2
 
 
-def test_cpu_runs_data_and_model_parallel_but_not_pipeline_stages():
+def test_cpu_runs_data_model_and_pipeline_parallel():
     assert check_parallel_config(config(dp=2, mp=2), model(), 4, "CPU").model_parallel == 2
-    assert error(config(pp=2, micro=2), model(), 2, "CPU") == (
-        "parallel_config.pipeline_stage: 2 is not available on CPU (MindSpore's CPU backend has no Send/Receive "
-        "between stages); set pipeline_stage to 1")
+    assert check_parallel_config(config(dp=2, pp=2, micro=3), model(), 4, "CPU").pipeline_stage == 2
+
+
+def test_impossible_pipeline_configs_are_one_line_errors():
+    assert error(config(pp=2, micro=2), model(pet_config={"pet_type": "lora"}), 2, "CPU") == (
+        "model.model_config.pet_config: LoRA/prefix tuning with parallel_config.pipeline_stage 2 is not available "
+        "on CPU; set pipeline_stage to 1")
+    moe = model(moe_config={"expert_num": 4, "num_experts_chosen": 2})
+    assert error(config(pp=2, micro=2), moe, 2, "CPU") == (
+        "parallel_config.pipeline_stage: 2 stages of a mixture-of-experts model are not available on CPU; set "
+        "pipeline_stage to 1")
+    # batch_size is one micro-batch's: the global batch splits over dp x accumulation x micro_batch_num
+    assert error(config(dp=2, pp=2, micro=3, global_batch_size=8, batch_size=None), model(), 4, "CPU") == (
+        "runner_config.global_batch_size: 8 is not divisible by data_parallel (2) x gradient_accumulation_steps (1) "
+        "x micro_batch_num (3)")
+    assert rank_batch_size(config(dp=2, pp=2, micro=3, global_batch_size=12, batch_size=None),
+                           ParallelSettings(data_parallel=2, pipeline_stage=2, micro_batch_num=3)) == 2
     assert error(config(mp=2), model(pet_config={"pet_type": "lora"}), 2, "CPU") == (
         "model.model_config.pet_config: LoRA/prefix tuning with parallel_config.model_parallel 2 is not available "
         "on CPU; set model_parallel to 1")

@@ -75,14 +75,7 @@ class DecoderModel(nn.Cell):
         """Final hidden states (b, s, hidden). Generation passes `cache`, made by KVCache.layer_caches
         (mindformers/models/modules/kv_cache.py): every layer then reads and writes its own key/value tables.
         With mixture-of-experts layers, training returns (hidden states, their routers' statistics stacked)."""
-        h = ops.cast(self.tok_embeddings(input_ids), self.compute_dtype)
-        if self.scale_embedding:
-            h = h * self.embedding_scale
-        if self.learned_positions:
-            h = h + ops.cast(self.position_embeddings(self.positions(input_ids, attention_mask, cache)),
-                             self.compute_dtype)
-        if self.use_embedding_norm:
-            h = self.embedding_norm(h)
+        h = self.embed(input_ids, attention_mask, cache)
         index = 0
         statistics = ()
         for layer in self.layers:
@@ -95,6 +88,19 @@ class DecoderModel(nn.Cell):
         if statistics:
             return self.norm_out(h), ops.stack(statistics)
         return self.norm_out(h)
+
+    def embed(self, input_ids, attention_mask=None, cache=None):
+        """The first layer's input (b, s, hidden): token embeddings (scaled, plus learned positions, normed as the
+        family does). A pipeline's first stage runs this alone."""
+        h = ops.cast(self.tok_embeddings(input_ids), self.compute_dtype)
+        if self.scale_embedding:
+            h = h * self.embedding_scale
+        if self.learned_positions:
+            h = h + ops.cast(self.position_embeddings(self.positions(input_ids, attention_mask, cache)),
+                             self.compute_dtype)
+        if self.use_embedding_norm:
+            h = self.embedding_norm(h)
+        return h
 
     def positions(self, input_ids, attention_mask, cache):
         """(b, s) positions of the tokens: a generation step's (counted from each row's first real token), else
@@ -181,6 +187,16 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         balance, metrics = self.router_balance(statistics)
         loss = self.loss(self.head_logits(hidden), targets, mask)
         return loss + ops.cast(self.aux_loss_factor * balance, loss.dtype), metrics
+
+    def loss_of_hidden(self, hidden, input_ids, labels=None):
+        """The training loss from the last decoder layer's output (a pipeline's last stage runs this alone)."""
+        _, targets, mask = self.loss_targets(input_ids, labels)
+        return self.loss(self.head_logits(self.model.norm_out(hidden)), targets, mask)
+
+    def target_count(self, input_ids, labels=None):
+        """How many targets of the rows count in the loss (float32)."""
+        _, _, mask = self.loss_targets(input_ids, labels)
+        return ops.sum(ops.cast(mask, ms.float32))
 
     def loss_targets(self, input_ids, labels=None):
         """(tokens, targets, mask) of rows of seq_length+1 ids: the model reads tokens, predicts targets, and a

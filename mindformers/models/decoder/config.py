@@ -44,6 +44,11 @@ def _with_defaults(init, defaults, owner):
     @functools.wraps(init)
     def family_init(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
+        for name, given in bound.arguments.items():
+            # a partial dict (say moe_config={"capacity_factor": 1.1}) changes those keys of the family's
+            # default, as a YAML section does, instead of replacing it (which would turn Mixtral dense)
+            if isinstance(given, dict) and isinstance(defaults.get(name), dict):
+                bound.arguments[name] = dict(defaults[name], **given)
         bound.apply_defaults()
         init(*bound.args, **bound.kwargs)
 

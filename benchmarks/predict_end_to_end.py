@@ -134,7 +134,8 @@ def tiny_models(work):
     with open(yaml, "w", encoding="utf-8") as stream:  # our converted config under the tiny predict settings
         stream.write(f"base_config: ['{os.path.join(REPO, 'configs', 'llama2', 'predict_llama2_tiny.yaml')}', "
                      f"'{os.path.join(folder, 'tiny.yaml')}']\n"
-                     "model:\n  model_config:\n    seq_length: 512\n    use_past: True\n")
+                     "model:\n  model_config:\n    seq_length: 512\n    use_past: True\n"
+                     "processor:\n  tokenizer:\n    type: LlamaTokenizerFast\n    add_bos_token: False\n")
     return ckpt, yaml, os.path.join(hf, "tokenizer.json"), hf
 
 

@@ -122,7 +122,7 @@ def build_ours(args, config, tokens):
     return step, first_loss, compile_seconds, model.num_parameters()
 
 
-def build_theirs(args, config, tokens):
+def build_theirs(args, config, tokens, attn_implementation="sdpa"):
     import torch  # pylint: disable=import-outside-toplevel
     import transformers  # pylint: disable=import-outside-toplevel
 
@@ -133,7 +133,8 @@ def build_theirs(args, config, tokens):
         num_key_value_heads=config.kv_heads, max_position_embeddings=config.seq_length,
         rms_norm_eps=config.rms_norm_eps, rope_theta=config.theta, tie_word_embeddings=False,
         attention_bias=False, mlp_bias=False, initializer_range=config.initializer_range, use_cache=False)
-    model = transformers.LlamaForCausalLM(hf_config).float()
+    model = transformers.LlamaForCausalLM._from_config(  # pylint: disable=protected-access
+        hf_config, attn_implementation=attn_implementation).float()
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]

@@ -40,6 +40,15 @@ def quiet_mindspore_log():
         ms_logger.setLevel(level)
 
 
+# Parameters that are working copies rebuilt from the weights before every use (the parallel optimizer's slices,
+# mindformers/parallel/optimizer_shard.py): never saved, so checkpoints hold the same names under every setting.
+WORKING_COPY_PREFIX = "optimizer_shard."
+
+
+def saved(name):
+    return not name.startswith(WORKING_COPY_PREFIX)
+
+
 def save_checkpoint_atomic(save_obj, path, append_dict=None, fmt="ckpt"):
     """Write a verifiable checkpoint at `path`: data (with MindSpore's CRC32) under a hidden temporary name, synced;
     then its manifest `<path>.sha256`; then the rename that makes it visible. A crash at any point leaves the
@@ -50,7 +59,7 @@ def save_checkpoint_atomic(save_obj, path, append_dict=None, fmt="ckpt"):
     leftovers = (temp, os.path.splitext(temp)[0] + ".tmp", manifest_path(path))  # .tmp: MindSpore's own temp name
     try:
         with quiet_mindspore_log():
-            ms.save_checkpoint(save_obj, temp, append_dict=append_dict, format=fmt, crc_check=True)
+            ms.save_checkpoint(save_obj, temp, append_dict=append_dict, format=fmt, crc_check=True, choice_func=saved)
         fsync_file(temp)
         write_manifest(path, data_path=temp)
         os.replace(temp, path)

@@ -34,6 +34,15 @@ class RankLayout:
     stages: Dict[str, FrozenSet[int]] = field(default_factory=dict)
     where: str = ""
     declared: Dict[str, Dict[str, int]] = field(default_factory=dict)  # weight -> {mesh axis: dim} it splits
+    # weight -> the piece of the tensors following it (its optimizer moments) when the parallel optimizer splits
+    # them further than the weight
+    state: Dict[str, Piece] = field(default_factory=dict)
+
+    def piece_of(self, name, weight):
+        """The piece `name` (the weight `weight` itself, or a tensor following it) is of its global tensor."""
+        if name != weight and weight in self.state:
+            return self.state[weight]
+        return self.weights[weight]
 
     def holds(self, name):
         weight = weight_of(name, self.weights)
@@ -47,7 +56,7 @@ class RankLayout:
         weight = weight_of(name, self.weights)
         if weight is None:
             return Piece(tuple(shape))
-        piece = self.weights[weight]
+        piece = self.piece_of(name, weight)
         return replace(piece, shape=tuple(shape) if piece.shape is None else piece.shape)
 
     def held(self, name, file_shape, path):
@@ -59,7 +68,7 @@ class RankLayout:
         if not self.holds(name):
             raise ConfigError(f"{path}: holds '{name}', which {self.where} places on stage(s) "
                               f"{sorted(self.stages[weight])}, not on this rank's stage {self.stage}")
-        piece = self.weights[weight]
+        piece = self.piece_of(name, weight)
         if piece.shape is None:
             shape = list(file_shape)
             for dim, parts, _ in piece.splits:

@@ -15,7 +15,7 @@ from mindformers.checkpoint.checkpoint_source import rank_folders
 from mindformers.checkpoint.ckpt_stream import CkptWriter
 from mindformers.checkpoint.hf_convert import progress_bar
 from mindformers.checkpoint.reshard import assemble, global_shape
-from mindformers.checkpoint.tensor_dtypes import CKPT_TYPE
+from mindformers.checkpoint.tensor_dtypes import CKPT_TYPE, ITEMSIZE
 from mindformers.checkpoint.tensor_pieces import Piece, cut
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, declared_splits
 from mindformers.parallel.layout_file import mesh_record, rank_layout, split_entry, write_layout_file
@@ -68,9 +68,11 @@ def source_weights(source):
     return declared
 
 
-def mesh_records(source, mesh, declared, key="--dst_mesh"):
+def mesh_records(source, mesh, declared, key="--dst_mesh", state_threshold=None):
     """{rank: layout record} of every rank of `mesh` for the source's tensors, weights split as `declared`
-    ({weight: {mesh axis: dim}}, or {weight: model-parallel dim}) over model_parallel and expert_parallel."""
+    ({weight: {mesh axis: dim}}, or {weight: model-parallel dim}) over model_parallel and expert_parallel. With
+    `state_threshold` (bytes; the target runs the parallel optimizer) the optimizer state of every weight whose
+    rank piece is at least that large, experts excepted, splits over data_parallel (optimizer_parts)."""
     _, mp, _ = mesh_sizes(mesh)
     sizes = {MODEL_AXIS: mp, EXPERT_AXIS: expert_parallel_size(mesh)}
     entries = {}
@@ -86,6 +88,11 @@ def mesh_records(source, mesh, declared, key="--dst_mesh"):
         dtype = source.holders(name)[0][1].dtype
         entry = split_entry(_Shape(shape, CKPT_TYPE[dtype]), splits, mp, sizes[EXPERT_AXIS],
                             local_shards=False)
+        dp = mesh_sizes(mesh)[0]
+        piece = rank_layout(mesh_record({name: entry}, mesh, 0), key).weights[name]
+        if state_threshold is not None and dp > 1 and EXPERT_AXIS not in splits and \
+                math.prod(piece.local_shape) * ITEMSIZE[dtype] >= state_threshold:
+            entry["optimizer_parts"] = dp
         entries[name] = entry
     dp, mp, pp = mesh_sizes(mesh)
     layers = count_layers(entries)

@@ -12,8 +12,8 @@ import re
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, parameter_splits
 from mindformers.models.modules.shape_only import shape_only
 from mindformers.parallel.mesh import layer_stage, stage_of
-from mindformers.parallel.parallel_check import (check_expert_split, check_model_split, check_pipeline,
-                                                 parallel_settings, rank_batch_size)
+from mindformers.parallel.parallel_check import (DEFAULT_SHARD_THRESHOLD_KB, check_expert_split, check_model_split,
+                                                 check_pipeline, parallel_settings, rank_batch_size)
 from mindformers.tools.errors import ConfigError
 
 GB = 1024 ** 3
@@ -22,7 +22,6 @@ STRUCTURE_SEQ = 8
 ADAM_MOMENTS = 2  # m and v
 FP32_STATE_OPTIMIZERS = ("FP32StateAdamWeightDecay",)  # moments in float32 whatever the weights' dtype
 INFERENCE_MODES = ("predict", "eval")
-DEFAULT_SHARD_THRESHOLD_KB = 64  # MindSpore's parallel_optimizer_threshold default
 
 
 def parse_memory(text, key="--device_memory"):

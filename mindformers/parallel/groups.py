@@ -27,16 +27,24 @@ class ParallelGroups:
     model_rank: int = 0
     model_group: Optional[str] = None
     data_parallel: int = 1
+    data_rank: int = 0
     data_group: Optional[str] = None
     expert_parallel: int = 1
     expert_rank: int = 0
     expert_group: Optional[str] = None
     expert_model_group: Optional[str] = None
     expert_data_group: Optional[str] = None
+    # parallel_config.use_seq_parallel: between the tensor-parallel regions each model-parallel rank keeps its slice
+    # of the sequence (mindformers/parallel/sequence_parallel.py)
+    sequence_parallel: bool = False
 
     @property
     def model_sharded(self):
         return self.model_parallel > 1
+
+    @property
+    def sequence_sharded(self):
+        return self.sequence_parallel and self.model_parallel > 1
 
     @property
     def experts_sharded(self):
@@ -98,9 +106,10 @@ def _create(kind, ranks):
     return name
 
 
-def init_parallel_groups(settings, rank_id):
+def init_parallel_groups(settings, rank_id, sequence_parallel=None):
     """Create this rank's model-, data- and expert-parallel groups (communication is initialised) and make them
-    current. A group with the same ranks as one already made is that group."""
+    current. A group with the same ranks as one already made is that group. `sequence_parallel` (default:
+    settings.use_seq_parallel) is False for evaluation and generation, whose lengths need not split."""
     made = {}
 
     def group(kind, ranks):
@@ -111,10 +120,13 @@ def init_parallel_groups(settings, rank_id):
     expert_ranks, expert_model_ranks, expert_data_ranks = expert_group_ranks(rank_id, settings)
     groups = ParallelGroups(model_parallel=settings.model_parallel, model_rank=model_ranks.index(rank_id),
                             model_group=group("model_parallel", model_ranks),
-                            data_parallel=settings.data_parallel, data_group=group("data_parallel", data_ranks),
+                            data_parallel=settings.data_parallel, data_rank=data_ranks.index(rank_id),
+                            data_group=group("data_parallel", data_ranks),
                             expert_parallel=len(expert_ranks), expert_rank=expert_ranks.index(rank_id),
                             expert_group=group("expert_parallel", expert_ranks),
                             expert_model_group=group("expert_model_parallel", expert_model_ranks),
-                            expert_data_group=group("expert_data_parallel", expert_data_ranks))
+                            expert_data_group=group("expert_data_parallel", expert_data_ranks),
+                            sequence_parallel=settings.use_seq_parallel if sequence_parallel is None
+                            else sequence_parallel)
     _CURRENT[0] = groups
     return groups

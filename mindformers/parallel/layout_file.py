@@ -5,7 +5,9 @@ the dimension split over model_parallel (from the layers' own declarations, `par
 parts the checkpoint files split it, and its stage. A rank with model-parallel index m holds part m:
 np.split(full, parts, axis=split_dim)[m]. Experts of mixture-of-experts layers also record `expert_dim` and
 `expert_parts`: a rank with expert index e (its data index modulo expert_parallel) holds part e along expert_dim.
-Optimizer moments follow their weight (rank_layout.weight_of).
+Optimizer moments follow their weight (rank_layout.weight_of). With the parallel optimizer a weight records
+`optimizer_parts` (data_parallel): the tensors following it (its moments) split further along dimension 0 of the
+rank's piece, the rank with data index d holding part d (mindformers/parallel/optimizer_shard.py).
 """
 import json
 import os
@@ -16,6 +18,7 @@ from mindformers.checkpoint.atomic import atomic_files
 from mindformers.checkpoint.rank_layout import RankLayout
 from mindformers.checkpoint.tensor_pieces import Piece
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, parameter_splits
+from mindformers.parallel.optimizer_shard import sharded_state_names
 from mindformers.parallel.mesh import (count_layers, describe_mesh, expert_index, expert_parallel_size, mesh_sizes,
                                        rank_coordinates, same_mesh, stage_of)
 from mindformers.tools.errors import ConfigError
@@ -71,12 +74,28 @@ def mesh_record(entries, mesh, rank_id, first_and_last=()):
 
 def layout_record(network, settings, rank_id, local_shards=None):
     """The layout of `network` on this rank; a network cut to one pipeline stage describes the whole model it was cut
-    from (`whole_model_entries`), so one rank's file describes every rank of the mesh."""
+    from (`whole_model_entries`), so one rank's file describes every rank of the mesh. With the parallel optimizer
+    the weights whose optimizer state splits record optimizer_parts."""
     entries = getattr(network, "whole_model_entries", None) or weight_entries(
         network, settings.model_parallel, local_shards, expert_parallel_size(settings.mesh()))
+    if network_holds_shards() if local_shards is None else local_shards:
+        for name in sharded_state_names(network, settings):
+            entries[name]["optimizer_parts"] = settings.optimizer_shards
     config = getattr(network, "config", None)
     tied = (TIED_EMBEDDING,) if settings.pipeline_stage > 1 and getattr(config, "tie_word_embeddings", False) else ()
     return mesh_record(entries, settings.mesh(), rank_id, tied)
+
+
+def optimizer_piece(weight_piece, parts, data_index):
+    """The piece of a weight's optimizer state a rank with data index `data_index` holds: part `data_index` of
+    `parts` along dimension 0 of the weight's piece (a split of dimension 0 splits further)."""
+    if parts == 1:
+        return weight_piece
+    splits = [split for split in weight_piece.splits if split[0] != 0]
+    outer = [(parts_0, index_0) for dim, parts_0, index_0 in weight_piece.splits if dim == 0]
+    outer_parts, outer_index = outer[0] if outer else (1, 0)
+    splits.append((0, outer_parts * parts, outer_index * parts + data_index))
+    return Piece.split(weight_piece.shape, splits)
 
 
 def write_layout_file(folder, record):
@@ -111,9 +130,9 @@ def rank_layout(record, path, rank=None):
     """The RankLayout of `rank` (default: the record's own) under the record's mesh: a rank's pieces follow from
     its model-parallel and expert indices, so one rank's file describes every rank of the mesh."""
     rank = record.get("rank", 0) if rank is None else rank
-    stage, _, model = rank_coordinates(rank, record["mesh"])
+    stage, data, model = rank_coordinates(rank, record["mesh"])
     experts = expert_index(rank, record["mesh"])
-    weights, stages, declared = {}, {}, {}
+    weights, stages, declared, state = {}, {}, {}, {}
     for name, entry in record["parameters"].items():
         dim, parts = entry.get("split_dim"), int(entry.get("parts", 1))
         expert_dim, expert_parts = entry.get("expert_dim"), int(entry.get("expert_parts", 1))
@@ -121,10 +140,13 @@ def rank_layout(record, path, rank=None):
         if expert_dim is not None:
             splits.append((expert_dim, expert_parts, experts % expert_parts))
         weights[name] = Piece.split(tuple(entry["shape"]), splits)
+        if int(entry.get("optimizer_parts", 1)) > 1:
+            state[name] = optimizer_piece(weights[name], int(entry["optimizer_parts"]), data)
         declared[name] = {axis: d for axis, d in ((MODEL_AXIS, dim), (EXPERT_AXIS, expert_dim)) if d is not None}
         stage_entry = entry.get("stage", 0)
         stages[name] = frozenset(int(s) for s in (stage_entry if isinstance(stage_entry, list) else [stage_entry]))
-    return RankLayout(rank=rank, stage=stage, weights=weights, stages=stages, where=path, declared=declared)
+    return RankLayout(rank=rank, stage=stage, weights=weights, stages=stages, where=path, declared=declared,
+                      state=state)
 
 
 def find_layout_file(checkpoint_path, src_strategy=None, rank_id=0):
@@ -143,10 +165,12 @@ def find_layout_file(checkpoint_path, src_strategy=None, rank_id=0):
 
 
 def check_checkpoint_strategy(checkpoint_path, settings, rank_id=0, src_strategy=None, local_shards=None,
-                              key="load_checkpoint"):
+                              key="load_checkpoint", with_state=False):
     """Without auto_trans_ckpt a checkpoint loads as it is: it must come from the same mesh and from a rank at
     the same place in it (same stage and model-parallel part; data-parallel replicas are interchangeable), and a
-    checkpoint of whole tensors cannot fill a network that holds shards. Returns the saved mesh (None: no layout)."""
+    checkpoint of whole tensors cannot fill a network that holds shards. `with_state` (a resume): the optimizer state
+    must be split alike (parallel optimizer), and when it is split the rank's data-parallel index matters too.
+    Returns the saved mesh (None: no layout)."""
     path = find_layout_file(checkpoint_path, src_strategy, rank_id)
     current = settings.mesh()
     hint = "; set auto_trans_ckpt True to transform it on load"
@@ -166,6 +190,15 @@ def check_checkpoint_strategy(checkpoint_path, settings, rank_id=0, src_strategy
     saved_stage, _, saved_model = rank_coordinates(saved_rank, saved)
     stage, _, model = rank_coordinates(rank_id, current)
     saved_experts, experts = expert_index(saved_rank, saved), expert_index(rank_id, current)
+    saved_state_parts = max([int(e.get("optimizer_parts", 1)) for e in record["parameters"].values()] + [1])
+    if with_state and saved_state_parts != settings.optimizer_shards:
+        raise ConfigError(f"{key}: {checkpoint_path} holds optimizer state split over {saved_state_parts} "
+                          f"data-parallel rank(s) ({path}), this run splits it over {settings.optimizer_shards} "
+                          f"(parallel.enable_parallel_optimizer){hint}")
+    other_slice = rank_coordinates(saved_rank, saved)[1] != rank_coordinates(rank_id, current)[1]
+    if with_state and saved_state_parts > 1 and other_slice:
+        raise ConfigError(f"{key}: {checkpoint_path} holds rank {saved_rank}'s slice of the optimizer state, this is "
+                          f"rank {rank_id}; pass the folder holding rank_*/ or set auto_trans_ckpt True")
     if (saved_stage, saved_model, saved_experts) != (stage, model, experts):
         holds = f"stage {saved_stage}, model-parallel part {saved_model}"
         wants = f"stage {stage}, part {model}"

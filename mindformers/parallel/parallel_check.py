@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from mindformers.parallel.mesh import describe_mesh
 from mindformers.tools.errors import ConfigError
 
+DEFAULT_SHARD_THRESHOLD_KB = 64  # MindSpore's parallel_optimizer_threshold default
+
 
 @dataclass
 class ParallelSettings:
@@ -26,6 +28,16 @@ class ParallelSettings:
     full_batch: bool = False
     gradient_aggregation_group: int = 4
     expert_parallel: int = 1  # experts of mixture-of-experts layers split over this many data-parallel ranks
+    # parallel.parallel_optimizer_config: parameters smaller than this many KB keep whole optimizer state (MindSpore's
+    # parallel_optimizer_threshold, 64 by default), and the number of data-parallel ranks they split over
+    optimizer_shard_threshold_kb: float = DEFAULT_SHARD_THRESHOLD_KB
+    optimizer_weight_shard_size: int = -1
+
+    @property
+    def optimizer_shards(self):
+        """Data-parallel ranks the optimizer state of a large parameter splits over on CPU (1: not sharded; with
+        pipeline stages the state stays whole there)."""
+        return self.data_parallel if self.optimizer_shard and self.pipeline_stage == 1 else 1
 
     @property
     def device_num(self):
@@ -53,7 +65,11 @@ def _positive(section, key, default=1):
 def parallel_settings(config):
     section = config.get("parallel_config") or {}
     parallel = config.get("parallel") or {}
+    options = parallel.get("parallel_optimizer_config") or {}
+    threshold = options.get("parallel_optimizer_threshold")
     return ParallelSettings(
+        optimizer_shard_threshold_kb=DEFAULT_SHARD_THRESHOLD_KB if threshold is None else threshold,
+        optimizer_weight_shard_size=int(options.get("optimizer_weight_shard_size") or -1),
         data_parallel=_positive(section, "data_parallel"), model_parallel=_positive(section, "model_parallel"),
         pipeline_stage=_positive(section, "pipeline_stage"), micro_batch_num=_positive(section, "micro_batch_num"),
         vocab_emb_dp=bool(section.get("vocab_emb_dp", True)),
@@ -109,6 +125,25 @@ def check_expert_split(settings, model_config):
                           f"({moe.expert_num})")
 
 
+def check_sequence_parallel(settings, model_config):
+    """use_seq_parallel cuts the sequence between the tensor-parallel regions into model_parallel equal slices."""
+    if not settings.use_seq_parallel:
+        return
+    mp = settings.model_parallel
+    if mp == 1:
+        raise ConfigError("parallel_config.use_seq_parallel: True needs model_parallel > 1 (the sequence splits over "
+                          "the model-parallel ranks); set model_parallel > 1 or use_seq_parallel False")
+    if model_config.seq_length % mp:
+        raise ConfigError(f"model.model_config.seq_length: {model_config.seq_length} is not divisible by "
+                          f"parallel_config.model_parallel ({mp}), which use_seq_parallel splits it over")
+    if getattr(model_config, "moe", None):
+        raise ConfigError("parallel_config.use_seq_parallel: sequence parallelism with mixture-of-experts layers is "
+                          "not available; set use_seq_parallel False")
+    if settings.pipeline_stage > 1:
+        raise ConfigError(f"parallel_config.use_seq_parallel: sequence parallelism with pipeline_stage "
+                          f"{settings.pipeline_stage} is not available on CPU; set use_seq_parallel False")
+
+
 def check_pipeline(settings, model_config):
     pp = settings.pipeline_stage
     if model_config.num_layers < pp:
@@ -142,9 +177,14 @@ def rank_batch_size(config, settings):
     return global_batch // ranks
 
 
+def _get(section, key):
+    return section.get(key) if isinstance(section, dict) else getattr(section, key, None)
+
+
 def check_device(settings, model_config, device_target):
-    """CPU runs data, tensor (model) and pipeline parallelism written into the layers and the train step: MindSpore
-    2.10 cannot compile semi-auto parallel graphs for CPU (mindformers/parallel/pipeline_*.py for the stages)."""
+    """CPU runs data, tensor (model, sequence), pipeline and expert parallelism and the parallel optimizer written
+    into the layers and the train step: MindSpore 2.10 cannot compile semi-auto parallel graphs for CPU
+    (mindformers/parallel/pipeline_*.py for the stages); these combinations are not written."""
     if device_target != "CPU":
         return
     if settings.pipeline_stage > 1 and getattr(model_config, "pet_config", None):
@@ -153,9 +193,19 @@ def check_device(settings, model_config, device_target):
     if settings.pipeline_stage > 1 and getattr(model_config, "moe", None):
         raise ConfigError(f"parallel_config.pipeline_stage: {settings.pipeline_stage} stages of a mixture-of-experts "
                           "model are not available on CPU; set pipeline_stage to 1")
-    if settings.model_parallel > 1 and getattr(model_config, "pet_config", None):
-        raise ConfigError(f"model.model_config.pet_config: LoRA/prefix tuning with parallel_config.model_parallel "
-                          f"{settings.model_parallel} is not available on CPU; set model_parallel to 1")
+    pet = getattr(model_config, "pet_config", None)
+    if pet and settings.use_seq_parallel:
+        raise ConfigError("model.model_config.pet_config: LoRA/prefix tuning with parallel_config.use_seq_parallel is "
+                          "not available on CPU; set use_seq_parallel False")
+    if pet and settings.model_parallel > 1 and int(_get(pet, "mid_dim") or 0) > 0:
+        # the projected prefixes are one (2 x kv width) matrix whose split would not follow the heads
+        raise ConfigError(f"model.model_config.pet_config.mid_dim: prefix projection with parallel_config."
+                          f"model_parallel {settings.model_parallel} is not available on CPU; expected mid_dim 0")
+    shard_size = settings.optimizer_weight_shard_size
+    if settings.optimizer_shards > 1 and shard_size not in (-1, 0, settings.data_parallel):
+        raise ConfigError(f"parallel.parallel_optimizer_config.optimizer_weight_shard_size: {shard_size} is not "
+                          f"available on CPU, where the optimizer state splits over all data_parallel "
+                          f"({settings.data_parallel}) ranks; expected -1")
     if settings.expert_parallel > 1 and getattr(model_config, "pet_config", None):
         raise ConfigError(f"model.model_config.pet_config: LoRA/prefix tuning with parallel_config.expert_parallel "
                           f"{settings.expert_parallel} is not available on CPU; set expert_parallel to 1")
@@ -167,6 +217,7 @@ def check_parallel_config(config, model_config, world_size, device_target):
     check_worker_count(settings, world_size)
     check_model_split(settings, model_config)
     check_expert_split(settings, model_config)
+    check_sequence_parallel(settings, model_config)
     check_pipeline(settings, model_config)
     rank_batch_size(config, settings)
     check_device(settings, model_config, device_target)

@@ -32,8 +32,11 @@ class SumOverGroup(nn.Cell):
             return self.all_reduce(x)
         return x
 
+    def construct(self, x):
+        return self.sum_over_group(x)
 
-class _ModelParallelCollective(SumOverGroup):
+
+class ModelParallelCollective(SumOverGroup):
     """A collective over the model-parallel group."""
 
     def __init__(self, groups=None):
@@ -43,7 +46,7 @@ class _ModelParallelCollective(SumOverGroup):
         self.rank = groups.model_rank
 
 
-class CopyToModelParallel(_ModelParallelCollective):
+class CopyToModelParallel(ModelParallelCollective):
     """Megatron's f: forward identity, backward sums the gradient over the model-parallel group."""
 
     def construct(self, x):
@@ -53,7 +56,7 @@ class CopyToModelParallel(_ModelParallelCollective):
         return (self.sum_over_group(dout),)
 
 
-class ReduceFromModelParallel(_ModelParallelCollective):
+class ReduceFromModelParallel(ModelParallelCollective):
     """Megatron's g: forward sums the partial results over the group, backward passes the gradient through."""
 
     def construct(self, x):
@@ -63,36 +66,52 @@ class ReduceFromModelParallel(_ModelParallelCollective):
         return (dout,)
 
 
-class GatherFromModelParallel(_ModelParallelCollective):
+class PlaceAmongZeros(nn.Cell):
+    """x as part `index` of `parts` equal parts along `axis`, zeros in the others: one rank's contribution to a
+    gather composed as a sum (AllGather is world-only on MindSpore's CPU backend)."""
+
+    def __init__(self, axis, parts, index):
+        super().__init__()
+        # Primitives: functional ops.pad / ops.zeros_like do not compile inside a cell with a bprop (MindSpore 2.10).
+        self.zeros_like = ops.ZerosLike()
+        self.concat = ops.Concat(axis=axis)
+        self.parts = parts
+        self.index = index
+
+    def construct(self, x):
+        zeros = self.zeros_like(x)
+        pieces = ()
+        for index in range(self.parts):
+            pieces = pieces + ((x if index == self.index else zeros),)
+        return self.concat(pieces)
+
+
+class GatherFromModelParallel(ModelParallelCollective):
     """Concatenates every rank's shard along the last axis (shards are equal in size); backward keeps this
     rank's slice of the gradient, since every rank computes the same thing from the gathered tensor."""
 
     def __init__(self, groups=None):
         super().__init__(groups)
-        # Primitives: functional ops.pad / ops.amax do not compile inside a cell with a bprop (MindSpore 2.10).
-        self.zeros_like = ops.ZerosLike()
-        self.concat = ops.Concat(axis=-1)
+        self.place = PlaceAmongZeros(-1, self.shards, self.rank)
 
     def construct(self, x):
-        zeros = self.zeros_like(x)
-        parts = ()
-        for index in range(self.shards):
-            parts = parts + ((x if index == self.rank else zeros),)
-        return self.sum_over_group(self.concat(parts))
+        return self.sum_over_group(self.place(x))
 
     def bprop(self, x, out, dout):
         width = x.shape[-1]
         return (dout[..., self.rank * width:(self.rank + 1) * width],)
 
 
-def keep_local_shards(cell, groups=None):
-    """Replace every parameter `cell` declares as split (param_layout) by this rank's slice of it: along its
-    model-parallel dimension the model rank's part, along its expert-parallel dimension (the experts of a
-    mixture-of-experts layer) the expert rank's part."""
+def keep_local_shards(cell, groups=None, attrs=None):
+    """Replace every parameter `cell` declares as split (param_layout; only `attrs` when given) by this rank's
+    slice of it: along its model-parallel dimension the model rank's part, along its expert-parallel dimension (the
+    experts of a mixture-of-experts layer) the expert rank's part."""
     groups = groups or current_groups()
     ranks = {MODEL_AXIS: (groups.model_parallel, groups.model_rank),
              EXPERT_AXIS: (groups.expert_parallel, groups.expert_rank)}
     for attr, declaration in cell.param_layout.items():
+        if attrs is not None and attr not in attrs:
+            continue
         param = cell._params.get(attr)  # pylint: disable=protected-access
         splits = [(dim,) + ranks[axis] for axis, dim in declared_splits(declaration).items() if ranks[axis][0] > 1]
         if param is None or not splits:

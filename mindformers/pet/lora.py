@@ -10,27 +10,46 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from mindformers.models.modules.linear import Linear
+from mindformers.parallel.tensor_parallel import CopyToModelParallel, keep_local_shards
 from mindformers.tools.errors import ConfigError
 
 LORA_PARAMS = ("lora_a", "lora_b")
 
 
 class LoRALinear(Linear):
-    """A Linear with a low-rank update; made by `add_lora` from a built Linear, never constructed directly."""
+    """A Linear with a low-rank update; made by `add_lora` from a built Linear, never constructed directly.
+
+    With CPU model parallelism the adapter splits like its layer: a column-parallel layer's B keeps its share of
+    the outputs and A stays whole (A's gradient, a partial sum from this rank's outputs, is summed over the group);
+    a row-parallel layer's A keeps its share of the inputs, the low-rank partial products are summed over the group
+    and B stays whole."""
+
+    def lora_a_used(self):
+        if self.column_split:
+            return self.sum_lora_a_grads(self.lora_a)
+        return self.lora_a
 
     def construct(self, x):
         shape = x.shape
         flat = ops.reshape(ops.cast(x, self.compute_dtype), (-1, shape[-1]))
+        if self.copies_input:
+            flat = self.copy_input(flat)
         y = self.project(flat)
+        low = self.matmul(self.lora_dropout(flat), ops.cast(self.lora_a_used(), self.compute_dtype))
+        if self.row_split:
+            y = self.reduce_output(y)
+            low = self.reduce_output(low)
         if self.has_bias:
             y = y + ops.cast(self.bias, self.compute_dtype)
-        low = self.matmul(self.lora_dropout(flat), ops.cast(self.lora_a, self.compute_dtype))
         y = y + self.matmul(low, ops.cast(self.lora_b, self.compute_dtype)) * self.lora_scaling
-        return ops.reshape(y, shape[:-1] + (self.out_features,))
+        if self.gather_output:
+            y = self.gather(y)
+        return ops.reshape(y, shape[:-1] + (self.output_size,))
 
 
 def add_lora(linear, rank, alpha, dropout):
-    """Turn `linear` into a LoRALinear in place and return it."""
+    """Turn `linear` into a LoRALinear in place and return it. The adapters are drawn at the layer's whole size and
+    then cut to this rank's share, so a model-parallel run starts from the single process' adapters."""
     dtype = linear.weight.dtype
     bound = 1.0 / np.sqrt(linear.in_features)  # the default Linear init range: A's outputs start at unit scale
     linear.__class__ = LoRALinear
@@ -44,6 +63,9 @@ def add_lora(linear, rank, alpha, dropout):
     split = linear.param_layout.get("weight")
     linear.param_layout = dict(linear.param_layout, lora_a=1 if split == 1 else None,
                                lora_b=0 if split == 0 else None)
+    keep_local_shards(linear, attrs=LORA_PARAMS)
+    if linear.column_split:
+        linear.sum_lora_a_grads = CopyToModelParallel()
     return linear
 
 

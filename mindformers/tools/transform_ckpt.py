@@ -47,15 +47,19 @@ def parse_mesh(text):
 
 
 def declared_splits(config_path):
-    """{weight: {mesh axis: dim}} from the model a YAML builds (shape only, nothing allocated): the layers'
-    declarations."""
-    from mindformers.models.modules.layout import parameter_splits  # pylint: disable=import-outside-toplevel
-    from mindformers.parallel.dry_run import build_structure  # pylint: disable=import-outside-toplevel
-    from mindformers.tools.register import MindFormerConfig  # pylint: disable=import-outside-toplevel
+    """({weight: {mesh axis: dim}} from the model a YAML builds (shape only, nothing allocated): the layers'
+    declarations; the bytes from which the YAML's parallel optimizer splits a weight's optimizer state, or None)."""
+    # pylint: disable=import-outside-toplevel
+    from mindformers.models.modules.layout import parameter_splits
+    from mindformers.parallel.dry_run import build_structure
+    from mindformers.parallel.parallel_check import parallel_settings
+    from mindformers.tools.register import MindFormerConfig
     if not os.path.isfile(config_path):
         raise ConfigError(f"--config: file not found: {config_path}")
-    _, network = build_structure(MindFormerConfig(config_path))
-    return parameter_splits(network)
+    config = MindFormerConfig(config_path)
+    _, network = build_structure(config)
+    settings = parallel_settings(config)
+    return parameter_splits(network), settings.optimizer_shard_threshold_kb * 1024 if settings.optimizer_shard else None
 
 
 def target_records(args, source):
@@ -73,11 +77,11 @@ def target_records(args, source):
                               "a target)")
         first = records[min(records)][0]
         return records_from_layout(first, {rank: record for rank, (record, _) in records.items()})
-    declared = declared_splits(args.config) if args.config else source_weights(source)
+    declared, state_threshold = declared_splits(args.config) if args.config else (source_weights(source), None)
     if not declared:
         raise ConfigError(f"--config: {args.src_checkpoint} has no strategy saying how its weights split; pass the "
                           "model's YAML (--config) or a target --dst_strategy")
-    return mesh_records(source, parse_mesh(args.dst_mesh), declared)
+    return mesh_records(source, parse_mesh(args.dst_mesh), declared, state_threshold=state_threshold)
 
 
 def build_parser():

@@ -12,7 +12,8 @@ from mindformers.core.callback import ProfileMonitor, TensorBoardMonitor, TrainS
 from mindformers.models.decoder.config import run_model_arguments, run_model_section
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
-from mindformers.parallel.groups import init_parallel_groups
+from mindformers.parallel.groups import current_groups, init_parallel_groups
+from mindformers.parallel.optimizer_shard import DataParallelShardedOptimizer, sharded_state_names
 from mindformers.parallel.layout_file import layout_record
 from mindformers.parallel.mesh import rank_coordinates
 from mindformers.parallel.pipeline_stage import cut_to_stage
@@ -185,8 +186,16 @@ class CausalLanguageModelingTrainer:
         optimizer = dict(self.config.get("optimizer") or {"type": "AdamW"})
         if lr_schedule is not None:
             optimizer["learning_rate"] = lr_schedule
-        return build_from_config(optimizer, MindFormerModuleType.OPTIMIZER,
-                                 default_args={"params": network.trainable_params()}, where="optimizer")
+
+        def build(params):
+            return build_from_config(optimizer, MindFormerModuleType.OPTIMIZER, default_args={"params": params},
+                                     where="optimizer")
+        if self.parallel.optimizer_shards > 1 and \
+                ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE:
+            # CPU: each data-parallel rank updates its slice of the optimizer state (on Ascend MindSpore does).
+            return DataParallelShardedOptimizer(network.trainable_params(), build,
+                                                sharded_state_names(network, self.parallel), current_groups())
+        return build(network.trainable_params())
 
     def build_wrapper(self, network, optimizer, accumulation):
         wrapper = dict(self.config.get("runner_wrapper") or {"type": "MFTrainOneStepCell", "use_clip_grad": False})

@@ -69,7 +69,8 @@ def load_checkpoint_for(network, config, settings, rank_id=0, resume_cell=None, 
                                               resume_name)
     else:
         where = resolve_checkpoint(source, rank_id, resume_name)
-        check_checkpoint_strategy(where, settings, rank_id, config.get("src_strategy_path_or_dir") or None)
+        check_checkpoint_strategy(where, settings, rank_id, config.get("src_strategy_path_or_dir") or None,
+                                  with_state=resume_cell is not None)
         tensors = read_checkpoint(where)
     if resume_cell is not None:
         load_weights(resume_cell, tensors, where, require_all=False)

@@ -4,6 +4,7 @@ them. The task reads its files from eval_data_path and writes its own result fil
 import logging
 import os
 
+from mindformers.parallel.world import rank_and_size
 from mindformers.tools.errors import ConfigError
 from mindformers.trainer.evaluate import eval_batch_size
 from mindformers.trainer.inference_model import build_inference_model
@@ -23,6 +24,14 @@ def benchmark_functions():
     return load_benchmark, run_benchmark_task
 
 
+def task_output_dir(config):
+    """output_dir; for ranks other than 0 of a parallel run (which compute the same answers) rank_<r>/ inside it, so
+    no two processes write one file."""
+    output_dir = os.path.abspath(config.get("output_dir") or "./output")
+    rank = rank_and_size()[0]
+    return output_dir if rank == 0 else os.path.join(output_dir, f"rank_{rank}")
+
+
 def run_eval_task(config):
     """Runs the benchmark named by eval_task and returns its results dict."""
     task = config.get("eval_task")
@@ -36,7 +45,7 @@ def run_eval_task(config):
     questions = load_benchmark(task, data_path)  # a wrong layout fails here, before the model is built
     _, network, tokenizer = build_inference_model(config, f"eval_task {task}", need_checkpoint=True)
     results = run_benchmark_task(task=task, model=network, tokenizer=tokenizer, data_path=data_path,
-                                 output_dir=os.path.abspath(config.get("output_dir") or "./output"),
+                                 output_dir=task_output_dir(config),
                                  batch_size=batch_size, max_new_tokens=config.get("max_new_tokens"),
                                  questions=questions)
     logger.info("%s = %s", task, results)

@@ -18,7 +18,7 @@ from mindformers.tools.register import MindFormerModuleType, build_from_config
 from mindformers.core.callback import TrainState
 from mindformers.trainer.causal_language_modeling import build_callback_list, build_model_config
 from mindformers.trainer.eval_generation import AnswerGenerator, check_answer_rows
-from mindformers.trainer.inference_model import build_inference_model
+from mindformers.trainer.inference_model import build_inference_model, writes_outputs
 
 logger = logging.getLogger("mindformers")
 
@@ -143,8 +143,6 @@ def write_results(output_dir, results):
 def evaluate(config):
     """Runs the evaluation and returns {metric type: result}."""
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-    if config.get("use_parallel"):
-        raise ConfigError("use_parallel: run_mode eval runs in a single process; pass --use_parallel False")
     metrics = build_metrics(config)
     generating = {name: metric for name, metric in metrics.items() if getattr(metric, "generates", False)}
     scoring = {name: metric for name, metric in metrics.items() if name not in generating}
@@ -179,7 +177,8 @@ def evaluate(config):
     results = {name: metric.eval() for name, metric in metrics.items()}
     for name, result in results.items():
         logger.info("%s = %s", name, {name: result})
-    write_results(output_dir, results)
+    if writes_outputs():
+        write_results(output_dir, results)
     for callback in callbacks:
         callback.on_train_end(state)
     return results

@@ -3,13 +3,18 @@ YAML says and switched to inference."""
 import contextlib
 import logging
 
+import mindspore as ms
+
 from mindformers.checkpoint import resolve_checkpoint
 from mindformers.checkpoint.hf_weights import is_hf_source
 from mindformers.models.modules.shape_only import weights_loaded_after_build
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
-from mindformers.parallel import ParallelSettings
+from mindformers.parallel import ParallelSettings, check_parallel_config
+from mindformers.parallel.groups import init_parallel_groups
+from mindformers.parallel.world import rank_and_size
 from mindformers.tools.errors import ConfigError
-from mindformers.trainer.causal_language_modeling import build_network, build_tokenizer, tokenizer_file_key
+from mindformers.trainer.causal_language_modeling import (build_model_config, build_network, build_tokenizer,
+                                                          tokenizer_file_key)
 from mindformers.trainer.checkpoint_loading import load_checkpoint_for, named_checkpoint
 
 logger = logging.getLogger("mindformers")
@@ -30,10 +35,29 @@ def checkpoint_to_load(config, purpose, required, rank_id=0):
     return resolve_checkpoint(source, rank_id)
 
 
+def inference_parallel(config):
+    """(settings, rank_id): with use_parallel the mesh of parallel_config, checked, and on CPU this rank's
+    model-parallel groups (the layers then hold their shards); sequence parallelism is a training layout and stays
+    off (generation's steps are one token long). Data-parallel replicas compute the same results."""
+    if not config.get("use_parallel"):
+        return ParallelSettings(), 0
+    rank_id, world_size = rank_and_size()
+    settings = check_parallel_config(config, build_model_config(config), world_size, ms.get_context("device_target"))
+    if ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE:
+        init_parallel_groups(settings, rank_id, sequence_parallel=False)
+    return settings, rank_id
+
+
+def writes_outputs():
+    """Whether this process writes the run's results (rank 0 of a parallel run; every rank computed them)."""
+    return rank_and_size()[0] == 0
+
+
 def build_inference_model(config, purpose, need_tokenizer=True, need_checkpoint=False):
     """(model_config, network, tokenizer) in inference mode; `purpose` ('predict', 'run_mode eval', ...) is named
     in the one-line errors. The tokenizer is None when the config names no file and `need_tokenizer` is False."""
-    path = checkpoint_to_load(config, purpose, need_checkpoint)
+    settings, rank_id = inference_parallel(config)
+    path = checkpoint_to_load(config, purpose, need_checkpoint, rank_id)
     tokenizer = build_tokenizer(config)
     key = tokenizer_file_key((config.get("processor") or {}).get("tokenizer") or {}) or "vocab_file"
     if tokenizer is None and need_tokenizer:
@@ -48,7 +72,7 @@ def build_inference_model(config, purpose, need_tokenizer=True, need_checkpoint=
     if tokenizer is not None:
         check_tokenizer_fits_model(tokenizer, model_config.vocab_size, f"processor.tokenizer.{key}")
     if path:  # with pet_config: base weights + adapters; with auto_trans_ckpt: from any strategy
-        loaded = load_checkpoint_for(network, config, ParallelSettings(), rank_id=0)
+        loaded = load_checkpoint_for(network, config, settings, rank_id=rank_id)
         unset = [param.name for param in network.get_parameters() if param.name not in loaded]
         if skip_init and unset:  # a family mapping that leaves a weight out would leave it at zeros: say so
             raise RuntimeError(f"{path}: no tensor loaded for {unset[:5]} (built without initial values)")

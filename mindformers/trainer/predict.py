@@ -9,7 +9,7 @@ from mindformers.checkpoint.atomic import atomic_files
 from mindformers.core.context.compile_cache import predict_compile_cache
 from mindformers.generation.timing import reset_generation_times, run_started, seconds_since_process_start, timing_line
 from mindformers.tools.errors import ConfigError
-from mindformers.trainer.inference_model import build_inference_model
+from mindformers.trainer.inference_model import build_inference_model, writes_outputs
 
 logger = logging.getLogger("mindformers")
 RESULTS_NAME = "predict_results.jsonl"
@@ -64,6 +64,7 @@ def predict(config):
     _, network, tokenizer = build_inference_model(config, "predict")
     load = time.perf_counter() - began
     times = reset_generation_times(network)
+    writes = writes_outputs()  # rank 0 of a parallel run
     output_dir = os.path.abspath(config.get("output_dir") or "./output")
     encoded = [tokenizer.encode(prompt) for prompt in prompts]
     # A short last batch is filled up with copies, so graph mode reuses the graphs compiled for full batches.
@@ -77,9 +78,12 @@ def predict(config):
         outputs = network.generate(batch_ids, tokenizer=tokenizer, max_new_tokens=config.get("max_new_tokens"))
         for prompt, prompt_ids, output_ids in zip(batch, ids, outputs):
             text = continuation(tokenizer, prompt_ids, output_ids)
-            print(f"{prompt}{text}", flush=True)
+            if writes:
+                print(f"{prompt}{text}", flush=True)
             records.append({"prompt": prompt, "output": text, "input_ids": prompt_ids,
                             "output_ids": output_ids[len(prompt_ids):]})
+    if not writes:
+        return records
     path = os.path.join(output_dir, RESULTS_NAME)
     os.makedirs(output_dir, exist_ok=True)
     with atomic_files(path) as (tmp_path,):

@@ -161,6 +161,7 @@ def test_every_choice_at_once_graph_equals_pynative_and_the_cache_changes_nothin
     (dict(layer_norm_epsilon=0), "layer_norm_epsilon", "positive number"),
     (dict(norm_head=True, tie_word_embeddings=True), "norm_head", "False with tie_word_embeddings"),
     (dict(gated_mlp="no"), "gated_mlp", "True or False"),
+    (dict(use_flash_attention="yes"), "use_flash_attention", "True, False or null"),
 ])
 def test_bad_choices_are_one_line_errors(values, key, fragment):
     with pytest.raises(ConfigError, match=f"model.model_config.{key}") as error:

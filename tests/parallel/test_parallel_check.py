@@ -72,6 +72,22 @@ def test_batch_semantics_per_rank_and_global():
 def test_cpu_runs_data_model_and_pipeline_parallel():
     assert check_parallel_config(config(dp=2, mp=2), model(), 4, "CPU").model_parallel == 2
     assert check_parallel_config(config(dp=2, pp=2, micro=3), model(), 4, "CPU").pipeline_stage == 2
+    assert check_parallel_config(config(mp=2), model(pet_config={"pet_type": "lora"}), 2, "CPU").model_parallel == 2
+
+
+def test_cpu_refuses_what_it_cannot_split():
+    seq = config(mp=2)
+    seq.parallel_config.use_seq_parallel = True
+    assert error(seq, model(pet_config={"pet_type": "lora"}), 2, "CPU").startswith(
+        "model.model_config.pet_config: LoRA/prefix tuning with parallel_config.use_seq_parallel is not available")
+    assert error(config(mp=2), model(pet_config={"pet_type": "prefixtuning", "mid_dim": 8}), 2, "CPU").startswith(
+        "model.model_config.pet_config.mid_dim: prefix projection with parallel_config.model_parallel 2 is not")
+    sharded = config(dp=4)
+    sharded.parallel = {"enable_parallel_optimizer": True, "parallel_optimizer_config": {
+        "optimizer_weight_shard_size": 2}}
+    assert error(sharded, model(), 4, "CPU").startswith(
+        "parallel.parallel_optimizer_config.optimizer_weight_shard_size: 2 is not available on CPU")
+
 
 
 def test_impossible_pipeline_configs_are_one_line_errors():
@@ -88,9 +104,6 @@ def test_impossible_pipeline_configs_are_one_line_errors():
         "x micro_batch_num (3)")
     assert rank_batch_size(config(dp=2, pp=2, micro=3, global_batch_size=12, batch_size=None),
                            ParallelSettings(data_parallel=2, pipeline_stage=2, micro_batch_num=3)) == 2
-    assert error(config(mp=2), model(pet_config={"pet_type": "lora"}), 2, "CPU") == (
-        "model.model_config.pet_config: LoRA/prefix tuning with parallel_config.model_parallel 2 is not available "
-        "on CPU; set model_parallel to 1")
 
 
 def test_bad_values_are_one_line():

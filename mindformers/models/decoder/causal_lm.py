@@ -23,6 +23,7 @@ from mindformers.models.modules.moe import RouterBalance, describe_router_metric
 from mindformers.models.modeling_utils import PreTrainedMixin
 from mindformers.models.recompute import apply_recompute
 from mindformers.parallel.groups import current_groups
+from mindformers.parallel.sequence_parallel import GatherFromSequenceParallel, ScatterToSequenceParallel
 from mindformers.parallel.tensor_parallel import CopyToModelParallel, GatherFromModelParallel
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
@@ -66,6 +67,14 @@ class DecoderModel(nn.Cell):
             self.embedding_norm = make_norm(config, fused)
         self.layers = nn.CellList([DecoderLayer(config, i, fused) for i in range(config.num_layers)])
         self.norm_out = make_norm(config, fused)
+        # Sequence parallelism: the layers and the final norm work on this rank's slice of the sequence; the
+        # embeddings (computed whole on every rank) are cut after them, the final hidden states joined for the head.
+        groups = current_groups()
+        self.sequence_sharded = groups.sequence_sharded
+        if self.sequence_sharded:
+            self.norm_out.on_sequence_shards(groups)
+            self.scatter_sequence = ScatterToSequenceParallel(groups)
+            self.gather_sequence = GatherFromSequenceParallel(groups)
         self.compute_dtype = config.dtype("compute_dtype")
         # Gemma multiplies embeddings by sqrt(hidden_size) rounded to the compute dtype, as its reference code does.
         self.scale_embedding = config.scale_embedding
@@ -76,6 +85,8 @@ class DecoderModel(nn.Cell):
         (mindformers/models/modules/kv_cache.py): every layer then reads and writes its own key/value tables.
         With mixture-of-experts layers, training returns (hidden states, their routers' statistics stacked)."""
         h = self.embed(input_ids, attention_mask, cache)
+        if self.sequence_sharded:
+            h = self.scatter_sequence(h)
         index = 0
         statistics = ()
         for layer in self.layers:
@@ -87,6 +98,8 @@ class DecoderModel(nn.Cell):
             index += 1
         if statistics:
             return self.norm_out(h), ops.stack(statistics)
+        if self.sequence_sharded:
+            return self.gather_sequence(self.norm_out(h))
         return self.norm_out(h)
 
     def embed(self, input_ids, attention_mask=None, cache=None):
@@ -131,8 +144,11 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         self.vocab_split_logits = groups.model_sharded and not vocab_emb_dp(config)
         if not config.tie_word_embeddings:
             self.lm_head = make_lm_head(config, gather_output=not self.vocab_split_logits)
-        elif self.vocab_split_logits:
-            self.copy_to_head = CopyToModelParallel(groups)  # the tied head reads the split embedding table
+        elif self.vocab_split_logits and not groups.sequence_sharded:
+            # The tied head reads the split embedding table (under sequence parallelism the hidden states arrive
+            # through a sequence all-gather, whose backward sums over the group already).
+            self.copy_to_head = CopyToModelParallel(groups)
+        self.copies_to_head = config.tie_word_embeddings and self.vocab_split_logits and not groups.sequence_sharded
         if self.vocab_split_logits:
             self.gather_logits = GatherFromModelParallel(groups)
         self.loss = CrossEntropyLoss(vocab_parallel=self.vocab_split_logits)
@@ -156,7 +172,7 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         if self.tie_word_embeddings:
             batch, seq, width = hidden.shape
             flat = ops.reshape(ops.cast(hidden, self.compute_dtype), (-1, width))
-            if self.vocab_split_logits:
+            if self.copies_to_head:
                 flat = self.copy_to_head(flat)
             weight = ops.cast(self.model.tok_embeddings.embedding_weight, self.compute_dtype)
             logits = ops.reshape(self.head_matmul(flat, weight), (batch, seq, -1))

@@ -47,6 +47,21 @@ def make_position(config):
                            interleaved=config.rotary_interleaved)
 
 
+# Blockwise attention's default from this many positions on (training's seq_length): below it the exact path's
+# (seq, seq) scores are small and it compiles faster; at and above it blockwise is faster as well as smaller
+# (benchmarks/long_sequence.py).
+BLOCKWISE_MIN_SEQ = 2048
+
+
+def use_blockwise_attention(config, fused):
+    """model_config.use_flash_attention: False keeps the exact attention; True takes Ascend's fused kernel where
+    there is one, and elsewhere blockwise attention once seq_length reaches BLOCKWISE_MIN_SEQ; unset (None) the
+    same without the fused kernel."""
+    if config.use_flash_attention is False or (config.use_flash_attention and fused):
+        return False
+    return config.seq_length >= BLOCKWISE_MIN_SEQ
+
+
 def make_attention(config, fused):
     return Attention(
         config.hidden_size, config.num_heads, config.kv_heads, config.max_position_embedding,
@@ -54,7 +69,8 @@ def make_attention(config, fused):
         softmax_compute_type=config.dtype("softmax_compute_type"), init_std=config.initializer_range,
         use_flash_attention=config.use_flash_attention and fused, sliding_window=config.sliding_window,
         has_bias=config.qkv_has_bias, out_bias=config.attn_proj_has_bias, head_dim=config.size_per_head,
-        qkv_concat=config.qkv_concat, position=make_position(config))
+        qkv_concat=config.qkv_concat, position=make_position(config),
+        blockwise=use_blockwise_attention(config, fused))
 
 
 def make_feed_forward(config, layer_id=0):

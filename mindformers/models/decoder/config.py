@@ -87,7 +87,7 @@ class DecoderConfig:
                  ignore_token_id=-100, theta=10000.0, partial_rotary_factor=1.0, compute_dtype="float16",
                  layernorm_compute_type="float32", softmax_compute_type="float32", rotary_dtype="float32",
                  param_init_type="float32", embedding_init_type=None, qkv_has_bias=False, attn_proj_has_bias=False,
-                 qkv_concat=False, use_past=False, use_flash_attention=False, use_fused_rms_norm=None,
+                 qkv_concat=False, use_past=False, use_flash_attention=None, use_fused_rms_norm=None,
                  tie_word_embeddings=False, final_logit_softcapping=None, initializer_range=0.02,
                  scaling_factor=1.0, extend_method="None", offset=0, fine_grain_interleave=1, pp_interleave_num=1,
                  checkpoint_name_or_path="", repetition_penalty=1.0, max_decode_length=1024, max_new_tokens=None,
@@ -304,6 +304,8 @@ class DecoderConfig:
                     "norm_head"):
             if not isinstance(getattr(self, key), bool):
                 fail(key, "True or False")
+        if self.use_flash_attention is not None and not isinstance(self.use_flash_attention, bool):
+            fail("use_flash_attention", "True, False or null (null: blockwise attention from long sequences on)")
         if self.norm_head and self.tie_word_embeddings:
             fail("norm_head", "False with tie_word_embeddings (a tied head is the embedding table, which is not "
                               "normalised)")

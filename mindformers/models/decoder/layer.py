@@ -6,6 +6,8 @@ from mindspore import nn
 
 from mindformers.models.decoder.choices import make_attention, make_feed_forward, make_norm
 from mindformers.models.modules.moe import MoEFeedForward
+from mindformers.parallel.groups import current_groups
+from mindformers.parallel.sequence_parallel import GatherFromSequenceParallel
 
 # Attributes that differ between otherwise identical layers without changing what they compute.
 _PER_INSTANCE_ATTRIBUTES = ("_create_time", "layer_id")
@@ -47,6 +49,15 @@ class DecoderLayer(nn.Cell):
         self.ffn_norm = make_norm(config, use_fused_kernels)
         self.feed_forward = make_feed_forward(config, layer_id)
         self.has_experts = isinstance(self.feed_forward, MoEFeedForward)
+        # Sequence parallelism: x and the residual stream hold this rank's slice of the sequence; the normed slices
+        # are gathered into the whole sequence for attention and the MLP, whose row-parallel output projections
+        # reduce-scatter back to slices.
+        groups = current_groups()
+        self.sequence_sharded = groups.sequence_sharded
+        if self.sequence_sharded:
+            self.attention_norm.on_sequence_shards(groups)
+            self.ffn_norm.on_sequence_shards(groups)
+            self.gather_sequence = GatherFromSequenceParallel(groups)
 
     @property
     def cell_init_args(self):
@@ -63,11 +74,16 @@ class DecoderLayer(nn.Cell):
         del value
         self._cell_init_args = ""  # MindSpore appends to it when sub-cells are replaced; the property ignores it
 
+    def whole_sequence(self, x):
+        if self.sequence_sharded:
+            return self.gather_sequence(x)
+        return x
+
     def construct(self, x, attention_mask=None, cache=None):
         """Training, full forwards and generation alike; `cache` is generation's (see Attention.construct). A
         mixture-of-experts layer in training returns (output, its router's statistics)."""
-        h = x + self.attention(self.attention_norm(x), attention_mask, cache)
+        h = x + self.attention(self.whole_sequence(self.attention_norm(x)), attention_mask, cache)
         if self.has_experts and self.training:
             out, statistics = self.feed_forward(self.ffn_norm(h))
             return h + out, statistics
-        return h + self.feed_forward(self.ffn_norm(h))
+        return h + self.feed_forward(self.whole_sequence(self.ffn_norm(h)))

@@ -6,6 +6,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from mindformers.models.modules import kv_cache
+from mindformers.models.modules.blockwise_attention import BlockwiseAttention
 from mindformers.models.modules.linear import Linear
 from mindformers.models.modules.rotary import RotaryEmbedding
 from mindformers.parallel.tensor_parallel import local_size
@@ -31,13 +32,18 @@ class Attention(nn.Cell):
     the q/k/v projections, `out_bias` on the output projection. With `qkv_concat` the q/k/v projections are one
     weight (w_qkv: q's rows, then k's, then v's), as MindFormers' qkv_concat checkpoints store them. `position` is
     the position encoding (an AttentionPosition: rotary embedding rotating queries and keys, ALiBi biasing the
-    scores, or none); by default a rotary embedding of theta, rope_scaling_factor and rotary_dim (partial rotary)."""
+    scores, or none); by default a rotary embedding of theta, rope_scaling_factor and rotary_dim (partial rotary).
+
+    Full forwards (training, and forwards without a KV cache) attend in one of three ways: `use_flash_attention`,
+    MindSpore's fused FlashAttentionScore (Ascend); `blockwise`, blockwise_attention.py's memory-efficient exact
+    attention (any backend; memory linear in the sequence length); otherwise exact_attention, which materialises
+    the (seq, seq) scores. Generation steps (with a cache) take the fused or the exact path."""
 
     def __init__(self, hidden_size, num_heads, n_kv_heads, seq_length, theta=10000.0, compute_dtype=ms.float32,
                  param_init_type=ms.float32, softmax_compute_type=ms.float32, rotary_dtype=ms.float32,
                  init_std=0.02, use_flash_attention=False, sliding_window=None, has_bias=False,
                  rope_scaling_factor=1.0, head_dim=None, out_bias=False, qkv_concat=False, rotary_dim=None,
-                 position=None):
+                 position=None, blockwise=False):
         super().__init__()
         # Heads this rank computes: with stand-alone model parallelism (CPU) each rank takes a consecutive block of
         # query heads and the key/value heads serving them, so GQA groups stay whole (wq/wk/wv split their outputs).
@@ -68,6 +74,11 @@ class Attention(nn.Cell):
         self.sliding_window = sliding_window or 0
         self.qk_matmul = ops.BatchMatMul(transpose_b=True)
         self.pv_matmul = ops.BatchMatMul()
+        self.blockwise = None
+        if blockwise and not use_flash_attention:
+            self.blockwise = BlockwiseAttention(self.repeats, self.scale, sliding_window=self.sliding_window,
+                                                negative_slopes=position.linear_bias_slopes(),
+                                                compute_dtype=compute_dtype, softmax_compute_type=softmax_compute_type)
 
     def project_qkv(self, x):
         """Queries, keys and values (b, s, width) of x, from three projections or the fused one."""
@@ -92,6 +103,13 @@ class Attention(nn.Cell):
             blocked = ops.maximum(blocked, padding)
         return blocked
 
+    @staticmethod
+    def kept_keys(seq, attention_mask):
+        """(b or 1, s) float32, 0 at padding keys (attention_mask 0), for blockwise attention."""
+        if attention_mask is None:
+            return ops.ones((1, seq), ms.float32)
+        return ops.cast(attention_mask, ms.float32)
+
     def output(self, context, batch, seq):
         """(b, heads, s, d) attention context -> (b, s, hidden) through the output projection."""
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, seq, self.num_heads * self.head_dim))
@@ -111,13 +129,17 @@ class Attention(nn.Cell):
         value = self.split_heads(value, self.n_kv_heads)
         if cache is None:
             tables = self.position.first(seq)
-            blocked = self.blocked_positions(seq, attention_mask)
         else:
             tables = self.position.at(kv_cache.positions_of(cache), kv_cache.columns_of(cache))
-            blocked = kv_cache.blocked_of(cache)
         query = self.position.rotate(query, tables)
         key = self.position.rotate(key, tables)
-        if cache is not None:
+        if cache is None and self.blockwise is not None:
+            context, _ = self.blockwise(query, key, value, self.kept_keys(seq, attention_mask))
+            return self.output(context, batch, seq)
+        if cache is None:
+            blocked = self.blocked_positions(seq, attention_mask)
+        else:
+            blocked = kv_cache.blocked_of(cache)
             key, value = kv_cache.write(cache, key, value)
         bias = self.position.score_bias(tables, key.shape[2])
         return self.output(self.attend(query, key, value, blocked, bias), batch, seq)

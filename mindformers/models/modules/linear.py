@@ -7,6 +7,7 @@ from mindspore.common.initializer import Normal, initializer
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS
 from mindformers.models.modules.shape_only import building_shapes_only, initial_values_skipped
 from mindformers.parallel.groups import current_groups
+from mindformers.parallel.sequence_parallel import ReduceScatterToSequenceParallel
 from mindformers.parallel.tensor_parallel import (CopyToModelParallel, GatherFromModelParallel,
                                                   ReduceFromModelParallel, keep_local_shards, local_size)
 
@@ -53,15 +54,25 @@ class Linear(nn.Cell):
         """In a stand-alone model-parallel run (CPU): keep this rank's slice of the weights and add the collectives
         the split needs. A column-parallel layer takes the whole input (its gradient is summed over the group) and
         yields its share of the outputs, joined to full width when `gather_output`; a row-parallel layer takes its
-        share of the inputs and sums the partial outputs."""
+        share of the inputs and sums the partial outputs.
+
+        With sequence parallelism the column-parallel input arrives through a sequence all-gather, whose backward
+        already sums the gradient over the group, and a row-parallel layer reduce-scatters its (batch, seq, out)
+        outputs to this rank's slice of the sequence; its whole bias is then added on that slice, so the bias's
+        gradient is summed over the group."""
         groups = current_groups()
         self.column_split = groups.model_sharded and parallel == "column"
         self.row_split = groups.model_sharded and parallel == "row"
+        self.sequence_sharded = self.row_split and groups.sequence_sharded
         self.gather_output = self.column_split and gather_output
         self.output_size = local_size(self.out_features, groups) if self.column_split else self.out_features
-        if self.column_split:
+        if self.column_split and not groups.sequence_sharded:
             self.copy_input = CopyToModelParallel(groups)
-        if self.row_split:
+        self.copies_input = self.column_split and not groups.sequence_sharded
+        if self.sequence_sharded:
+            self.reduce_output = ReduceScatterToSequenceParallel(groups)
+            self.sum_bias_grad = CopyToModelParallel(groups)
+        elif self.row_split:
             self.reduce_output = ReduceFromModelParallel(groups)
         if self.gather_output:
             self.gather = GatherFromModelParallel(groups)
@@ -83,9 +94,14 @@ class Linear(nn.Cell):
     def construct(self, x):
         shape = x.shape
         x = ops.reshape(ops.cast(x, self.compute_dtype), (-1, shape[-1]))
-        if self.column_split:
+        if self.copies_input:
             x = self.copy_input(x)
         y = self.project(x)
+        if self.sequence_sharded:  # (batch, seq, out) partial sums -> (batch, seq / mp, out) of the whole sums
+            y = self.reduce_output(ops.reshape(y, shape[:-1] + (self.output_size,)))
+            if self.has_bias:
+                y = y + ops.cast(self.sum_bias_grad(self.bias), self.compute_dtype)
+            return y
         if self.row_split:
             y = self.reduce_output(y)
         if self.has_bias:  # a row-parallel bias is whole: added once, after the partial outputs are summed

@@ -3,8 +3,29 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from mindformers.parallel.tensor_parallel import CopyToModelParallel
 
-class RMSNorm(nn.Cell):
+
+class Norm(nn.Cell):
+    """A norm over the last dimension whose parameters are whole on every model-parallel rank. Under sequence
+    parallelism (`on_sequence_shards`) each rank normalises only its slice of the sequence, so the gradients of
+    those parameters are partial sums and are summed over the model-parallel group."""
+
+    def __init__(self):
+        super().__init__()
+        self.sequence_sharded = False
+
+    def on_sequence_shards(self, groups):
+        self.sequence_sharded = True
+        self.sum_grads = CopyToModelParallel(groups)
+
+    def shared(self, param):
+        if self.sequence_sharded:
+            return self.sum_grads(param)
+        return param
+
+
+class RMSNorm(Norm):
     """x / sqrt(mean(x^2) + eps) * scale, with the statistics and the product computed in `compute_type`.
 
     The scale is the weight, or with `unit_offset` (Gemma) 1 + weight, the weight then starting at zero as in
@@ -24,7 +45,7 @@ class RMSNorm(nn.Cell):
         self.offset = 1.0 if unit_offset else 0.0
 
     def scale(self):
-        weight = ops.cast(self.weight, self.compute_type)
+        weight = ops.cast(self.shared(self.weight), self.compute_type)
         return weight + self.offset if self.offset else weight
 
     def construct(self, x):
@@ -38,7 +59,7 @@ class RMSNorm(nn.Cell):
         return ops.cast(x * self.scale(), original_type)
 
 
-class LayerNorm(nn.Cell):
+class LayerNorm(Norm):
     """(x - mean) / sqrt(var + eps) * weight + bias over the last dimension, statistics in `compute_type` (Bloom,
     GPT). Composed from primitives: the same code on every backend, and cheap next to the matmuls around it."""
 
@@ -56,5 +77,6 @@ class LayerNorm(nn.Cell):
         centered = x - ops.mean(x, -1, keep_dims=True)
         variance = ops.mean(ops.square(centered), -1, keep_dims=True)
         x = centered * ops.rsqrt(variance + self.eps)
-        return ops.cast(x * ops.cast(self.weight, self.compute_type) + ops.cast(self.bias, self.compute_type),
+        return ops.cast(x * ops.cast(self.shared(self.weight), self.compute_type)
+                        + ops.cast(self.shared(self.bias), self.compute_type),
                         original_type)

@@ -32,6 +32,11 @@ class AttentionPosition(nn.Cell):
     def score_bias(self, tables, keys):  # pylint: disable=unused-argument
         return None
 
+    def linear_bias_slopes(self):
+        """(1, heads, 1, 1) float32 slopes of a bias -slope * (query column - key column) on the scores, or None:
+        what blockwise attention needs to bias each block itself."""
+        return None
+
 
 def alibi_slopes(num_heads):
     """ALiBi's per-head slopes (Press et al., 2022), float64: for n heads a power of two, 2^(-8i/n) for i = 1..n;
@@ -71,6 +76,15 @@ class AlibiPosition(AttentionPosition):
 
     def score_bias(self, tables, keys):
         """(1, heads, queries, keys) float32 biases of query columns `tables` over key columns 0 .. keys-1."""
-        distance = ops.reshape(tables, (-1, 1)) - ops.reshape(ops.arange(keys, dtype=ms.int32), (1, keys))
-        distance = ops.cast(ops.maximum(distance, 0), ms.float32)  # keys ahead of the query are blocked anyway
-        return self.negative_slopes * ops.reshape(distance, (1, 1) + distance.shape)
+        return linear_bias(self.negative_slopes, ops.reshape(tables, (-1, 1)),
+                           ops.reshape(ops.arange(keys, dtype=ms.int32), (1, keys)))
+
+    def linear_bias_slopes(self):
+        return self.negative_slopes
+
+
+def linear_bias(negative_slopes, query_columns, key_columns):
+    """ALiBi's biases negative_slopes (..., 1, 1) * distance of query_columns (q, 1) to key_columns (1, k) int32,
+    as negative_slopes' leading dims + (q, k) float32."""
+    distance = ops.cast(ops.maximum(query_columns - key_columns, 0), ms.float32)  # later keys are blocked anyway
+    return negative_slopes * ops.reshape(distance, (1,) * (negative_slopes.ndim - 2) + distance.shape)

@@ -1,0 +1,160 @@
+"""Training at long sequences: tokens/s and peak RSS of ours against HF transformers + PyTorch (SDPA attention).
+
+One training step = forward + backward + AdamW update with global-norm clipping (train_throughput.py's step on both
+sides), batch 1, over sequence lengths 256 .. 8192. Every (side, sequence length) runs in a fresh subprocess so that
+its peak RSS is its own; the subprocesses run one at a time (ours, then theirs, per length), each with the same
+thread count. Ours runs with the attention the model config picks by default (blockwise from
+choices.BLOCKWISE_MIN_SEQ on), or the one forced by --attention.
+
+    python benchmarks/long_sequence.py                            # 8 layers, hidden 512, seq 256 .. 8192
+    python benchmarks/long_sequence.py --seqs 64 128 --layers 1 --hidden 64 --heads 4 --vocab 512 --steps 1
+
+Prints one line per side and length (ms/step, tokens/s, first step incl. compile, peak RSS), then a table of
+ratios (tokens/s ours/theirs, peak RSS ours/theirs) per length.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("GLOG_v", "3")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import train_throughput  # noqa: E402  pylint: disable=wrong-import-position,import-error  (this script's folder)
+
+DEFAULT_SEQS = [256, 512, 1024, 2048, 4096, 8192]
+RESULT_PREFIX = "RESULT "
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seqs", type=int, nargs="+", default=DEFAULT_SEQS)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--kv-heads", type=int, default=None)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per side and length")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps after the first (compiling) one")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--attention", choices=["auto", "blockwise", "exact"], default="auto",
+                        help="ours: the config's default (auto), or force one path")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per subprocess")
+    parser.add_argument("--worker", choices=["ours", "theirs"], help=argparse.SUPPRESS)
+    parser.add_argument("--seq", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.threads = args.threads or train_throughput.core_count()
+    return args
+
+
+def throughput_args(args, seq):
+    """train_throughput's arguments for one length (its model config, tokens and builders take them)."""
+    return train_throughput.parse_args([
+        "--layers", str(args.layers), "--hidden", str(args.hidden), "--heads", str(args.heads),
+        "--vocab", str(args.vocab), "--seq", str(seq), "--batch", str(args.batch), "--steps", str(args.steps),
+        "--warmup", str(args.warmup), "--threads", str(args.threads)]
+        + (["--kv-heads", str(args.kv_heads)] if args.kv_heads else []))
+
+
+def peak_rss_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def run_worker(args):
+    """One side at one length in this process; prints a RESULT line of JSON."""
+    targs = throughput_args(args, args.seq)
+    tokens = train_throughput.batch_tokens(targs)
+    if args.worker == "ours":
+        import mindspore as ms  # pylint: disable=import-outside-toplevel
+        from mindformers.models.decoder import choices  # pylint: disable=import-outside-toplevel
+        ms.set_device("CPU")
+        ms.set_context(mode=ms.GRAPH_MODE)
+        ms.device_context.cpu.op_tuning.threads_num(args.threads)
+        config = train_throughput.model_config(targs)
+        if args.attention != "auto":
+            config.use_flash_attention = args.attention == "blockwise"
+            choices.BLOCKWISE_MIN_SEQ = 0 if args.attention == "blockwise" else choices.BLOCKWISE_MIN_SEQ
+        attention = "blockwise" if choices.use_blockwise_attention(config, fused=False) else "exact"
+        start = time.perf_counter()
+        step = train_throughput.build_ours(targs, config, tokens)[0]  # runs the first (compiling) step
+        first_seconds = time.perf_counter() - start
+    else:
+        import torch  # pylint: disable=import-outside-toplevel
+        torch.set_num_threads(args.threads)
+        config = train_throughput.model_config(targs)
+        start = time.perf_counter()
+        step, attention = train_throughput.build_theirs(targs, config, tokens, attn_implementation="sdpa")
+        step()
+        first_seconds = time.perf_counter() - start
+    [(seconds, losses)] = train_throughput.timed_alternately(args.steps, args.warmup, step)
+    print(RESULT_PREFIX + json.dumps({
+        "side": args.worker, "seq": args.seq, "attention": attention, "step_seconds": seconds,
+        "tokens_per_second": args.batch * args.seq / seconds, "first_step_seconds": first_seconds,
+        "peak_rss_bytes": peak_rss_bytes(), "last_loss": losses[-1]}), flush=True)
+
+
+def run_side(args, side, seq):
+    """A worker subprocess for one side and length: its RESULT dict, or a dict with "error"."""
+    command = [sys.executable, os.path.abspath(__file__), "--worker", side, "--seq", str(seq),
+               "--layers", str(args.layers), "--hidden", str(args.hidden), "--heads", str(args.heads),
+               "--vocab", str(args.vocab), "--batch", str(args.batch), "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--threads", str(args.threads), "--attention", args.attention]
+    if args.kv_heads:
+        command += ["--kv-heads", str(args.kv_heads)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"side": side, "seq": seq, "error": f"timed out after {args.timeout:.0f} s"}
+    for line in result.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"side": side, "seq": seq, "error": f"exit {result.returncode}: {tail[:300]}"}
+
+
+def describe(result):
+    if "error" in result:
+        return f"{result['side']:6s} seq {result['seq']:5d}: FAILED ({result['error']})"
+    return (f"{result['side']:6s} seq {result['seq']:5d} ({result['attention']}): "
+            f"{result['step_seconds'] * 1e3:.0f} ms/step, {result['tokens_per_second']:.1f} tokens/s, first step "
+            f"{result['first_step_seconds']:.1f} s (build+compile+run), peak RSS "
+            f"{result['peak_rss_bytes'] / 2 ** 30:.2f} GiB, loss {result['last_loss']:.3f}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return None
+    print(f"threads: {args.threads}; layers={args.layers} hidden={args.hidden} heads={args.heads} "
+          f"vocab={args.vocab} batch={args.batch} fp32; {args.steps} timed steps after {args.warmup} warmup, medians; "
+          f"ours attention: {args.attention}; theirs: transformers SDPA", flush=True)
+    rows = []
+    for seq in args.seqs:
+        ours = run_side(args, "ours", seq)
+        print(describe(ours), flush=True)
+        theirs = run_side(args, "theirs", seq)
+        print(describe(theirs), flush=True)
+        rows.append((seq, ours, theirs))
+    print("seq    tokens/s ours/theirs   peak RSS ours/theirs (GiB)")
+    ratios = {}
+    for seq, ours, theirs in rows:
+        if "error" in ours or "error" in theirs:
+            print(f"{seq:<6d} n/a ({'ours' if 'error' in ours else 'theirs'} failed)")
+            continue
+        ratio = ours["tokens_per_second"] / theirs["tokens_per_second"]
+        ratios[seq] = ratio
+        print(f"{seq:<6d} {ratio:.2f}                   {ours['peak_rss_bytes'] / 2 ** 30:.2f} / "
+              f"{theirs['peak_rss_bytes'] / 2 ** 30:.2f}")
+    return ratios
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Blockwise attention (mindformers/models/modules/blockwise_attention.py) computes what the exact attention does,
+forward and gradients, for causal, sliding-window, GQA/MQA, ALiBi and padded inputs; in PyNative, and once in graph
+mode inside a whole model's training step."""
+import numpy as np
+import mindspore as ms
+import pytest
+from mindspore import Tensor, nn
+
+from mindformers.models.decoder import choices
+from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
+from mindformers.models.modules.attention import Attention
+from mindformers.models.modules.blockwise_attention import block_plan
+from mindformers.models.modules.positions import AlibiPosition
+
+RNG = np.random.default_rng(0)
+SEQ, HIDDEN = 10, 16
+
+
+def attention_pair(heads, kv_heads, window, alibi):
+    """The exact and the blockwise attention with the same weights; blocks of 4 rows over SEQ (the last partial)."""
+    def make(blockwise):
+        position = AlibiPosition(heads) if alibi else None
+        return Attention(HIDDEN, heads, kv_heads, SEQ, sliding_window=window, position=position, blockwise=blockwise)
+    exact, blockwise = make(False), make(True)
+    blockwise.blockwise.block_size = 4
+    for (_, mine), (_, theirs) in zip(blockwise.parameters_and_names(), exact.parameters_and_names()):
+        mine.set_data(theirs.data.copy())
+    return exact, blockwise
+
+
+class WeightedSum(nn.Cell):
+    """sum(attention(x) * weights): a loss whose gradient reaches every output position with its own weight."""
+
+    def __init__(self, attention, weights):
+        super().__init__()
+        self.attention = attention
+        self.weights = Tensor(weights)
+
+    def construct(self, x, attention_mask):
+        return (self.attention(x, attention_mask) * self.weights).sum()
+
+
+def outputs_and_gradients(attention, x, padding, weights):
+    loss = WeightedSum(attention, weights)
+    grad = ms.grad(loss, grad_position=0, weights=attention.trainable_params())
+    d_x, d_params = grad(Tensor(x), Tensor(padding))
+    return attention(Tensor(x), Tensor(padding)).asnumpy(), [d_x.asnumpy()] + [g.asnumpy() for g in d_params]
+
+
+@pytest.mark.parametrize("heads,kv_heads,window,alibi", [(4, 4, None, False), (4, 2, 3, False), (4, 1, None, True)],
+                         ids=["causal", "gqa-sliding-window", "mqa-alibi"])
+def test_blockwise_matches_exact_forward_and_gradients(heads, kv_heads, window, alibi):
+    exact, blockwise = attention_pair(heads, kv_heads, window, alibi)
+    x = RNG.standard_normal((2, SEQ, HIDDEN)).astype(np.float32)
+    padding = np.ones((2, SEQ), np.int32)
+    padding[1, :3] = 0  # left padding: those query rows see no key and are ignored, as a loss mask does
+    weights = RNG.standard_normal((2, SEQ, HIDDEN)).astype(np.float32)
+    weights[1, :3] = 0
+    out_exact, grads_exact = outputs_and_gradients(exact, x, padding, weights)
+    out_block, grads_block = outputs_and_gradients(blockwise, x, padding, weights)
+    np.testing.assert_allclose(out_block[0], out_exact[0], atol=1e-5)
+    np.testing.assert_allclose(out_block[1, 3:], out_exact[1, 3:], atol=1e-5)
+    assert len(grads_block) == len(grads_exact) == 5
+    for mine, theirs in zip(grads_block, grads_exact):
+        np.testing.assert_allclose(mine, theirs, atol=1e-5)
+
+
+def test_blocks_skip_keys_that_no_row_can_see():
+    assert block_plan(10, 4, 16, 0) == ((0, 4, 0), (4, 8, 0), (8, 10, 0))  # causal: up to the block's last row
+    assert block_plan(10, 4, 16, 3) == ((0, 4, 0), (4, 8, 2), (8, 10, 6))  # window 3: from first row - 2
+    assert block_plan(100, 4, 5, 0)[0] == (0, 20, 0)  # at most 5 blocks: 20 rows each
+
+
+def test_config_switch_picks_blockwise_from_long_sequences_unless_told():
+    def picks(flag, seq, fused=False):
+        return choices.use_blockwise_attention(LlamaConfig(seq_length=seq, use_flash_attention=flag), fused)
+    long, short = choices.BLOCKWISE_MIN_SEQ, choices.BLOCKWISE_MIN_SEQ // 2
+    assert picks(None, long) and picks(True, long) and not picks(False, long)
+    assert not picks(None, short) and not picks(True, short)
+    assert not picks(True, long, fused=True)  # Ascend's fused kernel instead
+    assert picks(None, long, fused=True)  # unset: no fused kernel, blockwise still saves the memory
+
+
+def test_training_step_in_graph_mode_matches_the_exact_attention(monkeypatch):
+    """A 2-layer Llama with GQA and a sliding window: loss and every gradient, blockwise in graph mode against exact
+    in PyNative (one graph compiled)."""
+    def model(blockwise):
+        monkeypatch.setattr(choices, "BLOCKWISE_MIN_SEQ", 0 if blockwise else 10 ** 9)
+        ms.set_seed(0)
+        net = LlamaForCausalLM(LlamaConfig(
+            seq_length=SEQ, hidden_size=HIDDEN, num_layers=2, num_heads=4, n_kv_heads=2, vocab_size=64,
+            sliding_window=4, compute_dtype="float32", use_fused_rms_norm=False))
+        for layer in net.model.layers:
+            if blockwise:
+                layer.attention.blockwise.block_size = 4
+        return net
+
+    exact, blockwise = model(False), model(True)
+    for (_, mine), (_, theirs) in zip(blockwise.parameters_and_names(), exact.parameters_and_names()):
+        mine.set_data(theirs.data.copy())
+    ids = Tensor(RNG.integers(1, 64, (2, SEQ + 1)).astype(np.int32))
+    results = []
+    for net in (exact, blockwise):
+        if net is blockwise:
+            ms.set_context(mode=ms.GRAPH_MODE)
+        net.set_train(True)
+        loss, grads = ms.value_and_grad(net, None, net.trainable_params())(ids)
+        results.append((float(loss.asnumpy()), [g.asnumpy() for g in grads]))
+    (loss_exact, grads_exact), (loss_block, grads_block) = results
+    assert loss_block == pytest.approx(loss_exact, abs=1e-5)
+    for mine, theirs in zip(grads_block, grads_exact):
+        np.testing.assert_allclose(mine, theirs, atol=1e-5)

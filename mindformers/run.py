@@ -173,6 +173,8 @@ def check_before_writing(config):
 
 @exit_on_user_error
 def main(argv=None):
+    from mindformers.generation.timing import mark_run_start  # pylint: disable=import-outside-toplevel
+    mark_run_start()  # predict's log counts its load time from here
     args = build_parser().parse_args(argv)
     if args.register_path:
         register_path(args.register_path)

@@ -29,6 +29,15 @@ class DecodingStep(nn.Cell):
         self.max_position = spec.max_position
         self.window = spec.sliding_window
 
+    def parameters_dict(self, recurse=True):
+        """The cache's parameters and the model's: graph mode binds a compiled graph's parameters by these names,
+        and a graph loaded from the compile cache reads the model's weights only through them."""
+        params = self.lm.parameters_dict(recurse)
+        copies = self.lm.__dict__.get("_transposed_weights")  # transposed_weights.py's copies, when in use
+        params.update({copy.name: copy for copy in (copies.copies if copies is not None else ())})
+        params.update(super().parameters_dict(recurse))
+        return params
+
     def construct(self, input_ids, start, first_columns, select):
         positions, blocked, slots, columns = step_inputs(start, first_columns, input_ids.shape[1], self.cache,
                                                          self.max_position, self.window)

@@ -14,12 +14,15 @@ over the cache: one graph of about prefill_chunk_tokens tokens whatever the batc
 holds the prompt and the new tokens only, and a kept step whose cache is up to LENGTH_SLACK times longer than needed
 is reused rather than compiling another (batches sorted longest first then share a few steps).
 """
+import time
 from collections import OrderedDict
 
 import numpy as np
 from mindspore import Tensor
 
+from mindformers.core.context.compile_cache import compile_cache_on
 from mindformers.generation.decoding_cells import DecodingStep
+from mindformers.generation.timing import compile_if_new, generation_times
 from mindformers.generation.transposed_weights import wanted
 
 # Compiled steps (each with its cache) kept per model, most recent last: one per (batch, length) bucket in use.
@@ -78,26 +81,46 @@ class DecodingState:
             self.ids[row, self.first_columns[row]:self.prompt_columns] = tokens
         self.first_columns_tensor = Tensor(self.first_columns)  # made once: input tensors cost per step too
         self.select_first = _index(0)
+        self.times = generation_times(model)
+        self.decodes = new_columns > 1
 
-    def _run(self, ids, start, select):
+    def _inputs(self, ids, start, select):
         select = self.select_first if select == 0 else _index(select)
-        return self.step(Tensor(ids), _index(start), self.first_columns_tensor, select).asnumpy()
+        return Tensor(ids), _index(start), self.first_columns_tensor, select
+
+    def _run(self, ids, start, select, phase):
+        """Logits of one step; its seconds (compilation apart) are added to the model's `phase` total."""
+        inputs = self._inputs(ids, start, select)
+        compile_if_new(self.step, inputs, self.times)
+        began = time.perf_counter()
+        logits = self.step(*inputs).asnumpy()
+        setattr(self.times, phase, getattr(self.times, phase) + time.perf_counter() - began)
+        return logits
 
     def first_logits(self):
         """Logits (batch, vocab) for the first new token, after running the prompt (in chunks of self.chunk
         columns)."""
         if not self.use_past:
-            return self._run(self.ids, 0, self.prompt_columns - 1)
+            return self._run(self.ids, 0, self.prompt_columns - 1, "prefill")
+        if self.decodes and compile_cache_on():
+            # The compile cache finds graphs by the order they were compiled in: decode's graph is compiled with the
+            # prefill's, whether or not a row then ends at its first token.
+            compile_if_new(self.step, self._inputs(self._chunk(0), 0, self.chunk - 1), self.times)
+            compile_if_new(self.step, self._inputs(self.ids[:, :1], self.prompt_columns, 0), self.times)
         for start in range(0, self.prompt_columns, self.chunk):
-            logits = self._run(np.ascontiguousarray(self.ids[:, start:start + self.chunk]), start, self.chunk - 1)
+            logits = self._run(self._chunk(start), start, self.chunk - 1, "prefill")
         return logits
+
+    def _chunk(self, start):
+        return np.ascontiguousarray(self.ids[:, start:start + self.chunk])
 
     def next_logits(self, tokens, column):
         """Place `tokens` (batch,) at `column`; logits (batch, vocab) for the token after it."""
         self.ids[:, column] = tokens
+        self.times.decode_tokens += len(tokens)
         if not self.use_past:
-            return self._run(self.ids, 0, column)
-        return self._run(np.ascontiguousarray(self.ids[:, column:column + 1]), column, 0)
+            return self._run(self.ids, 0, column, "decode")
+        return self._run(np.ascontiguousarray(self.ids[:, column:column + 1]), column, 0, "decode")
 
     def reorder(self, sources):
         """Beam search: row r continues from row sources[r] (its tokens, padding and cache)."""

@@ -59,11 +59,11 @@ def load_checkpoint_for(network, config, settings, rank_id=0, resume_cell=None, 
         return None
     resume_name = config.get("resume_training") if resume_cell is not None else None
     if resume_cell is None and is_hf_source(source):  # a HF folder or .gguf: converted on the fly, one tensor at a time
-        load_hf_weights(network, network.config, source)
+        loaded = load_hf_weights(network, network.config, source)
         if is_pet_network(network):
             load_adapters(network)
         logger.info("loaded weights from %s (converted from HuggingFace/GGUF layout)", source)
-        return {}
+        return dict.fromkeys(loaded)  # the names only: the tensors went straight into the network
     if config.get("auto_trans_ckpt"):
         where, tensors = resharded_checkpoint(network, resume_cell or network, config, settings, rank_id, source,
                                               resume_name)

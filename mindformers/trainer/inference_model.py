@@ -1,11 +1,13 @@
 """The model that predict, chat and evaluation run: network, tokenizer and --load_checkpoint weights, built as the
 YAML says and switched to inference."""
+import contextlib
 import logging
 
 import mindspore as ms
 
 from mindformers.checkpoint import resolve_checkpoint
 from mindformers.checkpoint.hf_weights import is_hf_source
+from mindformers.models.modules.shape_only import weights_loaded_after_build
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
 from mindformers.parallel.groups import init_parallel_groups
@@ -61,10 +63,18 @@ def build_inference_model(config, purpose, need_tokenizer=True, need_checkpoint=
     if tokenizer is None and need_tokenizer:
         raise ConfigError(f"processor.tokenizer.{key}: {purpose} needs a tokenizer file (set it in the YAML or pass "
                           "--vocab_file)")
-    model_config, network = build_network(config)
+    model_config = (config.get("model") or {}).get("model_config") or {}
+    # Every weight of a plain model is in the checkpoint (loading requires it), so none is drawn at random first.
+    # With pet_config the adapters may stay at their initial values, so those are drawn as usual.
+    skip_init = bool(path) and not model_config.get("pet_config")
+    with weights_loaded_after_build() if skip_init else contextlib.nullcontext():
+        model_config, network = build_network(config)
     if tokenizer is not None:
         check_tokenizer_fits_model(tokenizer, model_config.vocab_size, f"processor.tokenizer.{key}")
     if path:  # with pet_config: base weights + adapters; with auto_trans_ckpt: from any strategy
-        load_checkpoint_for(network, config, settings, rank_id=rank_id)
+        loaded = load_checkpoint_for(network, config, settings, rank_id=rank_id)
+        unset = [param.name for param in network.get_parameters() if param.name not in loaded]
+        if skip_init and unset:  # a family mapping that leaves a weight out would leave it at zeros: say so
+            raise RuntimeError(f"{path}: no tensor loaded for {unset[:5]} (built without initial values)")
     network.set_train(False)
     return model_config, network, tokenizer

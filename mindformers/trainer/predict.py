@@ -3,8 +3,11 @@ printed and written to <output_dir>/predict_results.jsonl."""
 import json
 import logging
 import os
+import time
 
 from mindformers.checkpoint.atomic import atomic_files
+from mindformers.core.context.compile_cache import predict_compile_cache
+from mindformers.generation.timing import reset_generation_times, run_started, seconds_since_process_start, timing_line
 from mindformers.tools.errors import ConfigError
 from mindformers.trainer.inference_model import build_inference_model, writes_outputs
 
@@ -53,20 +56,26 @@ def continuation(tokenizer, prompt_ids, output_ids):
 
 def predict(config):
     """run_mode predict: the YAML's model and tokenizer, --load_checkpoint weights, --predict_data prompts."""
+    began = run_started(time.perf_counter())
     prompts = read_prompts(config.get("predict_data"))
     batch_size = 1 if config.get("predict_batch_size") is None else config.get("predict_batch_size")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"predict_batch_size: expected a positive integer, got {batch_size!r}")
     _, network, tokenizer = build_inference_model(config, "predict")
+    load = time.perf_counter() - began
+    times = reset_generation_times(network)
     writes = writes_outputs()  # rank 0 of a parallel run
     output_dir = os.path.abspath(config.get("output_dir") or "./output")
+    encoded = [tokenizer.encode(prompt) for prompt in prompts]
+    # A short last batch is filled up with copies, so graph mode reuses the graphs compiled for full batches.
+    batches = [encoded[start:start + batch_size] for start in range(0, len(encoded), batch_size)]
+    batches = [batch + [batch[-1]] * (batch_size - len(batch)) for batch in batches]
+    predict_compile_cache(config, [[len(ids) for ids in batch] for batch in batches], config.get("max_new_tokens"))
     records = []
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start:start + batch_size]
-        ids = [tokenizer.encode(prompt) for prompt in batch]
-        # A short last batch is filled up with copies, so graph mode reuses the graphs compiled for full batches.
-        outputs = network.generate(ids + [ids[-1]] * (batch_size - len(ids)), tokenizer=tokenizer,
-                                   max_new_tokens=config.get("max_new_tokens"))
+    for number, batch_ids in enumerate(batches):
+        batch = prompts[number * batch_size:(number + 1) * batch_size]
+        ids = batch_ids[:len(batch)]
+        outputs = network.generate(batch_ids, tokenizer=tokenizer, max_new_tokens=config.get("max_new_tokens"))
         for prompt, prompt_ids, output_ids in zip(batch, ids, outputs):
             text = continuation(tokenizer, prompt_ids, output_ids)
             if writes:
@@ -82,4 +91,5 @@ def predict(config):
             for record in records:
                 stream.write(json.dumps(record, ensure_ascii=False) + "\n")
     logger.info("wrote %d predictions to %s", len(records), path)
+    logger.info(timing_line(load, times, seconds_since_process_start()))
     return records

@@ -1,6 +1,7 @@
 """End to end: run_mindformer.py --run_mode predict on the tiny config, with a saved checkpoint, in a subprocess."""
 import json
 import os
+import re
 
 import pytest
 
@@ -19,18 +20,26 @@ def predict_config(tmp_path_factory, sp_model_file):
     return str(path), str(pynative)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def saved_tiny_model(folder, seed):
     """A saved random tiny model (as a training run's checkpoint folder would hold it)."""
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
     from mindformers import LlamaConfig, LlamaForCausalLM  # pylint: disable=import-outside-toplevel
-    np.random.seed(3)
+    np.random.seed(seed)
     model = LlamaForCausalLM(LlamaConfig(compute_dtype="float32", initializer_range=0.3, **SIZES))
-    folder = tmp_path_factory.mktemp("ckpt") / "checkpoint" / "rank_0"
+    folder = folder / "checkpoint" / "rank_0"
     os.makedirs(folder)
     ms.save_checkpoint(model, str(folder / "tiny_rank_0-1_4.ckpt"))
     return str(folder.parent.parent)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return saved_tiny_model(tmp_path_factory.mktemp("ckpt"), 3)
+
+
+TIMING = re.compile(r"predict timing: load [0-9.]+ s .*, compile ([0-9.]+) s, prefill [0-9.]+ s, decode [0-9.]+ s "
+                    r"\(\d+ tokens, [0-9.]+ tokens/s\)")
 
 
 def test_predict_prompts_and_file(predict_config, checkpoint, tmp_path):
@@ -54,6 +63,33 @@ def test_predict_prompts_and_file(predict_config, checkpoint, tmp_path):
         assert len(record["input_ids"]) + len(record["output_ids"]) <= 20  # max_decode_length of the YAML
         assert f"{record['prompt']}{record['output']}" in by_file.stdout
     assert (out_args / "predict_results.jsonl").read_text() == (out_file / "predict_results.jsonl").read_text()
+    graph_timing = TIMING.search(by_file.stdout + by_file.stderr)
+    pynative_timing = TIMING.search(by_args.stdout + by_args.stderr)
+    assert graph_timing and pynative_timing, by_file.stderr[-2000:]
+    assert float(graph_timing.group(1)) > 0 and float(pynative_timing.group(1)) == 0  # PyNative compiles nothing
+
+
+def test_predict_compile_cache(predict_config, checkpoint, tmp_path):
+    """context.enable_compile_cache in predict: a second run of the same command with another checkpoint of the same
+    config reuses the first run's graphs, which compute with the weights it loaded (the tokens of a run without the
+    cache)."""
+    graph_config, pynative_config = predict_config
+    cached = tmp_path / "cached.yaml"
+    cached.write_text(f"base_config: ['{graph_config}']\ncontext:\n  enable_compile_cache: True\n"
+                      f"  compile_cache_path: '{tmp_path / 'cache'}'\n")
+    other = saved_tiny_model(tmp_path / "other", 4)
+    prompts = ["The for statement", "def"]
+    runs = {}
+    for name, config, weights in (("first", cached, checkpoint), ("other", cached, other),
+                                  ("other_uncached", pynative_config, other)):
+        result = run_cli(["run_mindformer.py", "--config", config, "--run_mode", "predict", "--load_checkpoint",
+                          weights, "--predict_batch_size", "2", "--output_dir", tmp_path / name,
+                          "--predict_data"] + prompts)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = ((tmp_path / name / "predict_results.jsonl").read_text(), result.stdout + result.stderr)
+    assert "(new)" in runs["first"][1] and "(reused)" in runs["other"][1]
+    assert len(os.listdir(tmp_path / "cache")) == 1
+    assert runs["other"][0] == runs["other_uncached"][0] != runs["first"][0]
 
 
 def test_predict_errors(predict_config, checkpoint, tmp_path):

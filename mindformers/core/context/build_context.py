@@ -82,6 +82,11 @@ def build_context(config):
     for key in _ANY_DEVICE_KEYS:  # thread counts mean the same on every device
         if context.get(key) is not None:
             settings[key] = context[key]
+    if device_target == "CPU" and settings["mode"] == ms.PYNATIVE_MODE and context.get("pynative_synchronize") is None:
+        # MindSpore's asynchronous PyNative pipeline hands each op to runtime threads; on a CPU those threads and
+        # the kernels' own fight over the cores, and a decode step of SmolLM2-135M (hundreds of small ops) ran
+        # ~10x slower than with ops run one after the other. MindSpore reads this once, before the first op.
+        settings["pynative_synchronize"] = True
     settings.update(compile_cache_settings(config))  # so does the compile cache, in a folder per config
     if context.get("deterministic") or config.get("deterministic"):
         settings["deterministic"] = "ON"

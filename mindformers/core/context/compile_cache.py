@@ -23,8 +23,13 @@ _NOT_COMPILED_KEYS = ("output_dir", "load_checkpoint", "src_strategy_path_or_dir
                       "auto_trans_ckpt", "callbacks", "profile", "profile_output", "context")
 # Training compiles the same graphs in the same order on every run of a config. Predict, serving and evaluation
 # compile a graph per prompt-length bucket in the order the prompts (or the data file's rows) ask for them, which
-# MindSpore's cache, keyed by compile order, cannot tell apart.
+# MindSpore's cache, keyed by compile order, cannot tell apart. Predict reads all its prompts first, so it keys its
+# folder by their token lengths as well (predict_compile_cache) and turns the cache on itself.
 _CACHED_RUN_MODES = ("train", "finetune")
+_PREDICT = "predict"
+# MindSpore reads compile_cache_path once, at the first compilation with the cache on; a later path in the same
+# process is not used. The folder in use, so a second run in one process does not believe it caches elsewhere.
+_FOLDER_IN_USE = []
 
 
 def _source_files(folder):
@@ -68,11 +73,41 @@ def compile_cache_settings(config):
     off = {"enable_compile_cache": False} if ms.get_context("enable_compile_cache") else {}
     if not context.get("enable_compile_cache"):
         return off
+    if config.get("run_mode") == _PREDICT:
+        return off  # predict_compile_cache turns it on once the prompts are known
     if config.get("run_mode") not in _CACHED_RUN_MODES:
-        logger.info("compile cache: used for train and finetune only, not for run_mode %s (its graphs depend on "
-                    "the prompts)", config.get("run_mode"))
+        logger.info("compile cache: used for train, finetune and predict only, not for run_mode %s (its graphs "
+                    "depend on the data)", config.get("run_mode"))
         return off
-    root = os.path.abspath(context.get("compile_cache_path") or "./compile_cache")
-    path = os.path.join(root, config_digest(config))
+    return _use_folder(os.path.join(_cache_root(context), config_digest(config)))
+
+
+def _cache_root(context):
+    return os.path.abspath(context.get("compile_cache_path") or "./compile_cache")
+
+
+def _use_folder(path):
+    if _FOLDER_IN_USE and _FOLDER_IN_USE[0] != path:
+        logger.info("compile cache: not used (this process already caches to %s, and MindSpore keeps the first "
+                    "folder)", _FOLDER_IN_USE[0])
+        return {"enable_compile_cache": False} if ms.get_context("enable_compile_cache") else {}
     logger.info("compile cache: %s (%s)", path, "reused" if os.path.isdir(path) else "new")
+    _FOLDER_IN_USE[:] = [path]
     return {"enable_compile_cache": True, "compile_cache_path": path}
+
+
+def predict_compile_cache(config, batches, new_tokens):
+    """Turn on the compile cache for a predict run whose batches hold prompts of these token lengths (a list of
+    lists), continued by up to `new_tokens` tokens: its graphs and their order are fixed by the config, the code and
+    those lengths (generation compiles prefill and decode together when the cache is on, so where a row stops does
+    not change the order). A no-op unless context.enable_compile_cache."""
+    context = config.get("context") or {}
+    if not context.get("enable_compile_cache"):
+        return
+    plan = hashlib.sha256(json.dumps([batches, new_tokens]).encode()).hexdigest()[:16]
+    folder = os.path.join(_cache_root(context), f"{config_digest(config)}-{plan}")
+    ms.set_context(**_use_folder(folder))
+
+
+def compile_cache_on():
+    return bool(ms.get_context("enable_compile_cache"))

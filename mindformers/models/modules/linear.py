@@ -5,7 +5,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS
-from mindformers.models.modules.shape_only import building_shapes_only
+from mindformers.models.modules.shape_only import building_shapes_only, initial_values_skipped
 from mindformers.parallel.groups import current_groups
 from mindformers.parallel.sequence_parallel import ReduceScatterToSequenceParallel
 from mindformers.parallel.tensor_parallel import (CopyToModelParallel, GatherFromModelParallel,
@@ -23,6 +23,8 @@ def normal_init(shape, std, dtype):
     """Initial values drawn from numpy's global RNG, which build_context seeds, so init is reproducible."""
     if building_shapes_only():  # dry run: a lazy initializer, never allocated under no_init_parameters
         return initializer(Normal(std), shape, dtype)
+    if initial_values_skipped():  # a checkpoint overwrites them at once
+        return Tensor(np.zeros(shape, np.float32), dtype=dtype)
     return Tensor(np.random.normal(0.0, std, size=shape).astype(np.float32), dtype=dtype)
 
 

@@ -37,6 +37,20 @@ def rotary_tables(head_dim, max_positions, theta, scaling_factor=1.0, interleave
     return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
 
 
+_TABLES = {}
+
+
+def shared_rotary_tables(head_dim, max_positions, theta, scaling_factor, interleaved):
+    """rotary_tables, computed once per process for each setting: every layer of a model asks for the same ones
+    (30 layers of SmolLM2's 8192 positions took seconds at build time). Callers must not write into them."""
+    key = (head_dim, max_positions, float(theta), interleaved,
+           tuple(sorted(scaling_factor.items())) if isinstance(scaling_factor, dict) else float(scaling_factor))
+    if key not in _TABLES:
+        _TABLES.clear()  # one model's tables at a time
+        _TABLES[key] = rotary_tables(head_dim, max_positions, theta, scaling_factor, interleaved)
+    return _TABLES[key]
+
+
 class RotaryEmbedding(AttentionPosition):
     """Applies rotary embedding to (batch, heads, seq, head_dim) query/key tensors.
 
@@ -55,7 +69,7 @@ class RotaryEmbedding(AttentionPosition):
                  rotary_dim=None, interleaved=False):
         super().__init__()
         rotary_dim = rotary_dim or head_dim
-        cos, sin = rotary_tables(rotary_dim, max_positions, theta, scaling_factor, interleaved)
+        cos, sin = shared_rotary_tables(rotary_dim, max_positions, theta, scaling_factor, interleaved)
         tail = head_dim - rotary_dim
         cos = np.concatenate([cos, np.ones((max_positions, tail), np.float32)], axis=-1)
         sin = np.concatenate([sin, np.zeros((max_positions, tail), np.float32)], axis=-1)

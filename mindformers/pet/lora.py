@@ -24,6 +24,8 @@ class LoRALinear(Linear):
     a row-parallel layer's A keeps its share of the inputs, the low-rank partial products are summed over the group
     and B stays whole."""
 
+    fuses_with_loss = False  # the low-rank path is not in matmul_weight()
+
     def lora_a_used(self):
         if self.column_split:
             return self.sum_lora_a_grads(self.lora_a)

@@ -126,3 +126,25 @@ def test_graph_mode_loss_equals_pynative():
     ms.set_context(mode=ms.GRAPH_MODE)
     graph_loss = float(build(config, train=True)(ids).asnumpy())
     assert graph_loss == pytest.approx(pynative_loss, rel=1e-5)
+
+
+# ---------------------------------------------------------------- the head fused with the loss
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_chunked_head_loss_has_the_composed_loss_and_gradients(tie, monkeypatch):
+    """Training takes the loss through the head in chunks of rows (core/loss/head_loss.py: the gradients are made in
+    the forward pass); its loss and every gradient equal those of the logits through CrossEntropyLoss."""
+    from mindformers.core.loss import head_loss  # pylint: disable=import-outside-toplevel
+    from mindformers.models.decoder.causal_lm import DecoderForCausalLM  # pylint: disable=C0415
+    monkeypatch.setattr(head_loss, "CHUNK_ROWS", 5)  # 2 x 12 rows: chunks of 5 and a ragged tail
+    model = build(our_config(num_layers=1, tie_word_embeddings=tie), train=True)
+    ids = np.random.default_rng(6).integers(1, VOCAB, (2, SEQ + 1)).astype(np.int32)
+    ids[1, -3:] = 0  # padding: weight 0
+    gradients = ms.value_and_grad(model, None, model.trainable_params())
+    assert model.head_fuses_with_loss()
+    fused_loss, fused = gradients(Tensor(ids))
+    monkeypatch.setattr(DecoderForCausalLM, "head_fuses_with_loss", lambda self: False)
+    loss, composed = gradients(Tensor(ids))
+    assert float(fused_loss.asnumpy()) == pytest.approx(float(loss.asnumpy()), rel=1e-6)
+    for ours, theirs in zip(fused, composed):
+        np.testing.assert_allclose(ours.asnumpy(), theirs.asnumpy(), rtol=1e-5, atol=1e-7)

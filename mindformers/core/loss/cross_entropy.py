@@ -2,6 +2,7 @@
 import mindspore as ms
 from mindspore import nn, ops
 
+from mindformers.core.loss.head_loss import HeadWeightedNll
 from mindformers.parallel.groups import current_groups
 from mindformers.parallel.tensor_parallel import GatherFromModelParallel, ReduceFromModelParallel
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
@@ -81,14 +82,28 @@ class CrossEntropyLoss(nn.Cell):
         # vocab_parallel: the logits hold this rank's share of the vocabulary (CPU model parallelism).
         self.vocab_parallel = vocab_parallel
         self.weighted_nll = VocabParallelWeightedNll() if vocab_parallel else WeightedNll()
+        if not vocab_parallel:
+            self.head_nll = HeadWeightedNll()
 
     def construct(self, logits, labels, mask):
         logits = ops.cast(ops.reshape(logits, (-1, logits.shape[-1])), ms.float32)
+        safe_labels, weights = self.flat_targets(labels, mask)
+        nll = self.weighted_nll(logits, safe_labels, weights)
+        if self.vocab_parallel:
+            nll = nll[0]  # (loss, row max, sum of exponentials)
+        return nll
+
+    def of_hidden(self, hidden, head_weight, labels, mask):
+        """The same loss of the logits hidden (..., h) head_weight (vocab, h)^T, without materialising them
+        (head_loss.py); the product in hidden's dtype (which must be head_weight's)."""
+        safe_labels, weights = self.flat_targets(labels, mask)
+        return self.head_nll(ops.reshape(hidden, (-1, hidden.shape[-1])), head_weight, safe_labels, weights)[0]
+
+    @staticmethod
+    def flat_targets(labels, mask):
+        """(tokens,) int32 labels and float32 weights mask / number of targets."""
         labels = ops.reshape(labels, (-1,))
         mask = ops.cast(ops.reshape(mask, (-1,)), ms.float32)
         # Masked labels may hold ignore ids (-100): point them at class 0, their weight is 0 anyway.
         safe_labels = ops.cast(labels * ops.cast(mask, labels.dtype), ms.int32)
-        nll = self.weighted_nll(logits, safe_labels, mask / ops.maximum(ops.sum(mask), 1.0))
-        if self.vocab_parallel:
-            nll = nll[0]  # (loss, row max, sum of exponentials)
-        return nll
+        return safe_labels, mask / ops.maximum(ops.sum(mask), 1.0)

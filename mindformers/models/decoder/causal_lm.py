@@ -198,11 +198,34 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
             return ops.cast(self.logits(self.model(input_ids, attention_mask)), ms.float32)
         tokens, targets, mask = self.loss_targets(input_ids, labels)
         if self.router_balance is None:
-            return self.loss(self.head_logits(self.model(tokens)), targets, mask)
+            return self.head_loss(self.model(tokens), targets, mask)
         hidden, statistics = self.model(tokens)
         balance, metrics = self.router_balance(statistics)
-        loss = self.loss(self.head_logits(hidden), targets, mask)
+        loss = self.head_loss(hidden, targets, mask)
         return loss + ops.cast(self.aux_loss_factor * balance, loss.dtype), metrics
+
+    def head_loss(self, hidden, targets, mask):
+        """The loss of the last hidden states (b, s, hidden): through the head and the loss in chunks of rows when
+        the head is one plain product on this rank (CrossEntropyLoss.of_hidden: no (tokens, vocab) logits kept),
+        else of head_logits."""
+        if self.head_fuses_with_loss():
+            return self.loss.of_hidden(ops.cast(hidden, self.compute_dtype), self.head_weight(), targets, mask)
+        return self.loss(self.head_logits(hidden), targets, mask)
+
+    def head_fuses_with_loss(self):
+        """Whether the logits are hidden times one whole (vocab, hidden) matrix: no vocabulary split, collectives,
+        softcapping or adapter in the head."""
+        if self.vocab_split_logits or self.softcap:
+            return False
+        if self.tie_word_embeddings:
+            return True
+        return self.lm_head.fuses_with_loss and not self.lm_head.column_split and not self.lm_head.has_bias
+
+    def head_weight(self):
+        """The (vocab, hidden) matrix of the head in compute_dtype (head_fuses_with_loss)."""
+        if self.tie_word_embeddings:
+            return ops.cast(self.model.tok_embeddings.embedding_weight, self.compute_dtype)
+        return ops.cast(self.lm_head.matmul_weight(), self.compute_dtype)
 
     def loss_of_hidden(self, hidden, input_ids, labels=None):
         """The training loss from the last decoder layer's output (a pipeline's last stage runs this alone)."""

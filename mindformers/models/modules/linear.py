@@ -31,6 +31,10 @@ def normal_init(shape, std, dtype):
 class Linear(nn.Cell):
     """y = x W^T (+ b) with W of shape (out_features, in_features), computed in `compute_dtype`."""
 
+    # Whether y is x matmul_weight()^T alone, so that an LM head may hand its weight to a fused head + loss
+    # (core/loss/head_loss.py); LoRA (its class replaces this one in place) adds a path of its own.
+    fuses_with_loss = True
+
     def __init__(self, in_features, out_features, has_bias=False, parallel="column", init_std=0.02,
                  compute_dtype=ms.float32, param_init_type=ms.float32, gather_output=False):
         super().__init__()

@@ -1,0 +1,67 @@
+"""The LM head and the weighted NLL in one cell that never holds the whole (tokens, vocab) logits.
+
+At seq 8192 and a 32000 vocabulary the logits are 1 GiB in float32, and the composed head + WeightedNll keeps the
+logits for the backward and makes the softmax, the scatter and the weighted product of the same size there: ~4 GiB
+for the loss alone. Here the rows go in chunks; each chunk's logits give its share of the loss and, in the same
+pass, its gradients (softmax - onehot(label)) scaled by the row weights, multiplied straight into d_hidden and
+d_weight. The backward then only scales those by the incoming gradient: the same matrix products as the composed
+head and loss (no recomputation), and what stays alive is d_hidden (tokens, hidden) and d_weight (vocab, hidden).
+
+The row weights scale the (rows, hidden) factors, never the (rows, vocab) gradient: in MindSpore 2.10 CPU graphs an
+elementwise op that broadcasts an operand implicitly keeps it alive to the end of the graph
+(blockwise_attention.broadcast_like), so a (rows, 1) x (rows, vocab) product would keep every chunk's logits.
+"""
+import mindspore as ms
+from mindspore import nn, ops
+
+# Rows per chunk: (rows, vocab) float32 temporaries of 128 MiB at a 32000 vocabulary. More rows go in chunks of
+# rows / MAX_CHUNKS so that the unrolled loop (graph mode) stays short.
+CHUNK_ROWS = 1024
+MAX_CHUNKS = 8
+
+
+@ops.constexpr
+def chunk_plan(rows, chunk_rows, max_chunks):
+    """((first row, end row), ...) covering `rows`."""
+    size = max(chunk_rows, -(-rows // max_chunks))
+    return tuple((start, min(start + size, rows)) for start in range(0, rows, size))
+
+
+class HeadWeightedNll(nn.Cell):
+    """sum_i weights_i * -log_softmax(hidden_i W^T)[labels_i] for hidden (n, h), W (vocab, h) of one dtype (the
+    product's), labels (n,) int32, weights (n,) float32; the softmax in float32.
+
+    construct returns (loss, d_hidden, d_weight): the gradients of the loss, computed in the forward pass chunk by
+    chunk; bprop scales them by the incoming gradient of the loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.logits_matmul = ops.MatMul(transpose_b=True)
+        self.hidden_matmul = ops.MatMul()
+        self.weight_matmul = ops.MatMul(transpose_a=True)
+
+    def construct(self, hidden, weight, labels, weights):
+        loss = ops.zeros((), ms.float32)
+        d_weight = ops.zeros(weight.shape, ms.float32)
+        d_hidden = []
+        done = weight
+        for start, end in chunk_plan(hidden.shape[0], CHUNK_ROWS, MAX_CHUNKS):
+            rows = ops.depend(hidden[start:end], done)
+            index = ops.expand_dims(labels[start:end], -1)
+            row_weights = ops.expand_dims(weights[start:end], -1)
+            log_probs = ops.log_softmax(ops.cast(self.logits_matmul(rows, weight), ms.float32), -1)
+            loss = loss - ops.sum(ops.gather_elements(log_probs, 1, index) * row_weights)
+            probs = ops.exp(log_probs)
+            d_logits = ops.tensor_scatter_elements(probs, index, ops.gather_elements(probs, 1, index) - 1.0, axis=1)
+            d_logits = ops.cast(d_logits, weight.dtype)
+            d_hidden.append(ops.cast(self.hidden_matmul(d_logits, weight), ms.float32) * row_weights)
+            d_weight = d_weight + ops.cast(self.weight_matmul(d_logits, rows * ops.cast(row_weights, rows.dtype)),
+                                           ms.float32)
+            done = d_weight
+        return loss, ops.concat(d_hidden, 0), d_weight
+
+    def bprop(self, hidden, weight, labels, weights, out, dout):
+        _, d_hidden, d_weight = out
+        scale = dout[0]
+        return (ops.cast(d_hidden * scale, hidden.dtype), ops.cast(d_weight * scale, weight.dtype),
+                ops.zeros_like(labels), ops.zeros_like(weights))

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -27,6 +26,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import train_throughput  # noqa: E402  pylint: disable=wrong-import-position,import-error  (this script's folder)
+from child_process import run_child  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 DEFAULT_SEQS = [256, 512, 1024, 2048, 4096, 8192]
 RESULT_PREFIX = "RESULT "
@@ -46,7 +46,6 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--attention", choices=["auto", "blockwise", "exact"], default="auto",
                         help="ours: the config's default (auto), or force one path")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per subprocess")
     parser.add_argument("--worker", choices=["ours", "theirs"], help=argparse.SUPPRESS)
     parser.add_argument("--seq", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -101,7 +100,8 @@ def run_worker(args):
 
 
 def run_side(args, side, seq):
-    """A worker subprocess for one side and length: its RESULT dict, or a dict with "error"."""
+    """A worker in a fresh child process (child_process.run_child) for one side and length: its RESULT dict with
+    the child's peak RSS from wait4, or a dict with "error"."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", side, "--seq", str(seq),
                "--layers", str(args.layers), "--hidden", str(args.hidden), "--heads", str(args.heads),
                "--vocab", str(args.vocab), "--batch", str(args.batch), "--steps", str(args.steps),
@@ -109,14 +109,14 @@ def run_side(args, side, seq):
     if args.kv_heads:
         command += ["--kv-heads", str(args.kv_heads)]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"side": side, "seq": seq, "error": f"timed out after {args.timeout:.0f} s"}
-    for line in result.stdout.splitlines():
+        _, peak_rss, stdout, _ = run_child(command)
+    except SystemExit as failure:  # run_child exits with the child's output when it fails (e.g. out of memory)
+        tail = (str(failure).strip().splitlines() or ["no output"])[-1]
+        return {"side": side, "seq": seq, "error": tail[:300]}
+    for line in stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
-    tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"side": side, "seq": seq, "error": f"exit {result.returncode}: {tail[:300]}"}
+            return dict(json.loads(line[len(RESULT_PREFIX):]), peak_rss_bytes=peak_rss)
+    return {"side": side, "seq": seq, "error": "no result line"}
 
 
 def describe(result):

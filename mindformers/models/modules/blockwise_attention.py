@@ -109,8 +109,8 @@ class BlockwiseAttention(nn.Cell):
         subtraction would broadcast it (see broadcast_like)."""
         rows, keys = end - start, end - first_key
         key_block = key[:, :, first_key:end, :]
-        if row_offset is None:
-            scores = ops.cast(self.qk_matmul(q_rows, key_block), self.softmax_compute_type) * self.scale
+        if row_offset is None:  # the scale on the (rows, d) queries: one pass fewer over the (rows, keys) scores
+            scores = ops.cast(self.qk_matmul(q_rows * self.scale, key_block), self.softmax_compute_type)
         else:
             q_rows = ops.concat((q_rows * self.scale, ops.cast(-row_offset, q_rows.dtype)), -1)
             key_block = ops.concat((key_block, ops.ones(key_block.shape[:-1] + (1,), key_block.dtype)), -1)
@@ -160,7 +160,7 @@ class BlockwiseAttention(nn.Cell):
         d_value = ops.zeros(value.shape, ms.float32)
         for start, end, first_key in block_plan(seq, self.block_size, self.max_blocks, self.sliding_window):
             rows, keys = end - start, end - first_key
-            q_rows = ops.depend(self.grouped_rows(query, start, end), d_value)
+            q_rows = ops.depend(self.grouped_rows(query, start, end), d_key)
             block_lse = ops.reshape(lse[:, :, :, start:end, :], (batch, kv_heads, self.repeats * rows, 1))
             probs = ops.exp(self.block_scores(q_rows, key, keep, start, end, first_key, block_lse))
             probs = ops.reshape(probs, (batch, kv_heads, self.repeats * rows, keys))
@@ -169,11 +169,13 @@ class BlockwiseAttention(nn.Cell):
             d_value_block = self.tn_matmul(ops.cast(probs, self.compute_dtype), d_rows)
             # dO V^T - rowsum(dO * O) as one product, the row sums riding as one more feature (see block_scores)
             block_dot = ops.reshape(self.grouped_rows(row_dot, start, end), (batch, kv_heads, self.repeats * rows, 1))
+            # scaled on the (rows, d + 1) side: one pass fewer over the (rows, keys) product
+            scaled_rows = ops.concat((d_rows, ops.cast(-block_dot, d_rows.dtype)), -1) * self.scale
             d_probs = ops.cast(self.qk_matmul(
-                ops.concat((d_rows, ops.cast(-block_dot, d_rows.dtype)), -1),
+                scaled_rows,
                 ops.concat((block_value, ops.ones(block_value.shape[:-1] + (1,), block_value.dtype)), -1)),
                                ms.float32)
-            d_scores = ops.cast(probs * d_probs * self.scale, self.compute_dtype)
+            d_scores = ops.cast(probs * d_probs, self.compute_dtype)
             d_query = self.pv_matmul(d_scores, key[:, :, first_key:end, :])
             d_query_blocks.append(ops.reshape(d_query, (batch, kv_heads, self.repeats, rows, dim)))
             d_key_block = self.tn_matmul(d_scores, q_rows)
@@ -185,14 +187,9 @@ class BlockwiseAttention(nn.Cell):
 
     @staticmethod
     def spread(block, first, end, seq):
-        """(b, kv, end - first, d) block as float32 rows first..end-1 of zeros (b, kv, seq, d)."""
+        """(b, kv, end - first, d) block as float32 rows first..end-1 of zeros (b, kv, seq, d), padded rather
+        than concatenated with zero tensors made per block."""
         block = ops.cast(block, ms.float32)
-        parts = []
-        if first > 0:
-            parts.append(ops.zeros((block.shape[0], block.shape[1], first, block.shape[3]), ms.float32))
-        parts.append(block)
-        if end < seq:
-            parts.append(ops.zeros((block.shape[0], block.shape[1], seq - end, block.shape[3]), ms.float32))
-        if len(parts) == 1:
+        if first == 0 and end == seq:
             return block
-        return ops.concat(parts, 2)
+        return ops.pad(block, (0, 0, first, seq - end))

@@ -7,6 +7,7 @@ thread count. Ours runs with the attention the model config picks by default (bl
 choices.BLOCKWISE_MIN_SEQ on), or the one forced by --attention.
 
     python benchmarks/long_sequence.py                            # 8 layers, hidden 512, seq 256 .. 8192
+    python benchmarks/long_sequence.py --rss-limit-gib 12         # a side passing 12 GiB is stopped, shown failed
     python benchmarks/long_sequence.py --seqs 64 128 --layers 1 --hidden 64 --heads 4 --vocab 512 --steps 1
 
 Prints one line per side and length (ms/step, tokens/s, first step incl. compile, peak RSS), then a table of
@@ -46,6 +47,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--attention", choices=["auto", "blockwise", "exact"], default="auto",
                         help="ours: the config's default (auto), or force one path")
+    parser.add_argument("--rss-limit-gib", type=float, default=None,
+                        help="stop a side whose RSS passes this (reported as failed); protects a shared machine")
     parser.add_argument("--worker", choices=["ours", "theirs"], help=argparse.SUPPRESS)
     parser.add_argument("--seq", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -109,7 +112,8 @@ def run_side(args, side, seq):
     if args.kv_heads:
         command += ["--kv-heads", str(args.kv_heads)]
     try:
-        _, peak_rss, stdout, _ = run_child(command)
+        limit = args.rss_limit_gib * 2 ** 30 if args.rss_limit_gib else None
+        _, peak_rss, stdout, _ = run_child(command, rss_limit_bytes=limit)
     except SystemExit as failure:  # run_child exits with the child's output when it fails (e.g. out of memory)
         tail = (str(failure).strip().splitlines() or ["no output"])[-1]
         return {"side": side, "seq": seq, "error": tail[:300]}

@@ -160,7 +160,7 @@ class BlockwiseAttention(nn.Cell):
         d_value = ops.zeros(value.shape, ms.float32)
         for start, end, first_key in block_plan(seq, self.block_size, self.max_blocks, self.sliding_window):
             rows, keys = end - start, end - first_key
-            q_rows = ops.depend(self.grouped_rows(query, start, end), d_key)
+            q_rows = ops.depend(self.grouped_rows(query, start, end), d_value)
             block_lse = ops.reshape(lse[:, :, :, start:end, :], (batch, kv_heads, self.repeats * rows, 1))
             probs = ops.exp(self.block_scores(q_rows, key, keep, start, end, first_key, block_lse))
             probs = ops.reshape(probs, (batch, kv_heads, self.repeats * rows, keys))
@@ -187,9 +187,14 @@ class BlockwiseAttention(nn.Cell):
 
     @staticmethod
     def spread(block, first, end, seq):
-        """(b, kv, end - first, d) block as float32 rows first..end-1 of zeros (b, kv, seq, d), padded rather
-        than concatenated with zero tensors made per block."""
+        """(b, kv, end - first, d) block as float32 rows first..end-1 of zeros (b, kv, seq, d)."""
         block = ops.cast(block, ms.float32)
-        if first == 0 and end == seq:
+        parts = []
+        if first > 0:
+            parts.append(ops.zeros((block.shape[0], block.shape[1], first, block.shape[3]), ms.float32))
+        parts.append(block)
+        if end < seq:
+            parts.append(ops.zeros((block.shape[0], block.shape[1], seq - end, block.shape[3]), ms.float32))
+        if len(parts) == 1:
             return block
-        return ops.pad(block, (0, 0, first, seq - end))
+        return ops.concat(parts, 2)

@@ -148,3 +148,8 @@ def test_chunked_head_loss_has_the_composed_loss_and_gradients(tie, monkeypatch)
     assert float(fused_loss.asnumpy()) == pytest.approx(float(loss.asnumpy()), rel=1e-6)
     for ours, theirs in zip(fused, composed):
         np.testing.assert_allclose(ours.asnumpy(), theirs.asnumpy(), rtol=1e-5, atol=1e-7)
+    monkeypatch.undo()
+    if not tie:  # LoRA on the head adds a path of its own: the composed head and loss take it
+        from mindformers.pet.lora import add_lora  # pylint: disable=import-outside-toplevel
+        add_lora(model.lm_head, 2, 4, 0.0)
+        assert not model.head_fuses_with_loss()

@@ -99,7 +99,7 @@ def worker(args):
     trainer.setup_parallel()
     before = current_rss()
     from mindformers.trainer.causal_language_modeling import build_network
-    _, network = build_network(config)
+    _, network = build_network(config, trainer.groups)
     optimizer = trainer.build_optimizer(network, None)
     cell = trainer.build_wrapper(network, optimizer, 1)
     cell.set_train(True)

@@ -12,7 +12,8 @@ from mindformers.core.callback import ProfileMonitor, TensorBoardMonitor, TrainS
 from mindformers.models.decoder.config import run_model_arguments, run_model_section
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
-from mindformers.parallel.groups import current_groups, init_parallel_groups
+from mindformers.parallel.groups import init_parallel_groups
+from mindformers.parallel.parallelize import parallelize
 from mindformers.parallel.optimizer_shard import DataParallelShardedOptimizer, sharded_state_names
 from mindformers.parallel.layout_file import layout_record
 from mindformers.parallel.mesh import rank_coordinates
@@ -59,7 +60,9 @@ def build_model_config(config):
                              where="model.model_config")
 
 
-def build_network(config):
+def build_network(config, groups=None):
+    """(model config, network): the plain model the YAML describes, with its adapters (pet_config), split for this
+    rank of `groups` (CPU model / sequence / expert parallelism; None: kept whole)."""
     model = config.get("model") or {}
     model_config = build_model_config(config)
     network = build_from_config(model["arch"], MindFormerModuleType.MODELS,
@@ -68,6 +71,8 @@ def build_network(config):
                                 where="model.arch")
     if getattr(model_config, "pet_config", None):
         network = apply_pet(network, model_config.pet_config)  # LoRA / prefix tuning: base weights frozen
+    if groups is not None:  # after the adapters: they split with their layers
+        parallelize(network, groups)
     return model_config, network
 
 
@@ -112,6 +117,7 @@ class CausalLanguageModelingTrainer:
         self.rank_id = 0
         self.world_size = 1
         self.parallel = ParallelSettings()  # single process unless use_parallel
+        self.groups = None  # CPU: this rank's communication groups (setup_parallel)
         self.data_rank, self.data_ranks = 0, 1  # which share of each global batch this process reads
 
     def run(self, run_mode):
@@ -194,7 +200,7 @@ class CausalLanguageModelingTrainer:
                 ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE:
             # CPU: each data-parallel rank updates its slice of the optimizer state (on Ascend MindSpore does).
             return DataParallelShardedOptimizer(network.trainable_params(), build,
-                                                sharded_state_names(network, self.parallel), current_groups())
+                                                sharded_state_names(network, self.parallel), self.groups)
         return build(network.trainable_params())
 
     def build_wrapper(self, network, optimizer, accumulation):
@@ -249,7 +255,7 @@ class CausalLanguageModelingTrainer:
             self.data_ranks = self.parallel.data_parallel
         if ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE:
             # CPU: the layers and the train step carry their own model- and data-parallel collectives.
-            init_parallel_groups(self.parallel, self.rank_id)
+            self.groups = init_parallel_groups(self.parallel, self.rank_id)
 
     def restore(self, train_cell, network):
         """Resume (weights + optimizer + loss scale + position) or plain weight loading; returns the global step."""
@@ -328,7 +334,7 @@ class CausalLanguageModelingTrainer:
         callbacks = self.build_callbacks()
         self.remove_interrupted_saves(callbacks)  # first: a start killed while building leaves the least behind
         batch_size, accumulation = self.with_micro_batches(batch_size, accumulation)
-        model_config, network = build_network(config)
+        model_config, network = build_network(config, self.groups)
         if self.runs_pipeline():
             network = cut_to_stage(network, self.parallel, rank_coordinates(self.rank_id, self.parallel.mesh())[0])
         if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.STAND_ALONE:

@@ -12,7 +12,8 @@ from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 from mindformers.models.modules import Attention, Embedding, Linear, SwiGLUFeedForward
 from mindformers.models.modules.layout import parameter_layouts
 from mindformers.parallel import ParallelSettings
-from mindformers.parallel.groups import ParallelGroups, group_ranks, using_groups
+from mindformers.parallel.groups import ParallelGroups, group_ranks
+from mindformers.parallel.parallelize import parallelize
 
 SHARDS = 2
 RNG = np.random.default_rng(3)
@@ -24,12 +25,11 @@ def pynative():
 
 
 def build(make, rank=None, seed=5):
-    """The cell `make()` builds from `seed`: whole (rank None) or model-parallel rank `rank` of SHARDS."""
+    """The cell `make()` builds from `seed`: whole (rank None) or split for model-parallel rank `rank` of SHARDS."""
     np.random.seed(seed)
     if rank is None:
         return make()
-    with using_groups(ParallelGroups(model_parallel=SHARDS, model_rank=rank)):
-        return make()
+    return parallelize(make(), ParallelGroups(model_parallel=SHARDS, model_rank=rank))
 
 
 def forward_and_input_grad(cell, x, dout):

@@ -9,8 +9,11 @@ layer type that splits defines the one hook.
 
 Sub-cells are visited before the cell holding them, so a hook sees its parts already split (attention reads its
 position encoding's sliced ALiBi slopes). Adapters (LoRA, prefix tuning) are added to the plain model first and
-split with their layer, so a model-parallel run starts from the single process' weights for the same seed.
+split with their layer, so a model-parallel run starts from the single process' weights for the same seed. A
+model built inside `initial_values_deferred()` (mindformers/models/modules/deferred_init.py) draws only each
+rank's slice of its weights here, so a rank's build never holds the whole model.
 """
+from mindformers.models.modules.deferred_init import materialize
 from mindformers.parallel.groups import ParallelGroups
 
 
@@ -24,8 +27,21 @@ def parallelize(model, groups):
         hook = getattr(cell, "parallelize", None)
         if callable(hook):
             hook(groups)
+    recompute_added_cells(model)
+    materialize(model)  # the weights nobody split, drawn whole
     model.parallel_groups = groups
     return model
+
+
+def recompute_added_cells(model):
+    """A layer marked for recomputation when it was built (recompute_config) recomputes the collectives its hook
+    added too, as it did when layers placed them in their constructors."""
+    for _, cell in model.cells_and_names():
+        if getattr(cell, "_has_config_recompute", False):
+            for child in cell.cells():
+                if not getattr(child, "_has_config_recompute", False):
+                    # what Cell.recompute does to the sub-cells it finds
+                    child._recompute(False, True)  # pylint: disable=protected-access
 
 
 def parallel_groups_of(network):

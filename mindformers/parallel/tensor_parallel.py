@@ -14,6 +14,7 @@ layout file and the dry run read too), so an mp=2 model is exactly the mp=1 mode
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from mindformers.models.modules.deferred_init import deferred_values
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, declared_splits
 
 
@@ -112,12 +113,11 @@ def keep_local_shards(cell, groups):
         splits = [(dim,) + ranks[axis] for axis, dim in declared_splits(declaration).items() if ranks[axis][0] > 1]
         if param is None or not splits:
             continue
-        local = param.asnumpy()
         for dim, parts, rank in splits:
             if param.shape[dim] % parts:
                 raise ValueError(f"{param.name}: dimension {dim} of {tuple(param.shape)} does not split into "
                                  f"{parts} parts")
-            local = np.split(local, parts, axis=dim)[rank]
+        local = deferred_values(param, splits)  # a weight not drawn yet draws only this slice
         param.set_data(Tensor(np.ascontiguousarray(local), dtype=param.dtype), True)
 
 

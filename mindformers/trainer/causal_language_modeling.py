@@ -1,4 +1,5 @@
 """CausalLanguageModelingTrainer: builds every part of a training run from the config and runs the loop."""
+import contextlib
 import logging
 import os
 import signal
@@ -10,13 +11,14 @@ from mindspore import Tensor
 from mindformers.checkpoint.checkpoint_io import scalar
 from mindformers.core.callback import ProfileMonitor, TensorBoardMonitor, TrainState
 from mindformers.models.decoder.config import run_model_arguments, run_model_section
+from mindformers.models.modules.deferred_init import initial_values_deferred
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
 from mindformers.parallel.groups import init_parallel_groups
-from mindformers.parallel.parallelize import parallelize
 from mindformers.parallel.optimizer_shard import DataParallelShardedOptimizer, sharded_state_names
 from mindformers.parallel.layout_file import layout_record
 from mindformers.parallel.mesh import rank_coordinates
+from mindformers.parallel.parallelize import parallelize
 from mindformers.parallel.pipeline_stage import cut_to_stage
 from mindformers.parallel.parallel_check import rank_batch_size
 from mindformers.parallel.world import data_parallel_rank, rank_and_size
@@ -65,10 +67,12 @@ def build_network(config, groups=None):
     rank of `groups` (CPU model / sequence / expert parallelism; None: kept whole)."""
     model = config.get("model") or {}
     model_config = build_model_config(config)
-    network = build_from_config(model["arch"], MindFormerModuleType.MODELS,
-                                default_args={"config": model_config,
-                                              "recompute_config": config.get("recompute_config")},
-                                where="model.arch")
+    # A rank that splits the model draws only its slices of the initial weights (when parallelize runs).
+    with initial_values_deferred() if groups is not None else contextlib.nullcontext():
+        network = build_from_config(model["arch"], MindFormerModuleType.MODELS,
+                                    default_args={"config": model_config,
+                                                  "recompute_config": config.get("recompute_config")},
+                                    where="model.arch")
     if getattr(model_config, "pet_config", None):
         network = apply_pet(network, model_config.pet_config)  # LoRA / prefix tuning: base weights frozen
     if groups is not None:  # after the adapters: they split with their layers

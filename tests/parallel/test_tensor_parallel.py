@@ -10,6 +10,7 @@ from mindspore import Tensor, ops
 from mindformers.core.loss.cross_entropy import VocabParallelWeightedNll, WeightedNll
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 from mindformers.models.modules import Attention, Embedding, Linear, SwiGLUFeedForward
+from mindformers.models.modules.deferred_init import initial_values_deferred
 from mindformers.models.modules.layout import parameter_layouts
 from mindformers.parallel import ParallelSettings
 from mindformers.parallel.groups import ParallelGroups, group_ranks
@@ -25,11 +26,14 @@ def pynative():
 
 
 def build(make, rank=None, seed=5):
-    """The cell `make()` builds from `seed`: whole (rank None) or split for model-parallel rank `rank` of SHARDS."""
+    """The cell `make()` builds from `seed`: whole (rank None), or as a model-parallel rank `rank` of SHARDS builds
+    it (initial values deferred, then split by parallelize, drawing only the rank's slices)."""
     np.random.seed(seed)
     if rank is None:
         return make()
-    return parallelize(make(), ParallelGroups(model_parallel=SHARDS, model_rank=rank))
+    with initial_values_deferred():
+        cell = make()
+    return parallelize(cell, ParallelGroups(model_parallel=SHARDS, model_rank=rank))
 
 
 def forward_and_input_grad(cell, x, dout):

@@ -4,6 +4,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from mindformers.models.modules.deferred_init import DeferredNormal, initial_values_are_deferred
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS
 from mindformers.models.modules.shape_only import building_shapes_only, initial_values_skipped
 from mindformers.parallel.sequence_parallel import ReduceScatterToSequenceParallel
@@ -24,6 +25,8 @@ def normal_init(shape, std, dtype):
         return initializer(Normal(std), shape, dtype)
     if initial_values_skipped():  # a checkpoint overwrites them at once
         return Tensor(np.zeros(shape, np.float32), dtype=dtype)
+    if initial_values_are_deferred():  # a model-parallel rank draws only its slice, when it splits the layer
+        return initializer(DeferredNormal(shape, std), shape, dtype)
     return Tensor(np.random.normal(0.0, std, size=shape).astype(np.float32), dtype=dtype)
 
 

@@ -11,7 +11,7 @@ from mindspore import Tensor
 from mindformers.checkpoint.checkpoint_io import scalar
 from mindformers.core.callback import ProfileMonitor, TensorBoardMonitor, TrainState
 from mindformers.models.decoder.config import run_model_arguments, run_model_section
-from mindformers.models.modules.deferred_init import initial_values_deferred
+from mindformers.models.modules.shape_only import initial_values_deferred
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
 from mindformers.parallel.groups import init_parallel_groups

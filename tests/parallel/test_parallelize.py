@@ -7,7 +7,8 @@ import pytest
 
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 from mindformers.models.modules import deferred_init
-from mindformers.models.modules.deferred_init import DeferredNormal, initial_values_deferred
+from mindformers.models.modules.deferred_init import DeferredNormal
+from mindformers.models.modules.shape_only import initial_values_deferred
 from mindformers.parallel.groups import ParallelGroups
 from mindformers.parallel.parallelize import parallel_groups_of, parallelize
 

@@ -10,7 +10,7 @@ from mindspore import Tensor, ops
 from mindformers.core.loss.cross_entropy import VocabParallelWeightedNll, WeightedNll
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 from mindformers.models.modules import Attention, Embedding, Linear, SwiGLUFeedForward
-from mindformers.models.modules.deferred_init import initial_values_deferred
+from mindformers.models.modules.shape_only import initial_values_deferred
 from mindformers.models.modules.layout import parameter_layouts
 from mindformers.parallel import ParallelSettings
 from mindformers.parallel.groups import ParallelGroups, group_ranks

@@ -2,37 +2,18 @@
 
 A model-parallel rank builds the whole plain model and then keeps its slice of each split weight
 (mindformers/parallel/parallelize.py). Drawing every whole weight first would make a rank's build peak at the
-single-process model's size. Inside `initial_values_deferred()` a weight is built unallocated (MindSpore's
-`no_init_parameters`) with a `DeferredNormal` that remembers numpy's global RNG state at the point where the eager
-build would have drawn it, and advances the RNG past those values (in bounded chunks), so everything drawn later
-sees the same stream. `draw` replays that stream later and keeps only the requested slice.
+single-process model's size. Inside `initial_values_deferred()` (shape_only.py) a weight is built unallocated
+(MindSpore's `no_init_parameters`) with a `DeferredNormal` that remembers numpy's global RNG state at the point
+where the eager build would have drawn it, and advances the RNG past those values (in bounded chunks), so
+everything drawn later sees the same stream. `draw` replays that stream later and keeps only the requested slice.
 """
-import contextlib
 import math
 
 import numpy as np
 from mindspore import Tensor
 from mindspore.common.initializer import Initializer
-from mindspore.nn.utils import no_init_parameters
 
-_ACTIVE = [False]
 CHUNK_VALUES = 1 << 22  # values drawn at a time while advancing or replaying (32 MB of float64)
-
-
-def initial_values_are_deferred():
-    return _ACTIVE[0]
-
-
-@contextlib.contextmanager
-def initial_values_deferred():
-    """Layers built inside draw their normal initial weights on demand (the caller splits and then calls
-    `materialize`)."""
-    _ACTIVE[0] = True
-    try:
-        with no_init_parameters():
-            yield
-    finally:
-        _ACTIVE[0] = False
 
 
 def _rows_per_chunk(shape):

@@ -4,9 +4,10 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from mindformers.models.modules.deferred_init import DeferredNormal, initial_values_are_deferred
+from mindformers.models.modules.deferred_init import DeferredNormal
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS
-from mindformers.models.modules.shape_only import building_shapes_only, initial_values_skipped
+from mindformers.models.modules.shape_only import (building_shapes_only, initial_values_are_deferred,
+                                                   initial_values_skipped)
 from mindformers.parallel.sequence_parallel import ReduceScatterToSequenceParallel
 from mindformers.parallel.tensor_parallel import (CopyToModelParallel, GatherFromModelParallel,
                                                   ReduceFromModelParallel, keep_local_shards, local_size)

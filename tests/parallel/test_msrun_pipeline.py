@@ -1,8 +1,9 @@
 """Pipeline stages on CPU through scripts/msrun_launcher.sh, 4 workers each (tiny GQA model, clipping on, 3
 micro-batches per step over 2 stages): data_parallel 2 x pipeline_stage 2 in PyNative mode and model_parallel 2
 (vocabulary split) x pipeline_stage 2 in graph mode follow the single process' loss curve; each stage saves only its
-own weights with the layout of the whole model, and the mp2 x pp2 run resumes in ONE process with auto_trans_ckpt on
-the same curve. Two launches (~40 s each) run side by side with the single-process reference."""
+own weights with the layout of the whole model. Their checkpoints resume under other meshes with auto_trans_ckpt on
+the same curve: mp2 x pp2 in ONE process, dp2 x pp2 as model_parallel 2 on 2 workers. Two launches (~40 s each) run
+side by side with the single-process reference, then the 2-worker resume beside the one-process resume."""
 import os
 
 import mindspore as ms
@@ -19,6 +20,9 @@ RUNS = {  # name -> (context.mode, parallel_config)
     "mp2_pp2": (0, {"data_parallel": 1, "model_parallel": 2, "pipeline_stage": 2, "micro_batch_num": 3,
                     "vocab_emb_dp": False}),
 }
+# resumed run -> (the run whose checkpoint it resumes, its workers, the mesh it resumes under)
+RESUMES = {"mp2_pp2_as_1": ("mp2_pp2", 1, {}),
+           "dp2_pp2_as_mp2": ("dp2_pp2", 2, {"data_parallel": 1, "model_parallel": 2, "vocab_emb_dp": False})}
 
 
 def user_config(path, sp_model_file, wiki_mindrecord, **sections):
@@ -35,10 +39,15 @@ def user_config(path, sp_model_file, wiki_mindrecord, **sections):
         **sections)
 
 
+def resume_arguments(output):
+    return (f" --load_checkpoint {os.path.join(output, 'checkpoint')} --resume_training pp_rank_0-1_{SAVE_EVERY}.ckpt"
+            " --auto_trans_ckpt True")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, sp_model_file, wiki_mindrecord):
     base = tmp_path_factory.mktemp("pp_runs")
-    outputs = {name: str(base / name) for name in ("single", "resumed", *RUNS)}
+    outputs = {name: str(base / name) for name in ("single", *RUNS, *RESUMES)}
     launches = {}
     for name, (mode, parallel_config) in RUNS.items():
         config = user_config(base / f"{name}.yaml", sp_model_file, wiki_mindrecord, context={"mode": mode},
@@ -51,11 +60,21 @@ def runs(tmp_path_factory, sp_model_file, wiki_mindrecord):
     for name, process in launches.items():
         code, out, err = finish(process)
         assert code == 0, out[-2000:] + err[-2000:] + logs(base / f"log_{name}")
-    resumed = run_cli(["run_mindformer.py", "--config", single_config, "--run_mode", "train",
-                       "--output_dir", outputs["resumed"], "--load_checkpoint",
-                       os.path.join(outputs["mp2_pp2"], "checkpoint"),
-                       "--resume_training", f"pp_rank_0-1_{SAVE_EVERY}.ckpt", "--auto_trans_ckpt", "True"])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    launches = {}
+    for name, (source, workers, parallel_config) in RESUMES.items():
+        if workers > 1:  # PyNative: two steps do not pay for a graph compile
+            config = user_config(base / f"{name}.yaml", sp_model_file, wiki_mindrecord, context={"mode": 1},
+                                 parallel_config=parallel_config)
+            launches[name] = launch(train_command(config, outputs[name], extra=resume_arguments(outputs[source])),
+                                    workers, log_dir=str(base / f"log_{name}"))
+    for name, (source, workers, _) in RESUMES.items():
+        if workers == 1:
+            resumed = run_cli(["run_mindformer.py", "--config", single_config, "--run_mode", "train",
+                               "--output_dir", outputs[name], *resume_arguments(outputs[source]).split()])
+            assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name, process in launches.items():
+        code, out, err = finish(process)
+        assert code == 0, out[-2000:] + err[-2000:] + logs(base / f"log_{name}")
     return outputs
 
 
@@ -64,6 +83,7 @@ def assert_same_curve(reference, got, name):
     for ref, step in zip(reference, got):
         assert step["loss"] == pytest.approx(ref["loss"], rel=1e-5), (name, ref["step"], ref["loss"], step["loss"])
         assert step["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-4), (name, ref["step"])
+        assert step["lr"] == pytest.approx(ref["lr"], rel=1e-6), (name, ref["step"])
         assert not step["overflow"]
 
 
@@ -91,8 +111,11 @@ def test_each_stage_saves_only_its_weights_with_the_whole_model_layout(runs):
     assert "model.tok_embeddings.embedding_weight" in held[0] and "lm_head.weight" in held[2]
 
 
-def test_one_process_resumes_the_pipeline_run_on_its_loss_curve(runs):
-    single, resumed = read_metrics(runs["single"]), read_metrics(runs["resumed"])
-    assert_same_curve(single[SAVE_EVERY:], resumed, "resumed")
-    log = open(os.path.join(runs["resumed"], "log", "rank_0", "info.log"), encoding="utf-8").read()
-    assert "data_parallel=1 model_parallel=2 pipeline_stage=2" in log and "resuming at global step 2" in log
+@pytest.mark.parametrize("name", list(RESUMES))
+def test_resumes_under_another_mesh_follow_the_loss_curve(runs, name):
+    single, resumed = read_metrics(runs["single"]), read_metrics(runs[name])
+    assert_same_curve(single[SAVE_EVERY:], resumed, name)
+    log = open(os.path.join(runs[name], "log", "rank_0", "info.log"), encoding="utf-8").read()
+    source_mesh = RUNS[RESUMES[name][0]][1]
+    saved = " ".join(f"{key}={source_mesh[key]}" for key in ("data_parallel", "model_parallel", "pipeline_stage"))
+    assert "auto_trans_ckpt: resharded" in log and saved in log and "resuming at global step 2" in log, log[-2000:]

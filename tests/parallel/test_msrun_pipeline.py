@@ -1,9 +1,10 @@
 """Pipeline stages on CPU through scripts/msrun_launcher.sh, 4 workers each (tiny GQA model, clipping on, 3
-micro-batches per step over 2 stages): data_parallel 2 x pipeline_stage 2 in PyNative mode and model_parallel 2
-(vocabulary split) x pipeline_stage 2 in graph mode follow the single process' loss curve; each stage saves only its
-own weights with the layout of the whole model. Their checkpoints resume under other meshes with auto_trans_ckpt on
-the same curve: mp2 x pp2 in ONE process, dp2 x pp2 as model_parallel 2 on 2 workers. Two launches (~40 s each) run
-side by side with the single-process reference, then the 2-worker resume beside the one-process resume."""
+micro-batches per step over 2 stages): data_parallel 2 x pipeline_stage 2 with the parallel optimizer in PyNative
+mode and model_parallel 2 (vocabulary split) x pipeline_stage 2 in graph mode follow the single process' loss curve;
+each stage saves only its own weights (and its data-parallel slice of their moments) with the layout of the whole
+model. Their checkpoints resume under other meshes with auto_trans_ckpt on the same curve: mp2 x pp2 in ONE process,
+dp2 x pp2 on 4 workers as model_parallel 2 x pipeline_stage 2 with sequence parallelism. Two launches (~40 s each)
+run side by side with the single-process reference, then the 4-worker resume beside the one-process resume."""
 import os
 
 import mindspore as ms
@@ -15,14 +16,16 @@ from tests.parallel.msrun import finish, launch, logs, train_command
 
 MAX_GRAD_NORM = 0.3  # below the tiny model's gradient norms, so every step is clipped
 SAVE_EVERY = 2
-RUNS = {  # name -> (context.mode, parallel_config)
+RUNS = {  # name -> (context.mode, parallel_config); the tiny YAML enables the parallel optimizer (as MindFormers')
     "dp2_pp2": (1, {"data_parallel": 2, "model_parallel": 1, "pipeline_stage": 2, "micro_batch_num": 3}),
     "mp2_pp2": (0, {"data_parallel": 1, "model_parallel": 2, "pipeline_stage": 2, "micro_batch_num": 3,
                     "vocab_emb_dp": False}),
 }
 # resumed run -> (the run whose checkpoint it resumes, its workers, the mesh it resumes under)
 RESUMES = {"mp2_pp2_as_1": ("mp2_pp2", 1, {}),
-           "dp2_pp2_as_mp2": ("dp2_pp2", 2, {"data_parallel": 1, "model_parallel": 2, "vocab_emb_dp": False})}
+           "dp2_pp2_as_mp2_pp2_seq": ("dp2_pp2", 4, {"data_parallel": 1, "model_parallel": 2, "pipeline_stage": 2,
+                                                     "micro_batch_num": 3, "vocab_emb_dp": False,
+                                                     "use_seq_parallel": True})}
 
 
 def user_config(path, sp_model_file, wiki_mindrecord, **sections):
@@ -31,6 +34,7 @@ def user_config(path, sp_model_file, wiki_mindrecord, **sections):
         path, "llama2/pretrain_llama2_tiny.yaml", sp_model_file, sizes=dict(TINY_SIZES, num_heads=4, n_kv_heads=2),
         seed=7, runner_config={"epochs": 1, "global_batch_size": 48, "batch_size": None},
         train_dataset={"data_loader": {"dataset_dir": wiki_mindrecord}},
+        parallel={"parallel_optimizer_config": {"parallel_optimizer_threshold": 0}},  # every weight's moments split
         lr_schedule={"learning_rate": 5.e-3, "warmup_steps": 1},
         runner_wrapper={"use_clip_grad": True, "max_grad_norm": MAX_GRAD_NORM},
         callbacks=[{"type": "MFLossMonitor"},
@@ -97,18 +101,25 @@ def test_pipeline_runs_follow_the_single_process_loss_curve(runs, name):
 
 def test_each_stage_saves_only_its_weights_with_the_whole_model_layout(runs):
     folder = os.path.join(runs["dp2_pp2"], "checkpoint")
-    held = {}
+    held, moments = {}, {}
     for rank in range(4):
         names = [n for n in os.listdir(os.path.join(folder, f"rank_{rank}")) if n.endswith(".ckpt")]
         params = ms.load_checkpoint(os.path.join(folder, f"rank_{rank}", sorted(names)[-1]))
-        held[rank] = {k for k in params if not k.startswith(("adam_", "global_step", "scale", "step", "epoch",
-                                                             "loss_scale", "learning_rate", "current"))}
+        held[rank] = {k: v.shape for k, v in params.items() if not k.startswith(
+            ("adam_", "global_step", "scale", "step", "epoch", "loss_scale", "learning_rate", "current"))}
+        moments[rank] = {k[len("adam_m."):]: v.shape for k, v in params.items() if k.startswith("adam_m.")}
     layout = read_layout_file(os.path.join(folder, "rank_2", "strategy.json"))
     assert layout["stage"] == 1 and layout["mesh"]["pipeline_stage"] == 2
     stage_of = {name: entry["stage"] for name, entry in layout["parameters"].items()}
-    assert held[0] == held[1] == {n for n, s in stage_of.items() if s == 0}  # data-parallel replicas
-    assert held[2] == held[3] == {n for n, s in stage_of.items() if s == 1}
+    assert set(held[0]) == set(held[1]) == {n for n, s in stage_of.items() if s == 0}  # data-parallel replicas
+    assert set(held[2]) == set(held[3]) == {n for n, s in stage_of.items() if s == 1}
     assert "model.tok_embeddings.embedding_weight" in held[0] and "lm_head.weight" in held[2]
+    # the parallel optimizer: each data-parallel rank of a stage keeps half of every moment, and one rank's layout
+    # file says so for the whole model
+    assert all(entry["optimizer_parts"] == 2 for entry in layout["parameters"].values())
+    for rank in range(4):
+        assert moments[rank].keys() == held[rank].keys()
+        assert all(shape[0] * 2 == held[rank][name][0] for name, shape in moments[rank].items()), rank
 
 
 @pytest.mark.parametrize("name", list(RESUMES))

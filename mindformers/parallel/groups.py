@@ -3,8 +3,8 @@
 On CPU the graph stays stand-alone (MindSpore 2.10 cannot compile semi-auto parallel for CPU), so tensor
 parallelism is placed into the built layers by `parallelize(model, groups)` (mindformers/parallel/parallelize.py):
 the groups say how many model-parallel shards there are, which one this rank keeps, and the group to all-reduce
-over. A rank's model-parallel group holds the ranks that share its batch and split the
-weights; its data-parallel group the ranks that hold the same shards and average their gradients.
+over. A rank's model-parallel group holds the ranks that share its batch and split the weights; its data-parallel
+group the ranks that hold the same shards and average their gradients.
 
 Mixture-of-experts layers split their experts over `expert_parallel` ranks, a block of consecutive data-parallel
 indices (MindFormers: expert_parallel divides data_parallel): the expert group exchanges tokens, the expert-model
@@ -89,8 +89,9 @@ def _create(kind, ranks):
 
 def init_parallel_groups(settings, rank_id, sequence_parallel=None):
     """Create this rank's model-, data- and expert-parallel groups (communication is initialised) and return them
-    (for `parallelize` and the optimizer). A group with the same ranks as one already made is that group. `sequence_parallel` (default:
-    settings.use_seq_parallel) is False for evaluation and generation, whose lengths need not split."""
+    (for `parallelize` and the optimizer). A group with the same ranks as one already made is that group.
+    `sequence_parallel` (default: settings.use_seq_parallel) is False for evaluation and generation, whose lengths
+    need not split."""
     made = {}
 
     def group(kind, ranks):

@@ -11,6 +11,7 @@ from mindformers.models.modules.deferred_init import DeferredNormal
 from mindformers.models.modules.shape_only import initial_values_deferred
 from mindformers.parallel.groups import ParallelGroups
 from mindformers.parallel.parallelize import parallel_groups_of, parallelize
+from mindformers.pet import apply_pet
 
 SIZES = dict(vocab_size=64, seq_length=8, hidden_size=16, num_layers=1, num_heads=4, n_kv_heads=2,
              intermediate_size=24, compute_dtype="float32", param_init_type="float32")
@@ -38,6 +39,8 @@ def test_layers_are_built_whole_and_split_by_the_one_step():
     assert attention.wq.copy_input._has_config_recompute  # pylint: disable=protected-access
     with pytest.raises(RuntimeError, match="already parallelized"):
         parallelize(model, MP2_RANK1)
+    with pytest.raises(RuntimeError, match="before parallelize"):
+        apply_pet(model, {"pet_type": "lora"})
 
 
 @pytest.mark.parametrize("shape,splits", [((6, 4), [(0, 2, 1)]), ((6, 4), [(1, 2, 0)]),

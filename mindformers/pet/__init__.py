@@ -26,6 +26,8 @@ def freeze_base(network, freeze_exclude=()):
     keep = [re.compile(pattern) for pattern in freeze_exclude]
     for param in network.get_parameters():
         param.requires_grad = is_pet_parameter(param.name) or any(p.fullmatch(param.name) for p in keep)
+    if hasattr(network, "trainable_changed"):  # a network whose graph depends on which weights train
+        network.trainable_changed()
 
 
 def apply_pet(network, pet_config):

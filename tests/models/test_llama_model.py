@@ -149,6 +149,11 @@ def test_chunked_head_loss_has_the_composed_loss_and_gradients(tie, monkeypatch)
     for ours, theirs in zip(fused, composed):
         np.testing.assert_allclose(ours.asnumpy(), theirs.asnumpy(), rtol=1e-5, atol=1e-7)
     monkeypatch.undo()
+    from mindformers.pet import freeze_base  # pylint: disable=import-outside-toplevel
+    freeze_base(model)  # a frozen head: the composed path, whose backward skips the head's gradient
+    assert not model.head_fuses_with_loss()
+    freeze_base(model, [".*"])
+    assert model.head_fuses_with_loss()
     if not tie:  # LoRA on the head adds a path of its own: the composed head and loss take it
         from mindformers.pet.lora import add_lora  # pylint: disable=import-outside-toplevel
         add_lora(model.lm_head, 2, 4, 0.0)

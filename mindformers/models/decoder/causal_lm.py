@@ -150,6 +150,7 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         self.compute_dtype = config.dtype("compute_dtype")
         self.softcap = float(config.final_logit_softcapping or 0.0)
         self.head_matmul = ops.MatMul(transpose_b=True)
+        self.head_weight_trains = True  # False once PET freezes it (trainable_changed)
         # Mixture of experts: the load-balancing loss joins the training loss, weighted by aux_loss_factor.
         self.router_balance = RouterBalance(config.moe.expert_num, config.moe.top_k) if config.moe_layers() else None
         self.aux_loss_factor = config.moe.aux_loss_factor if config.moe else 0.0
@@ -216,10 +217,17 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
             return self.loss.of_hidden(ops.cast(hidden, self.compute_dtype), self.head_weight(), targets, mask)
         return self.loss(self.head_logits(hidden), targets, mask)
 
+    def trainable_changed(self):
+        """PET froze weights (mindformers/pet): a frozen head takes the composed head + loss, whose backward
+        MindSpore prunes to d_hidden; the chunked cell would compute the head's unused gradient too (one more
+        (tokens, vocab, hidden) product per step)."""
+        head = self.model.tok_embeddings.embedding_weight if self.tie_word_embeddings else self.lm_head.weight
+        self.head_weight_trains = head.requires_grad
+
     def head_fuses_with_loss(self):
-        """Whether the logits are hidden times one whole (vocab, hidden) matrix: no vocabulary split, collectives,
-        softcapping or adapter in the head."""
-        if self.vocab_split_logits or self.softcap:
+        """Whether the logits are hidden times one whole, trained (vocab, hidden) matrix: no vocabulary split,
+        collectives, softcapping or adapter in the head."""
+        if self.vocab_split_logits or self.softcap or not self.head_weight_trains:
             return False
         if self.tie_word_embeddings:
             return True

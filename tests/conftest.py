@@ -6,3 +6,8 @@ os.environ.setdefault("GLOG_v", "3")  # keep MindSpore's C++ logging out of test
 from tests.fixtures.tokenizers import *  # noqa: E402,F401,F403
 from tests.fixtures.data import *  # noqa: E402,F401,F403
 from tests.fixtures.instruction_data import *  # noqa: E402,F401,F403
+
+import mindspore as ms  # noqa: E402
+
+# Op by op on CPU, waiting for each op is faster than queueing it (as build_context does for PyNative runs on CPU)
+ms.set_context(pynative_synchronize=True)

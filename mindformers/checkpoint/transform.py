@@ -18,9 +18,12 @@ from mindformers.checkpoint.reshard import assemble, global_shape
 from mindformers.checkpoint.tensor_dtypes import CKPT_TYPE, ITEMSIZE
 from mindformers.checkpoint.tensor_pieces import Piece, cut
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, declared_splits
-from mindformers.parallel.layout_file import mesh_record, rank_layout, split_entry, write_layout_file
+from mindformers.parallel.layout_file import (TIED_EMBEDDING, mesh_record, rank_layout, split_entry,
+                                             write_layout_file)
 from mindformers.parallel.mesh import count_layers, expert_parallel_size, mesh_sizes, rank_coordinates
 from mindformers.tools.errors import ConfigError
+
+HEAD = "lm_head."  # the output projection of an untied model
 
 
 def _total_bytes(source):
@@ -68,11 +71,18 @@ def source_weights(source):
     return declared
 
 
+def tied_embedding(names):
+    """(TIED_EMBEDDING,) when tensors named `names` are a model whose head reads the word embedding (it has no
+    lm_head of its own): with pipeline stages the first and the last stage both hold it. Else ()."""
+    return (TIED_EMBEDDING,) if TIED_EMBEDDING in names and not any(name.startswith(HEAD) for name in names) else ()
+
+
 def mesh_records(source, mesh, declared, key="--dst_mesh", state_threshold=None):
     """{rank: layout record} of every rank of `mesh` for the source's tensors, weights split as `declared`
     ({weight: {mesh axis: dim}}, or {weight: model-parallel dim}) over model_parallel and expert_parallel. With
     `state_threshold` (bytes; the target runs the parallel optimizer) the optimizer state of every weight whose
-    rank piece is at least that large, experts excepted, splits over data_parallel (optimizer_parts)."""
+    rank piece is at least that large, experts excepted, splits over data_parallel (optimizer_parts). A tied word
+    embedding goes to the first and the last pipeline stage, as a run's own layout places it."""
     _, mp, _ = mesh_sizes(mesh)
     sizes = {MODEL_AXIS: mp, EXPERT_AXIS: expert_parallel_size(mesh)}
     entries = {}
@@ -99,7 +109,8 @@ def mesh_records(source, mesh, declared, key="--dst_mesh", state_threshold=None)
     if pp > layers:
         raise ConfigError(f"{key}: pipeline_stage {pp} is more than the model's {layers} layer(s) (every stage holds "
                           f"at least one layer); expected at most {layers}")
-    return {rank: mesh_record(entries, mesh, rank) for rank in range(dp * mp * pp)}
+    tied = tied_embedding(source.names()) if pp > 1 else ()
+    return {rank: mesh_record(entries, mesh, rank, tied) for rank in range(dp * mp * pp)}
 
 
 class _Shape:

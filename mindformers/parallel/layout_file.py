@@ -75,11 +75,12 @@ def mesh_record(entries, mesh, rank_id, first_and_last=()):
 def layout_record(network, settings, rank_id, local_shards=None):
     """The layout of `network` on this rank; a network cut to one pipeline stage describes the whole model it was cut
     from (`whole_model_entries`), so one rank's file describes every rank of the mesh. With the parallel optimizer
-    the weights whose optimizer state splits record optimizer_parts."""
+    the weights whose optimizer state splits (on every stage) record optimizer_parts."""
     entries = getattr(network, "whole_model_entries", None) or weight_entries(
         network, settings.model_parallel, local_shards, expert_parallel_size(settings.mesh()))
     if network_holds_shards() if local_shards is None else local_shards:
-        for name in sharded_state_names(network, settings):
+        sharded = getattr(network, "whole_model_sharded_states", None)
+        for name in sharded_state_names(network, settings) if sharded is None else sharded:
             entries[name]["optimizer_parts"] = settings.optimizer_shards
     config = getattr(network, "config", None)
     tied = (TIED_EMBEDDING,) if settings.pipeline_stage > 1 and getattr(config, "tie_word_embeddings", False) else ()

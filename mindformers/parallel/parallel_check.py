@@ -36,8 +36,8 @@ class ParallelSettings:
     @property
     def optimizer_shards(self):
         """Data-parallel ranks the optimizer state of a large parameter splits over on CPU (1: not sharded; with
-        pipeline stages the state stays whole there)."""
-        return self.data_parallel if self.optimizer_shard and self.pipeline_stage == 1 else 1
+        pipeline stages, over the data-parallel ranks of the stage)."""
+        return self.data_parallel if self.optimizer_shard else 1
 
     @property
     def device_num(self):
@@ -139,9 +139,6 @@ def check_sequence_parallel(settings, model_config):
     if getattr(model_config, "moe", None):
         raise ConfigError("parallel_config.use_seq_parallel: sequence parallelism with mixture-of-experts layers is "
                           "not available; set use_seq_parallel False")
-    if settings.pipeline_stage > 1:
-        raise ConfigError(f"parallel_config.use_seq_parallel: sequence parallelism with pipeline_stage "
-                          f"{settings.pipeline_stage} is not available on CPU; set use_seq_parallel False")
 
 
 def check_pipeline(settings, model_config):

@@ -15,6 +15,7 @@ from mindspore import ParameterTuple, nn, ops
 
 from mindformers.parallel.layout_file import weight_entries
 from mindformers.parallel.mesh import layer_stage
+from mindformers.parallel.optimizer_shard import sharded_state_names
 from mindformers.tools.errors import ConfigError
 
 
@@ -39,6 +40,8 @@ def cut_to_stage(network, settings, stage):
         raise ConfigError("parallel_config.pipeline_stage: mixture-of-experts models do not run with pipeline stages "
                           "on CPU; expected pipeline_stage 1")
     network.whole_model_entries = weight_entries(network, settings.model_parallel, local_shards=True)
+    # with the parallel optimizer: every stage's weights whose moments split, so one rank's layout file says it
+    network.whole_model_sharded_states = sharded_state_names(network, settings)
     model = network.model
     names = {id(param): param.name for param in network.get_parameters()}
     kept = stage_layers(len(model.layers), stages, stage)
@@ -72,10 +75,13 @@ class StageForward(nn.Cell):
         self.network = network
         self.first, self.last = stage == 0, stage == stages - 1
         self.layer_ids = stage_layers(len(network.model.layers), stages, stage)
+        self.sequence_sharded = network.model.sequence_sharded
 
     def construct(self, hidden, input_ids, labels, weight):
         if self.first:
             hidden = self.network.model.embed(input_ids[:, :-1])
+            if self.sequence_sharded:  # the stages exchange each rank's slice of the sequence
+                hidden = self.network.model.scatter_sequence(hidden)
         for index in self.layer_ids:
             hidden = self.network.model.layers[index](hidden)
         if self.last:
@@ -111,6 +117,9 @@ class TargetCount(nn.Cell):
 
 
 def activation_shape(network, micro_batch_size):
-    """(shape, dtype) of the hidden states that cross a stage boundary for one micro-batch."""
-    config = network.config
-    return (micro_batch_size, config.seq_length, config.hidden_size), network.model.compute_dtype
+    """(shape, dtype) of the hidden states that cross a stage boundary for one micro-batch: with sequence
+    parallelism each rank's slice of the sequence, which the rank at the same model-parallel place in the next stage
+    continues."""
+    config, model = network.config, network.model
+    seq = config.seq_length // model.scatter_sequence.shards if model.sequence_sharded else config.seq_length
+    return (micro_batch_size, seq, config.hidden_size), model.compute_dtype

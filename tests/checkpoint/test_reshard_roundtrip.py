@@ -121,3 +121,25 @@ def test_experts_split_over_expert_and_model_parallel_at_once(tmp_path):
     source = CheckpointSource(folder)
     second = split(folder, dict(mesh(4, 1, 1), expert_parallel=4), source_weights(source), tmp_path / "second")
     assert raw_tensors(merge(second, tmp_path / "merged_again.ckpt")) == raw_tensors(whole_path)
+
+
+def test_tied_embedding_goes_to_the_first_and_the_last_stage(tmp_path):
+    """A model whose head reads the word embedding: transform_ckpt --dst_mesh gives the last stage its copy (and
+    its moments) too, as a pipeline run's own layout does, and merging takes the embedding once."""
+    tied = save_training_checkpoint(tmp_path / "tied_rank_0-2_7.ckpt", tie_word_embeddings=True)
+    whole = arrays(tied)
+    embedding = "model.tok_embeddings.embedding_weight"
+    assert embedding in whole and not any(name.startswith("lm_head") for name in whole)
+    source = CheckpointSource(tied)
+    # the vocabulary split over model_parallel (vocab_emb_dp False), so each rank's copy is its part
+    declared_tied = parameter_splits(tiny_network(tie_word_embeddings=True, parallel_config={"vocab_emb_dp": False}))
+    assert declared_tied[embedding] == {"model_parallel": 0}
+    folder = tmp_path / "split"
+    write_distributed(source, mesh_records(source, mesh(1, 2, 2), declared_tied), str(folder), progress=False)
+    for rank in range(4):
+        record = read_layout_file(os.path.join(folder, f"rank_{rank}", LAYOUT_FILE))
+        assert record["parameters"][embedding]["stage"] == [0, 1]
+        held = arrays(os.path.join(folder, f"rank_{rank}", f"tied_rank_{rank}-2_7.ckpt"))
+        for name in (embedding, f"adam_m.{embedding}", f"adam_v.{embedding}"):
+            assert np.array_equal(held[name], np.split(whole[name], 2, axis=0)[rank % 2]), (rank, name)
+    assert raw_tensors(merge(folder, tmp_path / "merged.ckpt")) == raw_tensors(tied)

@@ -1,7 +1,7 @@
 """Four CPU workers through scripts/msrun_launcher.sh: data_parallel 2 x model_parallel 2, plain and with sequence
 parallelism plus the parallel optimizer (AdamW moments split over the data-parallel ranks), follow the loss curve of
 the single process; the sharded run's checkpoint resumes in ONE process with --auto_trans_ckpt True on the same
-curve. Two launches run side by side with the single-process reference.
+curve, and so does the plain dp2 x mp2 run's. Two launches run side by side with the single-process reference.
 
 Then, from the single process' checkpoint (resharded on load), model_parallel 2 on 2 workers: LoRA fine-tuning (on
 column- and row-parallel layers) follows the single process' curve, perplexity evaluation gives its number, and
@@ -43,7 +43,7 @@ def user_config(path, sp_model_file, wiki_mindrecord, **sections):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, sp_model_file, wiki_mindrecord):
     base = tmp_path_factory.mktemp("four_workers")
-    outputs = {name: str(base / name) for name in ("single", "resumed", *RUNS)}
+    outputs = {name: str(base / name) for name in ("single", *RUNS, *(f"{run}_resumed" for run in RUNS))}
     launches = {}
     for name, (parallel_config, parallel) in RUNS.items():
         config = user_config(base / f"{name}.yaml", sp_model_file, wiki_mindrecord, parallel_config=parallel_config,
@@ -55,9 +55,10 @@ def runs(tmp_path_factory, sp_model_file, wiki_mindrecord):
     for name, process in launches.items():
         code, out, err = finish(process)
         assert code == 0, out[-2000:] + err[-2000:] + logs(base / f"log_{name}")
-    assert run_main(["--config", single_config, "--run_mode", "train", "--output_dir", outputs["resumed"],
-                     "--load_checkpoint", os.path.join(outputs["dp2_mp2_seq_opt"], "checkpoint"),
-                     "--resume_training", f"run_rank_0-1_{SAVE_EVERY}.ckpt", "--auto_trans_ckpt", "True"])[0] == 0
+    for name in RUNS:
+        assert run_main(["--config", single_config, "--run_mode", "train", "--output_dir", outputs[f"{name}_resumed"],
+                         "--load_checkpoint", os.path.join(outputs[name], "checkpoint"),
+                         "--resume_training", f"run_rank_0-1_{SAVE_EVERY}.ckpt", "--auto_trans_ckpt", "True"])[0] == 0
     return outputs
 
 
@@ -88,8 +89,9 @@ def test_each_data_parallel_rank_keeps_its_slice_of_the_moments(runs):
                                    err_msg=key)
 
 
-def test_the_sharded_checkpoint_resumes_in_one_process_on_the_curve(runs):
-    single, resumed = read_metrics(runs["single"]), read_metrics(runs["resumed"])
+@pytest.mark.parametrize("name", list(RUNS))
+def test_the_sharded_checkpoint_resumes_in_one_process_on_the_curve(runs, name):
+    single, resumed = read_metrics(runs["single"]), read_metrics(runs[f"{name}_resumed"])
     assert [m["step"] for m in resumed] == [m["step"] for m in single[SAVE_EVERY:]]
     for ref, got in zip(single[SAVE_EVERY:], resumed):
         assert got["loss"] == pytest.approx(ref["loss"], rel=1e-5), (ref["step"], ref["loss"], got["loss"])

@@ -1,8 +1,10 @@
 """Pipeline stages on CPU through scripts/msrun_launcher.sh, 4 workers each (tiny GQA model, clipping on, 3
-micro-batches per step over 2 stages): data_parallel 2 x pipeline_stage 2 in PyNative mode and model_parallel 2
-(vocabulary split) x pipeline_stage 2 in graph mode follow the single process' loss curve; each stage saves only its
-own weights with the layout of the whole model, and the mp2 x pp2 run resumes in ONE process with auto_trans_ckpt on
-the same curve. Two launches (~40 s each) run side by side with the single-process reference."""
+micro-batches per step over 2 stages): data_parallel 2 x pipeline_stage 2 with the parallel optimizer in PyNative
+mode and model_parallel 2 (vocabulary split) x pipeline_stage 2 in graph mode follow the single process' loss curve;
+each stage saves only its own weights (and its data-parallel slice of their moments) with the layout of the whole
+model. Their checkpoints resume under other meshes with auto_trans_ckpt on the same curve: mp2 x pp2 in ONE process,
+dp2 x pp2 on 4 workers as model_parallel 2 x pipeline_stage 2 with sequence parallelism. Two launches (~40 s each)
+run side by side with the single-process reference, then the 4-worker resume beside the one-process resume."""
 import os
 
 import mindspore as ms
@@ -14,11 +16,16 @@ from tests.parallel.msrun import finish, launch, logs, train_command
 
 MAX_GRAD_NORM = 0.3  # below the tiny model's gradient norms, so every step is clipped
 SAVE_EVERY = 2
-RUNS = {  # name -> (context.mode, parallel_config)
+RUNS = {  # name -> (context.mode, parallel_config); the tiny YAML enables the parallel optimizer (as MindFormers')
     "dp2_pp2": (1, {"data_parallel": 2, "model_parallel": 1, "pipeline_stage": 2, "micro_batch_num": 3}),
     "mp2_pp2": (0, {"data_parallel": 1, "model_parallel": 2, "pipeline_stage": 2, "micro_batch_num": 3,
                     "vocab_emb_dp": False}),
 }
+# resumed run -> (the run whose checkpoint it resumes, its workers, the mesh it resumes under)
+RESUMES = {"mp2_pp2_as_1": ("mp2_pp2", 1, {}),
+           "dp2_pp2_as_mp2_pp2_seq": ("dp2_pp2", 4, {"data_parallel": 1, "model_parallel": 2, "pipeline_stage": 2,
+                                                     "micro_batch_num": 3, "vocab_emb_dp": False,
+                                                     "use_seq_parallel": True})}
 
 
 def user_config(path, sp_model_file, wiki_mindrecord, **sections):
@@ -27,6 +34,7 @@ def user_config(path, sp_model_file, wiki_mindrecord, **sections):
         path, "llama2/pretrain_llama2_tiny.yaml", sp_model_file, sizes=dict(TINY_SIZES, num_heads=4, n_kv_heads=2),
         seed=7, runner_config={"epochs": 1, "global_batch_size": 48, "batch_size": None},
         train_dataset={"data_loader": {"dataset_dir": wiki_mindrecord}},
+        parallel={"parallel_optimizer_config": {"parallel_optimizer_threshold": 0}},  # every weight's moments split
         lr_schedule={"learning_rate": 5.e-3, "warmup_steps": 1},
         runner_wrapper={"use_clip_grad": True, "max_grad_norm": MAX_GRAD_NORM},
         callbacks=[{"type": "MFLossMonitor"},
@@ -35,10 +43,15 @@ def user_config(path, sp_model_file, wiki_mindrecord, **sections):
         **sections)
 
 
+def resume_arguments(output):
+    return (f" --load_checkpoint {os.path.join(output, 'checkpoint')} --resume_training pp_rank_0-1_{SAVE_EVERY}.ckpt"
+            " --auto_trans_ckpt True")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, sp_model_file, wiki_mindrecord):
     base = tmp_path_factory.mktemp("pp_runs")
-    outputs = {name: str(base / name) for name in ("single", "resumed", *RUNS)}
+    outputs = {name: str(base / name) for name in ("single", *RUNS, *RESUMES)}
     launches = {}
     for name, (mode, parallel_config) in RUNS.items():
         config = user_config(base / f"{name}.yaml", sp_model_file, wiki_mindrecord, context={"mode": mode},
@@ -51,11 +64,21 @@ def runs(tmp_path_factory, sp_model_file, wiki_mindrecord):
     for name, process in launches.items():
         code, out, err = finish(process)
         assert code == 0, out[-2000:] + err[-2000:] + logs(base / f"log_{name}")
-    resumed = run_cli(["run_mindformer.py", "--config", single_config, "--run_mode", "train",
-                       "--output_dir", outputs["resumed"], "--load_checkpoint",
-                       os.path.join(outputs["mp2_pp2"], "checkpoint"),
-                       "--resume_training", f"pp_rank_0-1_{SAVE_EVERY}.ckpt", "--auto_trans_ckpt", "True"])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    launches = {}
+    for name, (source, workers, parallel_config) in RESUMES.items():
+        if workers > 1:  # PyNative: two steps do not pay for a graph compile
+            config = user_config(base / f"{name}.yaml", sp_model_file, wiki_mindrecord, context={"mode": 1},
+                                 parallel_config=parallel_config)
+            launches[name] = launch(train_command(config, outputs[name], extra=resume_arguments(outputs[source])),
+                                    workers, log_dir=str(base / f"log_{name}"))
+    for name, (source, workers, _) in RESUMES.items():
+        if workers == 1:
+            resumed = run_cli(["run_mindformer.py", "--config", single_config, "--run_mode", "train",
+                               "--output_dir", outputs[name], *resume_arguments(outputs[source]).split()])
+            assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name, process in launches.items():
+        code, out, err = finish(process)
+        assert code == 0, out[-2000:] + err[-2000:] + logs(base / f"log_{name}")
     return outputs
 
 
@@ -64,6 +87,7 @@ def assert_same_curve(reference, got, name):
     for ref, step in zip(reference, got):
         assert step["loss"] == pytest.approx(ref["loss"], rel=1e-5), (name, ref["step"], ref["loss"], step["loss"])
         assert step["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-4), (name, ref["step"])
+        assert step["lr"] == pytest.approx(ref["lr"], rel=1e-6), (name, ref["step"])
         assert not step["overflow"]
 
 
@@ -77,22 +101,32 @@ def test_pipeline_runs_follow_the_single_process_loss_curve(runs, name):
 
 def test_each_stage_saves_only_its_weights_with_the_whole_model_layout(runs):
     folder = os.path.join(runs["dp2_pp2"], "checkpoint")
-    held = {}
+    held, moments = {}, {}
     for rank in range(4):
         names = [n for n in os.listdir(os.path.join(folder, f"rank_{rank}")) if n.endswith(".ckpt")]
         params = ms.load_checkpoint(os.path.join(folder, f"rank_{rank}", sorted(names)[-1]))
-        held[rank] = {k for k in params if not k.startswith(("adam_", "global_step", "scale", "step", "epoch",
-                                                             "loss_scale", "learning_rate", "current"))}
+        held[rank] = {k: v.shape for k, v in params.items() if not k.startswith(
+            ("adam_", "global_step", "scale", "step", "epoch", "loss_scale", "learning_rate", "current"))}
+        moments[rank] = {k[len("adam_m."):]: v.shape for k, v in params.items() if k.startswith("adam_m.")}
     layout = read_layout_file(os.path.join(folder, "rank_2", "strategy.json"))
     assert layout["stage"] == 1 and layout["mesh"]["pipeline_stage"] == 2
     stage_of = {name: entry["stage"] for name, entry in layout["parameters"].items()}
-    assert held[0] == held[1] == {n for n, s in stage_of.items() if s == 0}  # data-parallel replicas
-    assert held[2] == held[3] == {n for n, s in stage_of.items() if s == 1}
+    assert set(held[0]) == set(held[1]) == {n for n, s in stage_of.items() if s == 0}  # data-parallel replicas
+    assert set(held[2]) == set(held[3]) == {n for n, s in stage_of.items() if s == 1}
     assert "model.tok_embeddings.embedding_weight" in held[0] and "lm_head.weight" in held[2]
+    # the parallel optimizer: each data-parallel rank of a stage keeps half of every moment, and one rank's layout
+    # file says so for the whole model
+    assert all(entry["optimizer_parts"] == 2 for entry in layout["parameters"].values())
+    for rank in range(4):
+        assert moments[rank].keys() == held[rank].keys()
+        assert all(shape[0] * 2 == held[rank][name][0] for name, shape in moments[rank].items()), rank
 
 
-def test_one_process_resumes_the_pipeline_run_on_its_loss_curve(runs):
-    single, resumed = read_metrics(runs["single"]), read_metrics(runs["resumed"])
-    assert_same_curve(single[SAVE_EVERY:], resumed, "resumed")
-    log = open(os.path.join(runs["resumed"], "log", "rank_0", "info.log"), encoding="utf-8").read()
-    assert "data_parallel=1 model_parallel=2 pipeline_stage=2" in log and "resuming at global step 2" in log
+@pytest.mark.parametrize("name", list(RESUMES))
+def test_resumes_under_another_mesh_follow_the_loss_curve(runs, name):
+    single, resumed = read_metrics(runs["single"]), read_metrics(runs[name])
+    assert_same_curve(single[SAVE_EVERY:], resumed, name)
+    log = open(os.path.join(runs[name], "log", "rank_0", "info.log"), encoding="utf-8").read()
+    source_mesh = RUNS[RESUMES[name][0]][1]
+    saved = " ".join(f"{key}={source_mesh[key]}" for key in ("data_parallel", "model_parallel", "pipeline_stage"))
+    assert "auto_trans_ckpt: resharded" in log and saved in log and "resuming at global step 2" in log, log[-2000:]

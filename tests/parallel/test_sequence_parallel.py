@@ -109,5 +109,10 @@ def test_sequence_parallel_errors_name_the_key():
                                            "parallel_config.model_parallel (2)")
     assert check(moe_config={"expert_num": 2, "num_experts_chosen": 1}).startswith(
         "parallel_config.use_seq_parallel: sequence parallelism with mixture-of-experts")
-    assert check(pp=2, world=4).startswith("parallel_config.use_seq_parallel: sequence parallelism with "
-                                            "pipeline_stage 2 is not available on CPU")
+    # with pipeline stages it runs (tests/parallel/test_msrun_pipeline.py): the stages pass sequence slices
+    accepted = MindFormerConfig(parallel_config={"data_parallel": 1, "model_parallel": 2, "use_seq_parallel": True,
+                                                 "pipeline_stage": 2, "micro_batch_num": 2},
+                                runner_config={"batch_size": 2})
+    assert check_parallel_config(accepted, LlamaConfig(seq_length=16, hidden_size=32, num_layers=2, num_heads=4,
+                                                       n_kv_heads=2, intermediate_size=64, vocab_size=64),
+                                 4, "CPU").use_seq_parallel

@@ -208,7 +208,10 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
     def loss_of_hidden(self, hidden, input_ids, labels=None):
         """The training loss from the last decoder layer's output (a pipeline's last stage runs this alone)."""
         _, targets, mask = self.loss_targets(input_ids, labels)
-        return self.loss(self.head_logits(self.model.norm_out(hidden)), targets, mask)
+        hidden = self.model.norm_out(hidden)
+        if self.model.sequence_sharded:  # each rank's slice of the sequence, joined for the head
+            hidden = self.model.gather_sequence(hidden)
+        return self.loss(self.head_logits(hidden), targets, mask)
 
     def target_count(self, input_ids, labels=None):
         """How many targets of the rows count in the loss (float32)."""

@@ -133,7 +133,7 @@ def worker(args):
     trainer = CausalLanguageModelingTrainer(config)
     trainer.setup_parallel()
     before = current_rss()
-    _, network = build_network(config)
+    _, network = build_network(config, trainer.groups)
     if trainer.runs_pipeline():
         network = cut_to_stage(network, trainer.parallel, rank_coordinates(rank, trainer.parallel.mesh())[0])
     optimizer = trainer.build_optimizer(network, None)

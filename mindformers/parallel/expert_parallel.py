@@ -15,14 +15,12 @@ model-parallel group.
 """
 from mindspore import nn, ops
 
-from mindformers.parallel.groups import current_groups
 from mindformers.parallel.tensor_parallel import PlaceAmongZeros, SumOverGroup
 
 
 class _ExpertCollective(nn.Cell):
-    def __init__(self, groups=None):
+    def __init__(self, groups):
         super().__init__()
-        groups = groups or current_groups()
         self.parts = groups.expert_parallel
         self.rank = groups.expert_rank
         self.gather_group = groups.expert_group is not None
@@ -77,8 +75,8 @@ class SumOverDataParallel(SumOverGroup):
     Every rank adds the same function of the sum to its loss and the gradients are averaged over the group, so the
     backward is a sum too: the transpose of an all-reduce whose result every rank uses."""
 
-    def __init__(self, groups=None):
-        super().__init__((groups or current_groups()).data_group)
+    def __init__(self, groups):
+        super().__init__(groups.data_group)
 
     def construct(self, x):
         return self.sum_over_group(x)

@@ -1,10 +1,10 @@
 """Which model-parallel shard this process holds, and the communication groups its explicit collectives use.
 
 On CPU the graph stays stand-alone (MindSpore 2.10 cannot compile semi-auto parallel for CPU), so tensor
-parallelism is written into the layers (mindformers/parallel/tensor_parallel.py). The layers read
-`current_groups()` when they are built: how many model-parallel shards there are, which one this rank keeps, and
-the group to all-reduce over. A rank's model-parallel group holds the ranks that share its batch and split the
-weights; its data-parallel group the ranks that hold the same shards and average their gradients.
+parallelism is placed into the built layers by `parallelize(model, groups)` (mindformers/parallel/parallelize.py):
+the groups say how many model-parallel shards there are, which one this rank keeps, and the group to all-reduce
+over. A rank's model-parallel group holds the ranks that share its batch and split the weights; its data-parallel
+group the ranks that hold the same shards and average their gradients.
 
 Mixture-of-experts layers split their experts over `expert_parallel` ranks, a block of consecutive data-parallel
 indices (MindFormers: expert_parallel divides data_parallel): the expert group exchanges tokens, the expert-model
@@ -14,7 +14,6 @@ the same experts) sums the experts' gradients.
 A group of None means "no communication": each collective then returns this rank's own contribution (what an
 all-reduce would add up), which lets a single process compute one rank's share (the shard tests do).
 """
-import contextlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -49,24 +48,6 @@ class ParallelGroups:
     @property
     def experts_sharded(self):
         return self.expert_parallel > 1
-
-
-_CURRENT = [ParallelGroups()]
-
-
-def current_groups():
-    return _CURRENT[0]
-
-
-@contextlib.contextmanager
-def using_groups(groups):
-    """Build layers for `groups` inside the block (a shard simulated in one process, or a test)."""
-    previous = _CURRENT[0]
-    _CURRENT[0] = groups
-    try:
-        yield groups
-    finally:
-        _CURRENT[0] = previous
 
 
 def group_ranks(rank_id, settings):
@@ -107,9 +88,10 @@ def _create(kind, ranks):
 
 
 def init_parallel_groups(settings, rank_id, sequence_parallel=None):
-    """Create this rank's model-, data- and expert-parallel groups (communication is initialised) and make them
-    current. A group with the same ranks as one already made is that group. `sequence_parallel` (default:
-    settings.use_seq_parallel) is False for evaluation and generation, whose lengths need not split."""
+    """Create this rank's model-, data- and expert-parallel groups (communication is initialised) and return them
+    (for `parallelize` and the optimizer). A group with the same ranks as one already made is that group.
+    `sequence_parallel` (default: settings.use_seq_parallel) is False for evaluation and generation, whose lengths
+    need not split."""
     made = {}
 
     def group(kind, ranks):
@@ -128,5 +110,4 @@ def init_parallel_groups(settings, rank_id, sequence_parallel=None):
                             expert_data_group=group("expert_data_parallel", expert_data_ranks),
                             sequence_parallel=settings.use_seq_parallel if sequence_parallel is None
                             else sequence_parallel)
-    _CURRENT[0] = groups
     return groups

@@ -22,7 +22,7 @@ SEQUENCE_AXIS = 1
 class _SequenceCollective(ModelParallelCollective):
     """Slicing and gathering along the sequence axis of the model-parallel group."""
 
-    def __init__(self, groups=None):
+    def __init__(self, groups):
         super().__init__(groups)
         self.place = PlaceAmongZeros(SEQUENCE_AXIS, self.shards, self.rank)
 

@@ -1,4 +1,5 @@
-"""Megatron-style tensor parallelism written into the cells, for stand-alone graphs (CPU).
+"""Megatron-style tensor parallelism placed into the cells, for stand-alone graphs (CPU), by each layer's
+`parallelize(groups)` hook (mindformers/parallel/parallelize.py runs them once the plain model is built).
 
 The collectives are cells with a hand-written `bprop`, because the backward a layer needs is not the
 collective's own: entering a column-parallel layer the input is copied (forward identity) and its gradient summed
@@ -13,8 +14,8 @@ layout file and the dry run read too), so an mp=2 model is exactly the mp=1 mode
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from mindformers.models.modules.deferred_init import deferred_values
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, declared_splits
-from mindformers.parallel.groups import current_groups
 
 
 class SumOverGroup(nn.Cell):
@@ -39,8 +40,7 @@ class SumOverGroup(nn.Cell):
 class ModelParallelCollective(SumOverGroup):
     """A collective over the model-parallel group."""
 
-    def __init__(self, groups=None):
-        groups = groups or current_groups()
+    def __init__(self, groups):
         super().__init__(groups.model_group)
         self.shards = groups.model_parallel
         self.rank = groups.model_rank
@@ -90,7 +90,7 @@ class GatherFromModelParallel(ModelParallelCollective):
     """Concatenates every rank's shard along the last axis (shards are equal in size); backward keeps this
     rank's slice of the gradient, since every rank computes the same thing from the gathered tensor."""
 
-    def __init__(self, groups=None):
+    def __init__(self, groups):
         super().__init__(groups)
         self.place = PlaceAmongZeros(-1, self.shards, self.rank)
 
@@ -102,29 +102,25 @@ class GatherFromModelParallel(ModelParallelCollective):
         return (dout[..., self.rank * width:(self.rank + 1) * width],)
 
 
-def keep_local_shards(cell, groups=None, attrs=None):
-    """Replace every parameter `cell` declares as split (param_layout; only `attrs` when given) by this rank's
-    slice of it: along its model-parallel dimension the model rank's part, along its expert-parallel dimension (the
-    experts of a mixture-of-experts layer) the expert rank's part."""
-    groups = groups or current_groups()
+def keep_local_shards(cell, groups):
+    """Replace every parameter `cell` declares as split (param_layout) by this rank's slice of it: along its
+    model-parallel dimension the model rank's part, along its expert-parallel dimension (the experts of a
+    mixture-of-experts layer) the expert rank's part."""
     ranks = {MODEL_AXIS: (groups.model_parallel, groups.model_rank),
              EXPERT_AXIS: (groups.expert_parallel, groups.expert_rank)}
     for attr, declaration in cell.param_layout.items():
-        if attrs is not None and attr not in attrs:
-            continue
         param = cell._params.get(attr)  # pylint: disable=protected-access
         splits = [(dim,) + ranks[axis] for axis, dim in declared_splits(declaration).items() if ranks[axis][0] > 1]
         if param is None or not splits:
             continue
-        local = param.asnumpy()
         for dim, parts, rank in splits:
             if param.shape[dim] % parts:
                 raise ValueError(f"{param.name}: dimension {dim} of {tuple(param.shape)} does not split into "
                                  f"{parts} parts")
-            local = np.split(local, parts, axis=dim)[rank]
+        local = deferred_values(param, splits)  # a weight not drawn yet draws only this slice
         param.set_data(Tensor(np.ascontiguousarray(local), dtype=param.dtype), True)
 
 
-def local_size(size, groups=None):
+def local_size(size, groups):
     """The part of `size` (heads, features, vocabulary) one model-parallel rank holds."""
-    return size // (groups or current_groups()).model_parallel
+    return size // groups.model_parallel

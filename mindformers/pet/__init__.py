@@ -33,6 +33,8 @@ def apply_pet(network, pet_config):
     config = parse_pet_config(pet_config)
     if config is None:
         return network
+    if getattr(network, "parallel_groups", None) is not None:  # adapters are drawn whole and split with their layer
+        raise RuntimeError("apply_pet: add adapters to the plain model, before parallelize splits it")
     if isinstance(config, LoraConfig):
         targets = apply_lora(network, config)
     else:

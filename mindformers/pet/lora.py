@@ -10,7 +10,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from mindformers.models.modules.linear import Linear
-from mindformers.parallel.tensor_parallel import CopyToModelParallel, keep_local_shards
+from mindformers.parallel.tensor_parallel import CopyToModelParallel
 from mindformers.tools.errors import ConfigError
 
 LORA_PARAMS = ("lora_a", "lora_b")
@@ -23,6 +23,11 @@ class LoRALinear(Linear):
     the outputs and A stays whole (A's gradient, a partial sum from this rank's outputs, is summed over the group);
     a row-parallel layer's A keeps its share of the inputs, the low-rank partial products are summed over the group
     and B stays whole."""
+
+    def parallelize(self, groups):
+        super().parallelize(groups)  # the weight and the adapters split as param_layout declares
+        if self.column_split:
+            self.sum_lora_a_grads = CopyToModelParallel(groups)
 
     def lora_a_used(self):
         if self.column_split:
@@ -48,8 +53,9 @@ class LoRALinear(Linear):
 
 
 def add_lora(linear, rank, alpha, dropout):
-    """Turn `linear` into a LoRALinear in place and return it. The adapters are drawn at the layer's whole size and
-    then cut to this rank's share, so a model-parallel run starts from the single process' adapters."""
+    """Turn `linear` (a plain, whole layer) into a LoRALinear in place and return it. The adapters are drawn at the
+    layer's whole size; `parallelize` then cuts them to this rank's share, so a model-parallel run starts from the
+    single process' adapters."""
     dtype = linear.weight.dtype
     bound = 1.0 / np.sqrt(linear.in_features)  # the default Linear init range: A's outputs start at unit scale
     linear.__class__ = LoRALinear
@@ -63,9 +69,6 @@ def add_lora(linear, rank, alpha, dropout):
     split = linear.param_layout.get("weight")
     linear.param_layout = dict(linear.param_layout, lora_a=1 if split == 1 else None,
                                lora_b=0 if split == 0 else None)
-    keep_local_shards(linear, attrs=LORA_PARAMS)
-    if linear.column_split:
-        linear.sum_lora_a_grads = CopyToModelParallel()
     return linear
 
 

@@ -11,8 +11,6 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from mindformers.models.modules.attention import Attention
-from mindformers.parallel.groups import current_groups
-from mindformers.parallel.tensor_parallel import keep_local_shards
 
 
 def _normal(shape, std, dtype):
@@ -57,10 +55,11 @@ class PrefixAttention(Attention):
 
 
 def add_prefix(attention, prefix_tokens, mid_dim=0, dropout=0.0, init_std=0.02):
-    """Give `attention` its prefixes. With CPU model parallelism they are drawn at the whole key/value width and cut
-    to this rank's heads (like wk/wv), so the run starts from the single process' prefixes."""
+    """Give `attention` (a plain, whole layer) its prefixes, at the whole key/value width; with CPU model
+    parallelism `parallelize` then cuts them to this rank's heads (like wk/wv), so the run starts from the single
+    process' prefixes."""
     dtype = attention.param_dtype
-    kv_size = attention.n_kv_heads * attention.head_dim * current_groups().model_parallel
+    kv_size = attention.n_kv_heads * attention.head_dim
     attention.__class__ = PrefixAttention
     attention.prefix_tokens = prefix_tokens
     attention.prefix_projection = mid_dim > 0
@@ -76,7 +75,6 @@ def add_prefix(attention, prefix_tokens, mid_dim=0, dropout=0.0, init_std=0.02):
         attention.prefix_value = Parameter(_normal((prefix_tokens, kv_size), init_std, dtype), name="prefix_value")
         layout = {"prefix_key": 1, "prefix_value": 1}  # split by heads, like wk/wv outputs
     attention.param_layout = dict(getattr(attention, "param_layout", {}), **layout)
-    keep_local_shards(attention, attrs=layout)
     return attention
 
 

@@ -1,4 +1,5 @@
 """CausalLanguageModelingTrainer: builds every part of a training run from the config and runs the loop."""
+import contextlib
 import logging
 import os
 import signal
@@ -10,12 +11,14 @@ from mindspore import Tensor
 from mindformers.checkpoint.checkpoint_io import scalar
 from mindformers.core.callback import ProfileMonitor, TensorBoardMonitor, TrainState
 from mindformers.models.decoder.config import run_model_arguments, run_model_section
+from mindformers.models.modules.shape_only import initial_values_deferred
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
-from mindformers.parallel.groups import current_groups, init_parallel_groups
+from mindformers.parallel.groups import init_parallel_groups
 from mindformers.parallel.optimizer_shard import DataParallelShardedOptimizer, sharded_state_names
 from mindformers.parallel.layout_file import layout_record
 from mindformers.parallel.mesh import rank_coordinates
+from mindformers.parallel.parallelize import parallelize
 from mindformers.parallel.pipeline_stage import cut_to_stage
 from mindformers.parallel.parallel_check import rank_batch_size
 from mindformers.parallel.world import data_parallel_rank, rank_and_size
@@ -59,15 +62,21 @@ def build_model_config(config):
                              where="model.model_config")
 
 
-def build_network(config):
+def build_network(config, groups=None):
+    """(model config, network): the plain model the YAML describes, with its adapters (pet_config), split for this
+    rank of `groups` (CPU model / sequence / expert parallelism; None: kept whole)."""
     model = config.get("model") or {}
     model_config = build_model_config(config)
-    network = build_from_config(model["arch"], MindFormerModuleType.MODELS,
-                                default_args={"config": model_config,
-                                              "recompute_config": config.get("recompute_config")},
-                                where="model.arch")
+    # A rank that splits the model draws only its slices of the initial weights (when parallelize runs).
+    with initial_values_deferred() if groups is not None else contextlib.nullcontext():
+        network = build_from_config(model["arch"], MindFormerModuleType.MODELS,
+                                    default_args={"config": model_config,
+                                                  "recompute_config": config.get("recompute_config")},
+                                    where="model.arch")
     if getattr(model_config, "pet_config", None):
         network = apply_pet(network, model_config.pet_config)  # LoRA / prefix tuning: base weights frozen
+    if groups is not None:  # after the adapters: they split with their layers
+        parallelize(network, groups)
     return model_config, network
 
 
@@ -112,6 +121,7 @@ class CausalLanguageModelingTrainer:
         self.rank_id = 0
         self.world_size = 1
         self.parallel = ParallelSettings()  # single process unless use_parallel
+        self.groups = None  # CPU: this rank's communication groups (setup_parallel)
         self.data_rank, self.data_ranks = 0, 1  # which share of each global batch this process reads
 
     def run(self, run_mode):
@@ -194,7 +204,7 @@ class CausalLanguageModelingTrainer:
                 ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE:
             # CPU: each data-parallel rank updates its slice of the optimizer state (on Ascend MindSpore does).
             return DataParallelShardedOptimizer(network.trainable_params(), build,
-                                                sharded_state_names(network, self.parallel), current_groups())
+                                                sharded_state_names(network, self.parallel), self.groups)
         return build(network.trainable_params())
 
     def build_wrapper(self, network, optimizer, accumulation):
@@ -249,7 +259,7 @@ class CausalLanguageModelingTrainer:
             self.data_ranks = self.parallel.data_parallel
         if ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE:
             # CPU: the layers and the train step carry their own model- and data-parallel collectives.
-            init_parallel_groups(self.parallel, self.rank_id)
+            self.groups = init_parallel_groups(self.parallel, self.rank_id)
 
     def restore(self, train_cell, network):
         """Resume (weights + optimizer + loss scale + position) or plain weight loading; returns the global step."""
@@ -328,7 +338,7 @@ class CausalLanguageModelingTrainer:
         callbacks = self.build_callbacks()
         self.remove_interrupted_saves(callbacks)  # first: a start killed while building leaves the least behind
         batch_size, accumulation = self.with_micro_batches(batch_size, accumulation)
-        model_config, network = build_network(config)
+        model_config, network = build_network(config, self.groups)
         if self.runs_pipeline():
             network = cut_to_stage(network, self.parallel, rank_coordinates(self.rank_id, self.parallel.mesh())[0])
         if ms.get_auto_parallel_context("parallel_mode") != ms.ParallelMode.STAND_ALONE:

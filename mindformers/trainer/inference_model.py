@@ -36,16 +36,17 @@ def checkpoint_to_load(config, purpose, required, rank_id=0):
 
 
 def inference_parallel(config):
-    """(settings, rank_id): with use_parallel the mesh of parallel_config, checked, and on CPU this rank's
-    model-parallel groups (the layers then hold their shards); sequence parallelism is a training layout and stays
-    off (generation's steps are one token long). Data-parallel replicas compute the same results."""
+    """(settings, rank_id, groups): with use_parallel the mesh of parallel_config, checked, and on CPU this rank's
+    model-parallel groups (the network is split for them); sequence parallelism is a training layout and stays off
+    (generation's steps are one token long). Data-parallel replicas compute the same results."""
     if not config.get("use_parallel"):
-        return ParallelSettings(), 0
+        return ParallelSettings(), 0, None
     rank_id, world_size = rank_and_size()
     settings = check_parallel_config(config, build_model_config(config), world_size, ms.get_context("device_target"))
+    groups = None
     if ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE:
-        init_parallel_groups(settings, rank_id, sequence_parallel=False)
-    return settings, rank_id
+        groups = init_parallel_groups(settings, rank_id, sequence_parallel=False)
+    return settings, rank_id, groups
 
 
 def writes_outputs():
@@ -56,7 +57,7 @@ def writes_outputs():
 def build_inference_model(config, purpose, need_tokenizer=True, need_checkpoint=False):
     """(model_config, network, tokenizer) in inference mode; `purpose` ('predict', 'run_mode eval', ...) is named
     in the one-line errors. The tokenizer is None when the config names no file and `need_tokenizer` is False."""
-    settings, rank_id = inference_parallel(config)
+    settings, rank_id, groups = inference_parallel(config)
     path = checkpoint_to_load(config, purpose, need_checkpoint, rank_id)
     tokenizer = build_tokenizer(config)
     key = tokenizer_file_key((config.get("processor") or {}).get("tokenizer") or {}) or "vocab_file"
@@ -68,7 +69,7 @@ def build_inference_model(config, purpose, need_tokenizer=True, need_checkpoint=
     # With pet_config the adapters may stay at their initial values, so those are drawn as usual.
     skip_init = bool(path) and not model_config.get("pet_config")
     with weights_loaded_after_build() if skip_init else contextlib.nullcontext():
-        model_config, network = build_network(config)
+        model_config, network = build_network(config, groups)
     if tokenizer is not None:
         check_tokenizer_fits_model(tokenizer, model_config.vocab_size, f"processor.tokenizer.{key}")
     if path:  # with pet_config: base weights + adapters; with auto_trans_ckpt: from any strategy

@@ -10,7 +10,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, declared_splits
-from mindformers.parallel.groups import current_groups
+from mindformers.parallel.groups import ParallelGroups
 
 
 def square_sum(x):
@@ -31,9 +31,8 @@ class GlobalGradNorm(nn.Cell):
     split (its param_layout declaration: a model-parallel dimension, None, or {mesh axis: dimension}), in the order
     of `grads`."""
 
-    def __init__(self, splits, groups=None):
+    def __init__(self, splits, groups=ParallelGroups()):
         super().__init__()
-        groups = groups or current_groups()
         axes = [declared_splits(split) for split in splits]
         self.expert_split = tuple(i for i, a in enumerate(axes) if EXPERT_AXIS in a and groups.experts_sharded)
         self.split = tuple(i for i, a in enumerate(axes) if i not in self.expert_split and MODEL_AXIS in a

@@ -11,16 +11,15 @@ Graph-mode friendly: a Cell whose construct is a fixed AllReduce per gradient. W
 import mindspore as ms
 from mindspore import nn, ops
 
-from mindformers.parallel.groups import current_groups
+from mindformers.parallel.groups import ParallelGroups
 
 
 class DataParallelReducer(nn.Cell):
     """construct(grads, loss) -> (grads averaged over the data-parallel group, loss averaged likewise)."""
 
-    def __init__(self, groups=None, experts=()):
+    def __init__(self, groups=ParallelGroups(), experts=()):
         """`experts`: per gradient, whether its parameter is split over expert_parallel."""
         super().__init__(auto_prefix=False)
-        groups = groups or current_groups()
         # Under Ascend semi-auto parallel MindSpore inserts the gradient all-reduce itself.
         stand_alone = ms.get_auto_parallel_context("parallel_mode") == ms.ParallelMode.STAND_ALONE
         self.reduce = groups.data_group is not None and stand_alone

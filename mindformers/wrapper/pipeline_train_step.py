@@ -18,6 +18,7 @@ from mindspore import Tensor, ops
 from mindformers.models.modules.layout import parameter_splits
 from mindformers.parallel.layout_file import TIED_EMBEDDING
 from mindformers.parallel.mesh import rank_coordinates
+from mindformers.parallel.parallelize import parallel_groups_of
 from mindformers.parallel.pipeline_groups import PIPELINE, TIED, CollectiveTransport, boundary, create_pipeline_groups
 from mindformers.parallel.pipeline_schedule import BACKWARD, FORWARD, stage_program
 from mindformers.parallel.pipeline_stage import (StageBackward, StageForward, TargetCount, activation_shape,
@@ -48,7 +49,7 @@ class PipelineTrainOneStepCell(MFTrainOneStepCell):
         # The norm counts a tied embedding once: on the first stage.
         self.counted = [i for i in range(len(names)) if not (i == self.tied_index and not self.first)]
         splits = parameter_splits(network)
-        self.grad_norm = GlobalGradNorm([splits.get(names[i]) for i in self.counted])
+        self.grad_norm = GlobalGradNorm([splits.get(names[i]) for i in self.counted], parallel_groups_of(network))
         self.placeholder = Tensor(np.zeros((1,), np.float32))
 
     def compile(self, *args, **kwargs):

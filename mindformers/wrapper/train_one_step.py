@@ -3,6 +3,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from mindformers.models.modules.layout import EXPERT_AXIS, parameter_splits
+from mindformers.parallel.parallelize import parallel_groups_of
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 from mindformers.tools.register.value_spec import DICT, FLOAT, INT, POSITIVE_INT, POSITIVE_NUMBER, Value
 from mindformers.wrapper.grad_norm import GlobalGradNorm
@@ -38,9 +39,10 @@ class MFTrainOneStepCell(nn.Cell):
         self.weights = optimizer.parameters
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
         splits = parameter_splits(network)
+        groups = parallel_groups_of(network)
         # Identity in a single process.
-        self.data_parallel = DataParallelReducer(experts=[EXPERT_AXIS in splits.get(p.name, {}) for p in self.weights])
-        self.grad_norm = GlobalGradNorm([splits.get(p.name) for p in self.weights])
+        self.data_parallel = DataParallelReducer(groups, [EXPERT_AXIS in splits.get(p.name, {}) for p in self.weights])
+        self.grad_norm = GlobalGradNorm([splits.get(p.name) for p in self.weights], groups)
         self.returns_step_metrics = bool(getattr(network, "returns_step_metrics", False))
         self.accumulation = int(gradient_accumulation_steps)
         self.use_clip_grad = use_clip_grad

@@ -8,7 +8,8 @@ from mindformers.checkpoint.ckpt_stream import read_ckpt
 from mindformers.core.optim.adamw import AdamW
 from mindformers.models.modules.layout import parameter_layouts
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
-from mindformers.parallel.groups import ParallelGroups, using_groups
+from mindformers.parallel.groups import ParallelGroups
+from mindformers.parallel.parallelize import parallelize
 from mindformers.wrapper.train_one_step import MFTrainOneStepCell
 
 SIZES = dict(seq_length=8, hidden_size=32, num_layers=3, num_heads=4, n_kv_heads=4, intermediate_size=64,
@@ -23,8 +24,7 @@ def mesh(dp, mp, pp):
 def tiny_network(model_parallel=1, model_rank=0, dtype="float32", **overrides):
     """The network one rank of a model-parallel run builds (its own shards), in a single process."""
     config = LlamaConfig(compute_dtype="float32", param_init_type=dtype, **dict(SIZES, **overrides))
-    with using_groups(ParallelGroups(model_parallel=model_parallel, model_rank=model_rank)):
-        return LlamaForCausalLM(config)
+    return parallelize(LlamaForCausalLM(config), ParallelGroups(model_parallel=model_parallel, model_rank=model_rank))
 
 
 def train_cell(network):

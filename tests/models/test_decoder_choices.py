@@ -14,7 +14,8 @@ from mindformers.models import GemmaConfig, LlamaConfig, LlamaForCausalLM, Qwen2
 from mindformers.models.llama.convert_mapping import LLAMA
 from mindformers.models.modules.positions import AlibiPosition, alibi_slopes
 from mindformers.models.modules.rotary import RotaryEmbedding, rotary_tables
-from mindformers.parallel.groups import ParallelGroups, using_groups
+from mindformers.parallel.groups import ParallelGroups
+from mindformers.parallel.parallelize import parallelize
 from mindformers.models.qwen2 import QWEN2
 from mindformers.parallel.parallel_check import ParallelSettings, check_model_split
 from mindformers.pet import apply_pet
@@ -108,8 +109,8 @@ def test_alibi_slopes_follow_the_paper_for_any_head_count_and_split_over_ranks()
     np.testing.assert_allclose(alibi_slopes(6), [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3])
     assert len(alibi_slopes(40)) == 40 and alibi_slopes(40)[32] == pytest.approx(2.0 ** -0.125)  # 13B's 33rd head
     for rank in range(2):
-        with using_groups(ParallelGroups(model_parallel=2, model_rank=rank)):
-            local = AlibiPosition(6).negative_slopes.asnumpy().reshape(-1)
+        local = parallelize(AlibiPosition(6), ParallelGroups(model_parallel=2, model_rank=rank))
+        local = local.negative_slopes.asnumpy().reshape(-1)
         np.testing.assert_allclose(-local, alibi_slopes(6)[3 * rank:3 * rank + 3], rtol=1e-7)
 
 

@@ -17,7 +17,8 @@ from mindformers.parallel.layout_file import layout_record, rank_layout
 from mindformers.parallel.pipeline_groups import group_members
 from mindformers.parallel.pipeline_schedule import (BACKWARD, FORWARD, TRANSFER, boundary_transfers, bubble_fraction,
                                                     compute_order, stage_program)
-from mindformers.parallel.groups import ParallelGroups, using_groups
+from mindformers.parallel.groups import ParallelGroups
+from mindformers.parallel.parallelize import parallelize
 from mindformers.parallel.pipeline_stage import StageForward, activation_shape, cut_to_stage, stage_layers
 from mindformers.wrapper import MFTrainOneStepCell
 from mindformers.wrapper.pipeline_train_step import PipelineTrainOneStepCell
@@ -202,8 +203,8 @@ def test_with_sequence_parallelism_the_stages_exchange_sequence_slices():
     """mp 2 with use_seq_parallel (one rank's share, no group): the first stage hands on its slice of the sequence,
     the shape the transfers carry; the numbers are the msrun resume's (tests/parallel/test_msrun_pipeline.py)."""
     settings = ParallelSettings(model_parallel=2, pipeline_stage=2, micro_batch_num=2, use_seq_parallel=True)
-    with using_groups(ParallelGroups(model_parallel=2, model_rank=1, sequence_parallel=True)):
-        first = cut_to_stage(tiny_model(2, False), settings, 0)
+    split = parallelize(tiny_model(2, False), ParallelGroups(model_parallel=2, model_rank=1, sequence_parallel=True))
+    first = cut_to_stage(split, settings, 0)
     ids = Tensor(np.random.default_rng(1).integers(0, 50, (2, 9)).astype(np.int32))
     out = StageForward(first, 2, 0)(Tensor(np.zeros((1,), np.float32)), ids, ids, Tensor(np.float32(1)))
     shape, _ = activation_shape(first, 2)

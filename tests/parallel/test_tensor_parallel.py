@@ -10,9 +10,11 @@ from mindspore import Tensor, ops
 from mindformers.core.loss.cross_entropy import VocabParallelWeightedNll, WeightedNll
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 from mindformers.models.modules import Attention, Embedding, Linear, SwiGLUFeedForward
+from mindformers.models.modules.shape_only import initial_values_deferred
 from mindformers.models.modules.layout import parameter_layouts
 from mindformers.parallel import ParallelSettings
-from mindformers.parallel.groups import ParallelGroups, group_ranks, using_groups
+from mindformers.parallel.groups import ParallelGroups, group_ranks
+from mindformers.parallel.parallelize import parallelize
 
 SHARDS = 2
 RNG = np.random.default_rng(3)
@@ -24,12 +26,14 @@ def pynative():
 
 
 def build(make, rank=None, seed=5):
-    """The cell `make()` builds from `seed`: whole (rank None) or model-parallel rank `rank` of SHARDS."""
+    """The cell `make()` builds from `seed`: whole (rank None), or as a model-parallel rank `rank` of SHARDS builds
+    it (initial values deferred, then split by parallelize, drawing only the rank's slices)."""
     np.random.seed(seed)
     if rank is None:
         return make()
-    with using_groups(ParallelGroups(model_parallel=SHARDS, model_rank=rank)):
-        return make()
+    with initial_values_deferred():
+        cell = make()
+    return parallelize(cell, ParallelGroups(model_parallel=SHARDS, model_rank=rank))
 
 
 def forward_and_input_grad(cell, x, dout):

@@ -2,7 +2,6 @@
 import mindspore as ms
 from mindspore import nn, ops
 
-from mindformers.parallel.groups import current_groups
 from mindformers.parallel.tensor_parallel import GatherFromModelParallel, ReduceFromModelParallel
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
@@ -42,9 +41,8 @@ class VocabParallelWeightedNll(nn.Cell):
     construct returns (loss, row maximum, sum of exponentials): the backward reads the two statistics from the
     forward's output instead of repeating its collectives (and a bprop may not call cells in graph mode)."""
 
-    def __init__(self, groups=None):
+    def __init__(self, groups):
         super().__init__()
-        groups = groups or current_groups()
         self.rank = groups.model_rank
         self.sum_over_group = ReduceFromModelParallel(groups)
         self.gather_over_group = GatherFromModelParallel(groups)
@@ -76,11 +74,12 @@ class VocabParallelWeightedNll(nn.Cell):
 class CrossEntropyLoss(nn.Cell):
     """Mean negative log-likelihood over the positions where `mask` is 1, computed in float32."""
 
-    def __init__(self, vocab_parallel=False):
+    def __init__(self, vocab_parallel_groups=None):
         super().__init__()
-        # vocab_parallel: the logits hold this rank's share of the vocabulary (CPU model parallelism).
-        self.vocab_parallel = vocab_parallel
-        self.weighted_nll = VocabParallelWeightedNll() if vocab_parallel else WeightedNll()
+        # vocab_parallel_groups: the logits hold this rank's share of the vocabulary, split over these groups' model
+        # parallel ranks (CPU model parallelism).
+        self.vocab_parallel = vocab_parallel_groups is not None
+        self.weighted_nll = VocabParallelWeightedNll(vocab_parallel_groups) if self.vocab_parallel else WeightedNll()
 
     def construct(self, logits, labels, mask):
         logits = ops.cast(ops.reshape(logits, (-1, logits.shape[-1])), ms.float32)

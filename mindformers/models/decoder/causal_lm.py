@@ -23,7 +23,6 @@ from mindformers.models.modules.layout import parameter_layouts
 from mindformers.models.modules.moe import RouterBalance, describe_router_metrics
 from mindformers.models.modeling_utils import PreTrainedMixin
 from mindformers.models.recompute import apply_recompute
-from mindformers.parallel.groups import current_groups
 from mindformers.parallel.sequence_parallel import GatherFromSequenceParallel, ScatterToSequenceParallel
 from mindformers.parallel.tensor_parallel import CopyToModelParallel, GatherFromModelParallel
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
@@ -68,18 +67,20 @@ class DecoderModel(nn.Cell):
             self.embedding_norm = make_norm(config, fused)
         self.layers = nn.CellList([DecoderLayer(config, i, fused) for i in range(config.num_layers)])
         self.norm_out = make_norm(config, fused)
-        # Sequence parallelism: the layers and the final norm work on this rank's slice of the sequence; the
-        # embeddings (computed whole on every rank) are cut after them, the final hidden states joined for the head.
-        groups = current_groups()
+        self.sequence_sharded = False
+        self.compute_dtype = config.dtype("compute_dtype")
+        # Gemma multiplies embeddings by sqrt(hidden_size) rounded to the compute dtype, as its reference code does.
+        self.scale_embedding = config.scale_embedding
+        self.embedding_scale = Tensor(math.sqrt(config.hidden_size), self.compute_dtype)
+
+    def parallelize(self, groups):
+        """Sequence parallelism: the layers and the final norm work on this rank's slice of the sequence; the
+        embeddings (computed whole on every rank) are cut after them, the final hidden states joined for the head."""
         self.sequence_sharded = groups.sequence_sharded
         if self.sequence_sharded:
             self.norm_out.on_sequence_shards(groups)
             self.scatter_sequence = ScatterToSequenceParallel(groups)
             self.gather_sequence = GatherFromSequenceParallel(groups)
-        self.compute_dtype = config.dtype("compute_dtype")
-        # Gemma multiplies embeddings by sqrt(hidden_size) rounded to the compute dtype, as its reference code does.
-        self.scale_embedding = config.scale_embedding
-        self.embedding_scale = Tensor(math.sqrt(config.hidden_size), self.compute_dtype)
 
     def construct(self, input_ids, attention_mask=None, cache=None):
         """Final hidden states (b, s, hidden). Generation passes `cache`, made by KVCache.layer_caches
@@ -138,21 +139,11 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         super().__init__()
         self.config = config
         self.model = DecoderModel(config)
-        groups = current_groups()
-        # CPU model parallelism with the vocabulary split (vocab_emb_dp False): each rank computes the logits of its
-        # share of the vocabulary and the loss combines the shares (vocab-parallel cross-entropy). With vocab_emb_dp
-        # the lm_head is still split (as on Ascend) but its outputs are gathered into whole logits.
-        self.vocab_split_logits = groups.model_sharded and not vocab_emb_dp(config)
+        # With vocab_emb_dp the lm_head's split outputs (CPU model parallelism) are gathered into whole logits.
+        self.vocab_split_logits = self.copies_to_head = False
         if not config.tie_word_embeddings:
-            self.lm_head = make_lm_head(config, gather_output=not self.vocab_split_logits)
-        elif self.vocab_split_logits and not groups.sequence_sharded:
-            # The tied head reads the split embedding table (under sequence parallelism the hidden states arrive
-            # through a sequence all-gather, whose backward sums over the group already).
-            self.copy_to_head = CopyToModelParallel(groups)
-        self.copies_to_head = config.tie_word_embeddings and self.vocab_split_logits and not groups.sequence_sharded
-        if self.vocab_split_logits:
-            self.gather_logits = GatherFromModelParallel(groups)
-        self.loss = CrossEntropyLoss(vocab_parallel=self.vocab_split_logits)
+            self.lm_head = make_lm_head(config, gather_output=vocab_emb_dp(config))
+        self.loss = CrossEntropyLoss()
         self.pad_token_id = config.pad_token_id
         self.real_tokens = RealTokenMask(config.pad_token_id)
         self.ignore_token_id = config.ignore_token_id
@@ -161,11 +152,24 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         self.softcap = float(config.final_logit_softcapping or 0.0)
         self.head_matmul = ops.MatMul(transpose_b=True)
         # Mixture of experts: the load-balancing loss joins the training loss, weighted by aux_loss_factor.
-        self.router_balance = RouterBalance(config.moe.expert_num, config.moe.top_k, groups) \
-            if config.moe_layers() else None
+        self.router_balance = RouterBalance(config.moe.expert_num, config.moe.top_k) if config.moe_layers() else None
         self.aux_loss_factor = config.moe.aux_loss_factor if config.moe else 0.0
         self.returns_step_metrics = self.router_balance is not None  # training returns (loss, metrics)
         apply_recompute(self.model.layers, recompute_config)
+
+    def parallelize(self, groups):
+        """CPU model parallelism with the vocabulary split (vocab_emb_dp False): each rank computes the logits of
+        its share of the vocabulary (its lm_head outputs, or its rows of the tied embedding) and the loss combines
+        the shares (vocab-parallel cross-entropy)."""
+        self.vocab_split_logits = groups.model_sharded and not vocab_emb_dp(self.config)
+        # The tied head reads the split embedding table: its input's gradient is summed over the group (under
+        # sequence parallelism the hidden states arrive through a sequence all-gather, whose backward does that).
+        self.copies_to_head = self.tie_word_embeddings and self.vocab_split_logits and not groups.sequence_sharded
+        if self.copies_to_head:
+            self.copy_to_head = CopyToModelParallel(groups)
+        if self.vocab_split_logits:
+            self.gather_logits = GatherFromModelParallel(groups)
+            self.loss = CrossEntropyLoss(vocab_parallel_groups=groups)
 
     def head_logits(self, hidden):
         """The logits the loss takes: this rank's share of the vocabulary when vocab_split_logits, else all;

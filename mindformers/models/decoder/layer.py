@@ -6,7 +6,6 @@ from mindspore import nn
 
 from mindformers.models.decoder.choices import make_attention, make_feed_forward, make_norm
 from mindformers.models.modules.moe import MoEFeedForward
-from mindformers.parallel.groups import current_groups
 from mindformers.parallel.sequence_parallel import GatherFromSequenceParallel
 
 # Attributes that differ between otherwise identical layers without changing what they compute.
@@ -49,10 +48,12 @@ class DecoderLayer(nn.Cell):
         self.ffn_norm = make_norm(config, use_fused_kernels)
         self.feed_forward = make_feed_forward(config, layer_id)
         self.has_experts = isinstance(self.feed_forward, MoEFeedForward)
-        # Sequence parallelism: x and the residual stream hold this rank's slice of the sequence; the normed slices
-        # are gathered into the whole sequence for attention and the MLP, whose row-parallel output projections
-        # reduce-scatter back to slices.
-        groups = current_groups()
+        self.sequence_sharded = False
+
+    def parallelize(self, groups):
+        """Sequence parallelism: x and the residual stream hold this rank's slice of the sequence; the normed slices
+        are gathered into the whole sequence for attention and the MLP, whose row-parallel output projections
+        reduce-scatter back to slices."""
         self.sequence_sharded = groups.sequence_sharded
         if self.sequence_sharded:
             self.attention_norm.on_sequence_shards(groups)

@@ -10,7 +10,7 @@ from mindformers.models.modules.blockwise_attention import BlockwiseAttention
 from mindformers.models.modules.index_constants import int_range
 from mindformers.models.modules.linear import Linear
 from mindformers.models.modules.rotary import RotaryEmbedding
-from mindformers.parallel.tensor_parallel import local_size
+from mindformers.parallel.tensor_parallel import keep_local_shards, local_size
 
 # Large enough to zero a softmax weight, small enough to stay finite in float16.
 MASK_VALUE = -10000.0
@@ -46,10 +46,9 @@ class Attention(nn.Cell):
                  rope_scaling_factor=1.0, head_dim=None, out_bias=False, qkv_concat=False, rotary_dim=None,
                  position=None, blockwise=False):
         super().__init__()
-        # Heads this rank computes: with stand-alone model parallelism (CPU) each rank takes a consecutive block of
-        # query heads and the key/value heads serving them, so GQA groups stay whole (wq/wk/wv split their outputs).
-        self.num_heads = local_size(num_heads)
-        self.n_kv_heads = local_size(n_kv_heads)
+        # Heads this rank computes (all of them until `parallelize` splits the layer).
+        self.num_heads = num_heads
+        self.n_kv_heads = n_kv_heads
         self.head_dim = head_dim or hidden_size // num_heads
         self.repeats = num_heads // n_kv_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
@@ -80,6 +79,18 @@ class Attention(nn.Cell):
             self.blockwise = BlockwiseAttention(self.repeats, self.scale, sliding_window=self.sliding_window,
                                                 negative_slopes=position.linear_bias_slopes(),
                                                 compute_dtype=compute_dtype, softmax_compute_type=softmax_compute_type)
+
+    def parallelize(self, groups):
+        """Stand-alone model parallelism (CPU): each rank computes a consecutive block of query heads and the
+        key/value heads serving them, so GQA groups stay whole (wq/wk/wv split their outputs, wo its inputs, and the
+        position encoding its per-head slopes; those hooks ran first). Parameters added to the layer (prefix
+        tuning's) split as its param_layout declares."""
+        self.num_heads = local_size(self.num_heads, groups)
+        self.n_kv_heads = local_size(self.n_kv_heads, groups)
+        if self.blockwise is not None:
+            self.blockwise.negative_slopes = self.position.linear_bias_slopes()
+        if getattr(self, "param_layout", None):
+            keep_local_shards(self, groups)
 
     def project_qkv(self, x):
         """Queries, keys and values (b, s, width) of x, from three projections or the fused one."""

@@ -3,7 +3,6 @@ import mindspore as ms
 from mindspore import Parameter, nn, ops
 
 from mindformers.models.modules.linear import normal_init
-from mindformers.parallel.groups import current_groups
 from mindformers.parallel.tensor_parallel import ReduceFromModelParallel, keep_local_shards, local_size
 
 
@@ -14,12 +13,15 @@ class Embedding(nn.Cell):
         self.embedding_weight = Parameter(normal_init((vocab_size, hidden_size), init_std, param_init_type),
                                           name="embedding_weight")
         self.param_layout = {"embedding_weight": 0 if vocab_parallel else None}
-        groups = current_groups()
-        # Stand-alone model parallelism (CPU): this rank holds rows [vocab_start, vocab_start + local_vocab); ids
-        # outside that range look up zeros, and summing over the group gives every id its row.
-        self.vocab_split = vocab_parallel and groups.model_sharded
+        self.vocab_parallel = vocab_parallel
+        self.vocab_split = False
+
+    def parallelize(self, groups):
+        """Stand-alone model parallelism (CPU): this rank holds rows [vocab_start, vocab_start + local_vocab); ids
+        outside that range look up zeros, and summing over the group gives every id its row."""
+        self.vocab_split = self.vocab_parallel and groups.model_sharded
         if self.vocab_split:
-            self.local_vocab = local_size(vocab_size, groups)
+            self.local_vocab = local_size(self.vocab_size, groups)
             self.vocab_start = groups.model_rank * self.local_vocab
             self.reduce_output = ReduceFromModelParallel(groups)
             keep_local_shards(self, groups)

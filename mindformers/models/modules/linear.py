@@ -4,9 +4,10 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
+from mindformers.models.modules.deferred_init import DeferredNormal
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS
-from mindformers.models.modules.shape_only import building_shapes_only, initial_values_skipped
-from mindformers.parallel.groups import current_groups
+from mindformers.models.modules.shape_only import (building_shapes_only, initial_values_are_deferred,
+                                                   initial_values_skipped)
 from mindformers.parallel.sequence_parallel import ReduceScatterToSequenceParallel
 from mindformers.parallel.tensor_parallel import (CopyToModelParallel, GatherFromModelParallel,
                                                   ReduceFromModelParallel, keep_local_shards, local_size)
@@ -25,6 +26,8 @@ def normal_init(shape, std, dtype):
         return initializer(Normal(std), shape, dtype)
     if initial_values_skipped():  # a checkpoint overwrites them at once
         return Tensor(np.zeros(shape, np.float32), dtype=dtype)
+    if initial_values_are_deferred():  # a model-parallel rank draws only its slice, when it splits the layer
+        return initializer(DeferredNormal(shape, std), shape, dtype)
     return Tensor(np.random.normal(0.0, std, size=shape).astype(np.float32), dtype=dtype)
 
 
@@ -48,23 +51,26 @@ class Linear(nn.Cell):
         # (mindformers/generation/transposed_weights.py). Not a parameter of the cell: checkpoints, optimizers and
         # graphs compiled outside generation never see it.
         self.weight_t = None
-        self.split_over_model_parallel(parallel, gather_output)
+        # Whole on one process until `parallelize` splits it (mindformers/parallel/parallelize.py).
+        self.parallel = parallel
+        self.gathers_when_split = gather_output
+        self.column_split = self.row_split = self.sequence_sharded = self.gather_output = self.copies_input = False
+        self.output_size = out_features
 
-    def split_over_model_parallel(self, parallel, gather_output):
+    def parallelize(self, groups):
         """In a stand-alone model-parallel run (CPU): keep this rank's slice of the weights and add the collectives
         the split needs. A column-parallel layer takes the whole input (its gradient is summed over the group) and
-        yields its share of the outputs, joined to full width when `gather_output`; a row-parallel layer takes its
-        share of the inputs and sums the partial outputs.
+        yields its share of the outputs, joined to full width when built with `gather_output`; a row-parallel layer
+        takes its share of the inputs and sums the partial outputs.
 
         With sequence parallelism the column-parallel input arrives through a sequence all-gather, whose backward
         already sums the gradient over the group, and a row-parallel layer reduce-scatters its (batch, seq, out)
         outputs to this rank's slice of the sequence; its whole bias is then added on that slice, so the bias's
         gradient is summed over the group."""
-        groups = current_groups()
-        self.column_split = groups.model_sharded and parallel == "column"
-        self.row_split = groups.model_sharded and parallel == "row"
+        self.column_split = groups.model_sharded and self.parallel == "column"
+        self.row_split = groups.model_sharded and self.parallel == "row"
         self.sequence_sharded = self.row_split and groups.sequence_sharded
-        self.gather_output = self.column_split and gather_output
+        self.gather_output = self.column_split and self.gathers_when_split
         self.output_size = local_size(self.out_features, groups) if self.column_split else self.out_features
         if self.column_split and not groups.sequence_sharded:
             self.copy_input = CopyToModelParallel(groups)
@@ -127,7 +133,9 @@ class ExpertLinear(nn.Cell):
         self.param_layout = {"weight": {EXPERT_AXIS: 0, MODEL_AXIS: 1 if parallel == "column" else 2}}
         self.compute_dtype = compute_dtype
         self.matmul = ops.BatchMatMul(transpose_b=True)  # batch dims equal on both sides (CPU has no broadcast)
-        keep_local_shards(self)
+
+    def parallelize(self, groups):
+        keep_local_shards(self, groups)
 
     def construct(self, x):
         return self.matmul(ops.cast(x, self.compute_dtype), ops.cast(self.weight, self.compute_dtype))

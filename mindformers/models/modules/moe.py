@@ -22,7 +22,7 @@ from mindformers.models.modules.index_constants import int_range
 from mindformers.models.modules.linear import Linear
 from mindformers.models.modules.mlp import GatedFeedForward
 from mindformers.parallel.expert_parallel import GatherFromExpertGroup, ReduceToExpertGroup, SumOverDataParallel
-from mindformers.parallel.groups import current_groups
+from mindformers.parallel.groups import ParallelGroups
 
 
 def expert_capacity(tokens, top_k, experts, factor, training):
@@ -72,7 +72,6 @@ class MoEFeedForward(nn.Cell):
     def __init__(self, hidden_size, intermediate_size, settings, activation="silu", compute_dtype=ms.float32,
                  param_init_type=ms.float32, init_std=0.02):
         super().__init__()
-        groups = current_groups()
         self.experts = settings.expert_num
         self.top_k = settings.top_k
         self.capacity_factor = settings.capacity_factor
@@ -83,13 +82,18 @@ class MoEFeedForward(nn.Cell):
         self.ffn = GatedFeedForward(hidden_size, intermediate_size, activation=activation,
                                     compute_dtype=compute_dtype, param_init_type=param_init_type, init_std=init_std,
                                     experts=settings.expert_num)
+        self.scatter = ops.ScatterNd()
+        self.parallelize(ParallelGroups())  # one process holds every expert; the exchanges are identities
+
+    def parallelize(self, groups):
+        """With expert parallelism this rank holds a block of expert_num / expert_parallel experts (ExpertLinear
+        keeps their weights) and exchanges tokens with its expert group."""
         self.group_size = groups.expert_parallel
-        self.local_experts = settings.expert_num // groups.expert_parallel
+        self.local_experts = self.experts // groups.expert_parallel
         self.first_expert = groups.expert_rank * self.local_experts
         self.gather_tokens = GatherFromExpertGroup(groups)
         self.gather_routes = GatherFromExpertGroup(groups)
         self.return_outputs = ReduceToExpertGroup(groups)
-        self.scatter = ops.ScatterNd()
 
     def places(self, experts):
         """(place of each choice in its expert's queue (T, k), tokens routed to each expert (E,)), float32."""
@@ -178,10 +182,13 @@ class RouterBalance(nn.Cell):
     batch's on every rank. metrics (float32, no gradient): [loss, choices dropped for capacity, then tokens routed
     to each expert, layer by layer]."""
 
-    def __init__(self, experts, top_k, groups=None):
+    def __init__(self, experts, top_k):
         super().__init__()
         self.experts = experts
         self.top_k = top_k
+        self.parallelize(ParallelGroups())
+
+    def parallelize(self, groups):
         self.sum_over_data = SumOverDataParallel(groups)
 
     def construct(self, statistics):

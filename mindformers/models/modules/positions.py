@@ -14,7 +14,6 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from mindformers.models.modules.index_constants import int_range
-from mindformers.parallel.groups import current_groups
 from mindformers.parallel.tensor_parallel import local_size
 
 
@@ -63,11 +62,16 @@ class AlibiPosition(AttentionPosition):
 
     def __init__(self, num_heads):
         super().__init__()
-        groups = current_groups()
-        heads = local_size(num_heads, groups)
-        first = groups.model_rank * heads
-        slopes = alibi_slopes(num_heads)[first:first + heads]
-        self.negative_slopes = Tensor(-slopes.reshape(1, heads, 1, 1), ms.float32)
+        self.num_heads = num_heads
+        self.negative_slopes = self.slopes_of_heads(0, num_heads)
+
+    def slopes_of_heads(self, first, heads):
+        slopes = alibi_slopes(self.num_heads)[first:first + heads]
+        return Tensor(-slopes.reshape(1, heads, 1, 1), ms.float32)
+
+    def parallelize(self, groups):
+        heads = local_size(self.num_heads, groups)
+        self.negative_slopes = self.slopes_of_heads(groups.model_rank * heads, heads)
 
     def first(self, seq_length):
         return int_range(0, seq_length, (seq_length,))  # query columns

@@ -9,6 +9,16 @@ from mindspore.nn.utils import no_init_parameters
 
 _ACTIVE = [False]
 _LOADED_AFTER_BUILD = [False]
+_DEFERRED = [False]
+
+
+@contextlib.contextmanager
+def _raised(flag):
+    flag[0] = True
+    try:
+        yield
+    finally:
+        flag[0] = False
 
 
 def building_shapes_only():
@@ -17,12 +27,8 @@ def building_shapes_only():
 
 @contextlib.contextmanager
 def shape_only():
-    _ACTIVE[0] = True
-    try:
-        with no_init_parameters():
-            yield
-    finally:
-        _ACTIVE[0] = False
+    with _raised(_ACTIVE), no_init_parameters():
+        yield
 
 
 def initial_values_skipped():
@@ -34,8 +40,17 @@ def weights_loaded_after_build():
     """Layers do not draw random initial weights (zeros stand in): the caller loads a checkpoint that must hold
     every one of them right after the build (inference from --load_checkpoint). Drawing SmolLM2-135M's weights
     took most of predict's load time."""
-    _LOADED_AFTER_BUILD[0] = True
-    try:
+    with _raised(_LOADED_AFTER_BUILD):
         yield
-    finally:
-        _LOADED_AFTER_BUILD[0] = False
+
+
+def initial_values_are_deferred():
+    return _DEFERRED[0]
+
+
+@contextlib.contextmanager
+def initial_values_deferred():
+    """Layers built inside keep their normal initial weights undrawn (mindformers/models/modules/deferred_init.py):
+    a model-parallel rank's parallelize draws only its slices, then the rest (`materialize`)."""
+    with _raised(_DEFERRED), no_init_parameters():
+        yield

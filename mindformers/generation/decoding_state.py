@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 
 import numpy as np
+import mindspore as ms
 from mindspore import Tensor
 
 from mindformers.core.context.compile_cache import compile_cache_on
@@ -30,6 +31,8 @@ KEPT_STEPS = 4
 # A kept step serves a grid of up to this many times fewer columns: a decode step's cost grows with the cache length,
 # and this bounds how much of it a shorter grid pays.
 LENGTH_SLACK = 2
+# Graph mode: a prompt grid of at most this many tokens (batch x longest row) prefills through decode's graph.
+DECODE_GRAPH_PREFILL_TOKENS = 16
 
 
 def round_up(value, multiple):
@@ -56,9 +59,13 @@ def decoding_step(model, batch, length, transposed):
     return steps[key]
 
 
-def prefill_columns(batch, longest, config):
+def prefill_columns(batch, longest, config, graph_mode=False):
     """Columns per prefill step: the whole prompt grid (its longest row rounded up to length_bucket) when it fits
-    in prefill_chunk_tokens, else chunks of prefill_chunk_tokens / batch columns (at least one)."""
+    in prefill_chunk_tokens, else chunks of prefill_chunk_tokens / batch columns (at least one). In graph mode a grid
+    of up to DECODE_GRAPH_PREFILL_TOKENS tokens runs one column per step, through decode's graph: compiling a prefill
+    graph of its own costs seconds per layer, those few decode steps milliseconds."""
+    if graph_mode and batch * longest <= DECODE_GRAPH_PREFILL_TOKENS:
+        return 1
     return min(round_up(longest, config.length_bucket), max(1, config.prefill_chunk_tokens // batch))
 
 
@@ -71,7 +78,8 @@ class DecodingState:
         """`rows` of prompt ids, room for `new_columns` tokens after the longest; `config` a GenerationConfig."""
         self.use_past = config.use_past
         batch, longest = len(rows), max(len(row) for row in rows)
-        self.chunk = prefill_columns(batch, longest, config)
+        graph_prefill = self.use_past and ms.get_context("mode") == ms.GRAPH_MODE
+        self.chunk = prefill_columns(batch, longest, config, graph_prefill)
         self.prompt_columns = round_up(longest, self.chunk)
         self.columns = round_up(self.prompt_columns + new_columns, config.length_bucket)
         self.step = decoding_step(model, batch, self.columns, wanted(config.transposed_weights))

@@ -4,7 +4,8 @@ somewhat longer cache serves shorter grids. Builds states only (no step runs), P
 import pytest
 
 from mindformers import LlamaConfig, LlamaForCausalLM
-from mindformers.generation.decoding_state import LENGTH_SLACK, DecodingState
+from mindformers.generation.decoding_state import (DECODE_GRAPH_PREFILL_TOKENS, LENGTH_SLACK, DecodingState,
+                                                   prefill_columns)
 from mindformers.generation.generation_config import GenerationConfig
 
 
@@ -31,6 +32,16 @@ def test_cache_and_prefill_chunks_follow_the_prompts(model, batch):
     short = DecodingState(model, prompts(batch, 10), 20, config)
     assert (short.chunk, short.prompt_columns) == (16, 16)  # a grid that fits one step runs whole
     assert short.step.cache.length == 48 and short.step is not state.step
+
+
+def test_graph_mode_runs_a_short_prompt_through_the_decode_graph():
+    """In graph mode a short prompt grid prefills one column per step (decode's graph, no prefill graph to compile);
+    a longer one, or any grid in PyNative, runs as before."""
+    config = GenerationConfig(prefill_chunk_tokens=64, length_bucket=16)
+    assert prefill_columns(1, DECODE_GRAPH_PREFILL_TOKENS, config, graph_mode=True) == 1
+    assert prefill_columns(2, DECODE_GRAPH_PREFILL_TOKENS // 2, config, graph_mode=True) == 1
+    assert prefill_columns(2, DECODE_GRAPH_PREFILL_TOKENS, config, graph_mode=True) == 16
+    assert prefill_columns(1, 6, config, graph_mode=False) == 16
 
 
 def test_a_kept_step_serves_shorter_grids_within_the_slack(model):

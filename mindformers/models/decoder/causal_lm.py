@@ -17,6 +17,7 @@ from mindformers.models.decoder.choices import make_lm_head, make_norm, use_fuse
 from mindformers.models.decoder.config import DecoderConfig
 from mindformers.models.decoder.layer import DecoderLayer
 from mindformers.models.modules import Embedding
+from mindformers.models.modules.index_constants import int_range
 from mindformers.models.modules.kv_cache import layer_cache, positions_of
 from mindformers.models.modules.layout import parameter_layouts
 from mindformers.models.modules.moe import RouterBalance, describe_router_metrics
@@ -123,7 +124,7 @@ class DecoderModel(nn.Cell):
             return positions_of(cache)
         batch, seq = input_ids.shape
         if attention_mask is None:
-            return ops.broadcast_to(ops.reshape(ops.arange(seq, dtype=ms.int32), (1, seq)), (batch, seq))
+            return ops.broadcast_to(int_range(0, seq, (1, seq)), (batch, seq))
         return ops.maximum(ops.cumsum(ops.cast(attention_mask, ms.int32), 1) - 1, 0)
 
 

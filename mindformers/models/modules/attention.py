@@ -7,6 +7,7 @@ from mindspore import nn, ops
 
 from mindformers.models.modules import kv_cache
 from mindformers.models.modules.blockwise_attention import BlockwiseAttention
+from mindformers.models.modules.index_constants import int_range
 from mindformers.models.modules.linear import Linear
 from mindformers.models.modules.rotary import RotaryEmbedding
 from mindformers.parallel.tensor_parallel import keep_local_shards, local_size
@@ -105,8 +106,8 @@ class Attention(nn.Cell):
         """(b or 1, 1, s, s) with 1 where attention is blocked, from the causal mask and an optional padding mask."""
         # Built from positions on the fly rather than kept as a (seq_length, seq_length) buffer per layer: at 32K
         # positions such a buffer is 4 GB per layer, while the comparison costs far less than the scores themselves.
-        rows = ops.reshape(ops.arange(seq, dtype=ms.int32), (seq, 1))
-        cols = ops.reshape(ops.arange(seq, dtype=ms.int32), (1, seq))
+        rows = int_range(0, seq, (seq, 1))
+        cols = int_range(0, seq, (1, seq))
         blocked = kv_cache.causally_blocked(rows, cols, self.sliding_window)
         blocked = ops.reshape(ops.cast(blocked, ms.float32), (1, 1, seq, seq))
         if attention_mask is not None:

@@ -16,6 +16,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from mindformers.models.modules.index_constants import int_range
 from mindformers.models.modules.positions import linear_bias
 
 # Blocked scores become this (today's attention adds it, attention.MASK_VALUE): exp of either is 0 in float32.
@@ -35,13 +36,6 @@ def block_plan(seq, block_size, max_blocks, window):
         first_key = max(0, start - window + 1) if window else 0
         plan.append((start, end, first_key))
     return tuple(plan)
-
-
-@ops.constexpr
-def columns(start, end, shape):
-    """Columns start .. end-1 as an int32 constant of `shape` (ops.arange in a graph compiles and runs as a dynamic
-    shape)."""
-    return ms.Tensor(np.arange(start, end, dtype=np.int32).reshape(shape))
 
 
 @ops.constexpr
@@ -118,7 +112,7 @@ class BlockwiseAttention(nn.Cell):
         scores = self.ungrouped(scores, rows)
         if self.has_bias:  # query head h is row h % repeats of key/value head h // repeats
             slopes = ops.reshape(self.negative_slopes, (1, -1, self.repeats, 1, 1))
-            distance = columns(start, end, (rows, 1)), columns(first_key, end, (1, keys))
+            distance = int_range(start, end, (rows, 1)), int_range(first_key, end, (1, keys))
             scores = scores + broadcast_like(ops.cast(linear_bias(slopes, *distance), self.softmax_compute_type),
                                              scores)
         blocked = ops.logical_or(block_mask(start, end, first_key, self.sliding_window),

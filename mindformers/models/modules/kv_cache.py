@@ -16,6 +16,8 @@ Positions count from a row's first real token, so a padded row decodes exactly a
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, nn, ops
 
+from mindformers.models.modules.index_constants import int_range
+
 
 class KVCache(nn.Cell):
     """Keys and values of `num_layers` layers for `batch` rows of `length` columns."""
@@ -73,13 +75,13 @@ def step_inputs(start, first_columns, seq, cache, max_position, window):
       slots (batch * kv_heads * seq,) the table rows the new keys and values go to,
       columns (seq,) the new tokens' columns (ALiBi's distances are between columns)."""
     batch = first_columns.shape[0]
-    columns = ops.arange(seq, dtype=ms.int32) + start
+    columns = int_range(0, seq, (seq,)) + start
     first = ops.reshape(first_columns, (batch, 1))
     positions = ops.clip_by_value(ops.reshape(columns, (1, seq)) - first, 0, max_position)
     queries = ops.reshape(columns, (1, 1, seq, 1))
-    keys = ops.reshape(ops.arange(cache.length, dtype=ms.int32), (1, 1, 1, cache.length))
+    keys = int_range(0, cache.length, (1, 1, 1, cache.length))
     blocked = ops.logical_or(causally_blocked(queries, keys, window), keys < ops.reshape(first, (batch, 1, 1, 1)))
-    rows = ops.reshape(ops.arange(batch * cache.kv_heads, dtype=ms.int32) * cache.length, (-1, 1))
+    rows = int_range(0, batch * cache.kv_heads * cache.length, (-1, 1), cache.length)
     slots = ops.reshape(rows + ops.reshape(columns, (1, seq)), (-1,))
     return positions, ops.cast(blocked, ms.float32), slots, columns
 

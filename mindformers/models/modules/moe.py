@@ -18,6 +18,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from mindformers.models.modules.dtypes import to_ms_dtype
+from mindformers.models.modules.index_constants import int_range
 from mindformers.models.modules.linear import Linear
 from mindformers.models.modules.mlp import GatedFeedForward
 from mindformers.parallel.expert_parallel import GatherFromExpertGroup, ReduceToExpertGroup, SumOverDataParallel
@@ -117,7 +118,7 @@ class MoEFeedForward(nn.Cell):
         rows = experts.shape[0]
         span = self.group_size * capacity
         local = experts - self.first_expert
-        source = ops.floor_divide(ops.arange(rows, dtype=ms.float32), float(tokens))
+        source = ops.cast(int_range(0, rows, (rows,)) // tokens, ms.float32)
         mine = ops.logical_and(ops.logical_and(local >= 0, local < self.local_experts), places < capacity)
         slot = local * span + ops.expand_dims(source, -1) * capacity + places
         spare = ops.full_like(slot, float(self.local_experts * span))
@@ -129,7 +130,7 @@ class MoEFeedForward(nn.Cell):
         span = self.group_size * capacity
         total = self.local_experts * span
         # Row index + 1 scattered into the slots (the spare slot past the end collects the rest), 0: empty slot.
-        taken = ops.broadcast_to(ops.expand_dims(ops.arange(1, rows + 1, dtype=ms.int32), -1), (rows, choices))
+        taken = ops.broadcast_to(int_range(1, rows + 1, (rows, 1)), (rows, choices))
         filled = self.scatter(ops.reshape(slots, (-1, 1)), ops.reshape(taken, (-1,)), (total + 1,))[:total] - 1
         source_row = ops.select(filled < 0, ops.full_like(filled, rows), filled)
         padded = ops.concat((tokens, ops.zeros((1, self.hidden_size), tokens.dtype)), 0)

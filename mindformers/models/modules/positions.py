@@ -13,6 +13,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from mindformers.models.modules.index_constants import int_range
 from mindformers.parallel.tensor_parallel import local_size
 
 
@@ -73,7 +74,7 @@ class AlibiPosition(AttentionPosition):
         self.negative_slopes = self.slopes_of_heads(groups.model_rank * heads, heads)
 
     def first(self, seq_length):
-        return ops.arange(seq_length, dtype=ms.int32)  # query columns
+        return int_range(0, seq_length, (seq_length,))  # query columns
 
     def at(self, positions, columns=None):
         return columns
@@ -81,7 +82,7 @@ class AlibiPosition(AttentionPosition):
     def score_bias(self, tables, keys):
         """(1, heads, queries, keys) float32 biases of query columns `tables` over key columns 0 .. keys-1."""
         return linear_bias(self.negative_slopes, ops.reshape(tables, (-1, 1)),
-                           ops.reshape(ops.arange(keys, dtype=ms.int32), (1, keys)))
+                           int_range(0, keys, (1, keys)))
 
     def linear_bias_slopes(self):
         return self.negative_slopes

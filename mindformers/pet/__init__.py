@@ -35,7 +35,9 @@ def apply_pet(network, pet_config):
     config = parse_pet_config(pet_config)
     if config is None:
         return network
-    if getattr(network, "parallel_groups", None) is not None:  # adapters are drawn whole and split with their layer
+    groups = getattr(network, "parallel_groups", None)
+    if groups is not None and (groups.model_sharded or groups.experts_sharded):
+        # adapters are drawn whole and split with their layer (a single rank's parallelize splits nothing)
         raise RuntimeError("apply_pet: add adapters to the plain model, before parallelize splits it")
     if isinstance(config, LoraConfig):
         targets = apply_lora(network, config)

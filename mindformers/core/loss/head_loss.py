@@ -20,6 +20,12 @@ CHUNK_ROWS = 1024
 MAX_CHUNKS = 8
 
 
+def worth_chunking(rows):
+    """Whether the rows fill more than one chunk: in one chunk the composed head + loss holds the same logits, and
+    it measured a few percent faster per step at seq 256 (8 layers, hidden 512, vocab 32000, batch 2)."""
+    return rows > CHUNK_ROWS
+
+
 @ops.constexpr
 def chunk_plan(rows, chunk_rows, max_chunks):
     """((first row, end row), ...) covering `rows`."""

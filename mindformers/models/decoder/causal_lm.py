@@ -11,6 +11,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from mindformers.core.loss import CrossEntropyLoss
+from mindformers.core.loss.head_loss import worth_chunking
 from mindformers.core.loss.padding_mask import RealTokenMask
 from mindformers.generation.generation_mixin import GenerationMixin
 from mindformers.models.decoder.choices import make_lm_head, make_norm, use_fused_kernels
@@ -212,9 +213,9 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
 
     def head_loss(self, hidden, targets, mask):
         """The loss of the last hidden states (b, s, hidden): through the head and the loss in chunks of rows when
-        the head is one plain product on this rank (CrossEntropyLoss.of_hidden: no (tokens, vocab) logits kept),
-        else of head_logits."""
-        if self.head_fuses_with_loss():
+        the head is one plain product on this rank and its rows fill more than one chunk (CrossEntropyLoss.of_hidden: no
+        (tokens, vocab) logits kept), else of head_logits."""
+        if self.head_fuses_with_loss() and worth_chunking(hidden.shape[0] * hidden.shape[1]):
             return self.loss.of_hidden(ops.cast(hidden, self.compute_dtype), self.head_weight(), targets, mask)
         return self.loss(self.head_logits(hidden), targets, mask)
 

@@ -78,8 +78,5 @@ class SumOverDataParallel(SumOverGroup):
     def __init__(self, groups):
         super().__init__(groups.data_group)
 
-    def construct(self, x):
-        return self.sum_over_group(x)
-
     def bprop(self, x, out, dout):
         return (self.sum_over_group(dout),)

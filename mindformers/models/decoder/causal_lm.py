@@ -101,6 +101,11 @@ class DecoderModel(nn.Cell):
             index += 1
         if statistics:
             return self.norm_out(h), ops.stack(statistics)
+        return self.final_hidden(h)
+
+    def final_hidden(self, h):
+        """The last layer's output normed, and under sequence parallelism joined into the whole sequence for the
+        head (a pipeline's last stage runs this alone)."""
         if self.sequence_sharded:
             return self.gather_sequence(self.norm_out(h))
         return self.norm_out(h)
@@ -244,10 +249,7 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
     def loss_of_hidden(self, hidden, input_ids, labels=None):
         """The training loss from the last decoder layer's output (a pipeline's last stage runs this alone)."""
         _, targets, mask = self.loss_targets(input_ids, labels)
-        hidden = self.model.norm_out(hidden)
-        if self.model.sequence_sharded:  # each rank's slice of the sequence, joined for the head
-            hidden = self.model.gather_sequence(hidden)
-        return self.loss(self.head_logits(hidden), targets, mask)
+        return self.head_loss(self.model.final_hidden(hidden), targets, mask)
 
     def target_count(self, input_ids, labels=None):
         """How many targets of the rows count in the loss (float32)."""

@@ -76,9 +76,9 @@ class Linear(nn.Cell):
         self.sequence_sharded = self.row_split and groups.sequence_sharded
         self.gather_output = self.column_split and self.gathers_when_split
         self.output_size = local_size(self.out_features, groups) if self.column_split else self.out_features
-        if self.column_split and not groups.sequence_sharded:
-            self.copy_input = CopyToModelParallel(groups)
         self.copies_input = self.column_split and not groups.sequence_sharded
+        if self.copies_input:
+            self.copy_input = CopyToModelParallel(groups)
         if self.sequence_sharded:
             self.reduce_output = ReduceScatterToSequenceParallel(groups)
             self.sum_bias_grad = CopyToModelParallel(groups)

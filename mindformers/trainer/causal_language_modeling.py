@@ -11,6 +11,7 @@ from mindspore import Tensor
 from mindformers.checkpoint.checkpoint_io import scalar
 from mindformers.core.callback import ProfileMonitor, TensorBoardMonitor, TrainState
 from mindformers.models.decoder.config import run_model_arguments, run_model_section
+from mindformers.models.decoder.layerwise import compile_layerwise, layerwise_enabled
 from mindformers.models.modules.shape_only import initial_values_deferred
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
@@ -364,6 +365,8 @@ class CausalLanguageModelingTrainer:
         train_cell = self.build_wrapper(network, optimizer, accumulation)
         initial_step = self.restore(train_cell, network)
         train_cell.set_train(True)
+        if layerwise_enabled(config):  # last: the layers' structure (after PET, freezing, loading) is final now
+            compile_layerwise(network, train_cell)
 
         state = TrainState(train_cell=train_cell, model_config=model_config, output_dir=self.output_dir,
                            rank_id=self.rank_id, world_size=self.world_size, steps_per_epoch=steps_per_epoch,

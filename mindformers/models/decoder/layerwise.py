@@ -8,9 +8,9 @@ layers). Here the rest of the step runs op by op (PyNative) and each layer's for
 layer's input and its weights as plain tensor arguments. PyNative's autograd differentiates the graph as one op and
 hands the gradients of those arguments back to each layer's Parameters.
 
-Why the weights go in as copies (`w + 0`): a traced graph given Parameters binds them by identity (it is keyed by
-parameter ids and recompiles per layer, and would run every layer with the first layer's weights); a copy is a plain
-tensor whose gradient PyNative routes back to the Parameter.
+The trace takes copies of the weights (`w + 0`): a jit given Parameters binds them by identity (it is keyed by
+parameter ids, recompiles per layer, and would run every layer with the first layer's weights); a copy is a plain
+tensor, so the graph reads it as an input. Later calls run the compiled graph on the Parameters themselves.
 
 Reuse for generation: the layer's non-weight tensor inputs (attention masks) are passed to the graph explicitly and
 their None-ness is part of the graph's key; a generation cache (written in place) is not traced, such a call runs
@@ -55,26 +55,40 @@ _MINDSPORE_INTERNALS = re.compile(r"mindspore/common/.*\.py|mindspore/ops/.*\.py
 def _caller_lines():
     """What jit_trace._get_caller_lines gives (the calling files and lines, for the graph's debug info), read from
     the frames: it calls inspect.stack(), which reads the source of every frame for every traced op and fails on a
-    frame without source (any `python -m` run: runpy is frozen)."""
+    frame without source (any `python -m` run: runpy is frozen). Frames of code without a file are left out."""
     files, lines = [], []
     frame = sys._getframe(1)  # pylint: disable=protected-access
     while frame is not None:
-        if not _MINDSPORE_INTERNALS.search(frame.f_code.co_filename):
-            files.append(frame.f_code.co_filename)
+        name = frame.f_code.co_filename
+        if not name.startswith("<") and not _MINDSPORE_INTERNALS.search(name):  # "<string>": no file to point at
+            files.append(name)
             lines.append(frame.f_lineno)
         frame = frame.f_back
     return files, lines
 
 
+def _short_repr(tensor):
+    return f"Tensor(shape={tuple(tensor.shape)}, dtype={tensor.dtype})"
+
+
 @contextlib.contextmanager
-def source_lines_from_frames():
-    """jit_trace looks _get_caller_lines up in its module at every call; ours stands in while tracing."""
-    original = jit_trace._get_caller_lines  # pylint: disable=protected-access
+def tracing_without_debug_costs():
+    """While jit traces: its logger.debug(f"...{args}") calls (per traced op and per argument) are formatted even
+    with debug logging off in MindSpore 2.10, and a tensor's str/repr copies it to numpy and prints it (~3 s of the
+    first step of the 8-layer benchmark model), so tensors print as their shape meanwhile; and jit looks
+    _get_caller_lines up in its module at every call, so ours stands in."""
+    classes = (ms.Tensor, ms.Parameter)
+    saved = [(cls, name, vars(cls)[name]) for cls in classes for name in ("__repr__", "__str__") if name in vars(cls)]
+    original_lines = jit_trace._get_caller_lines  # pylint: disable=protected-access
+    for cls, name, _ in saved:
+        setattr(cls, name, _short_repr)
     jit_trace._get_caller_lines = _caller_lines  # pylint: disable=protected-access
     try:
         yield
     finally:
-        jit_trace._get_caller_lines = original  # pylint: disable=protected-access
+        jit_trace._get_caller_lines = original_lines  # pylint: disable=protected-access
+        for cls, name, method in saved:
+            setattr(cls, name, method)
 
 
 class LayerGraph:
@@ -92,6 +106,7 @@ class LayerGraph:
             cell._self_check()  # pylint: disable=protected-access
         self.optional_present = optional_present
         self.traces = 0
+        self.trace_seconds = 0.0  # tracing, compiling and the first run of each traced graph
         self._phases = {}
 
         def traced(x, *tensors):  # a plain function: jit names a traced method by its object's Cell create_time
@@ -121,32 +136,36 @@ class LayerGraph:
                 params[key] = weight
 
     def __call__(self, layer, x, attention_mask=None):
-        optional = tuple(t for t in (attention_mask,) if t is not None)
-        # Copies, not the Parameters themselves (see the module's docstring).
-        args = (x,) + optional + tuple(w + 0 for w in self.weights_of(layer))
+        inputs = (x,) + tuple(t for t in (attention_mask,) if t is not None)
+        weights = self.weights_of(layer)
         grad = _PyNativeExecutor().requires_grad()
-        shapes = jit_trace._jit_executor.generate_arguments_key(None, args, {}, False)  # pylint: disable=protected-access
-        phase = self._phases.get((shapes, grad))
+        key = (grad,) + tuple((tuple(t.shape), t.dtype) for t in inputs)
+        phase = self._phases.get(key)
         if phase is None:
-            return self._trace_and_run(args, shapes, grad)
-        # The compiled graph, run as jit's own "compiled before" path runs it, without that path's per-call
-        # logger.debug(f"...{args}") whose f-strings MindSpore 2.10 formats even with debug logging off (every
-        # argument's repr copies the tensor to numpy: ~0.45 s per step of the 8-layer benchmark model). Internal
-        # API: mindspore is pinned to 2.10.0 in setup.py; a change there shows in tests/models/test_layerwise.py.
+            # Traced with copies (see the module's docstring), so the graph takes the weights as inputs.
+            return self._trace_and_run(inputs + tuple(w + 0 for w in weights), key)
+        # The compiled graph, run as jit's own "compiled before" path runs it, with two differences. The weights go
+        # in as the Parameters themselves: the graph was traced with plain tensors in their place, so it reads them
+        # as inputs, and PyNative's autograd hands their gradients straight to the Parameters (no per-step copies).
+        # And without that path's per-call logger.debug(f"...{args}"), whose f-strings MindSpore 2.10 formats even
+        # with debug logging off (every argument's repr copies the tensor to numpy: ~0.45 s per step of the 8-layer
+        # benchmark model). Internal API: mindspore is pinned to 2.10.0 in setup.py; tests/models/test_layer_reuse.py
+        # checks the losses against PyNative's and graph mode's.
         return _convert_python_data(jit_trace.tr.get_instance().run_graph(
-            phase, jit_trace._DEFAULT_JIT_CONFIG, args))  # pylint: disable=protected-access
+            phase, jit_trace._DEFAULT_JIT_CONFIG, inputs + tuple(weights)))  # pylint: disable=protected-access
 
-    def _trace_and_run(self, args, shapes, grad):
+    def _trace_and_run(self, args, key):
         """The first call for these shapes (and grad or not): jit traces, compiles and runs; its phase is kept."""
         start = time.perf_counter()
         before = set(jit_trace._trace_compile_cache)  # pylint: disable=protected-access
-        with source_lines_from_frames():
+        with tracing_without_debug_costs():
             output = self._traced(*args)
         added = set(jit_trace._trace_compile_cache) - before  # pylint: disable=protected-access
         if len(added) == 1:
-            self._phases[(shapes, grad)] = added.pop()
+            self._phases[key] = added.pop()
+        self.trace_seconds += time.perf_counter() - start
         logger.info("layerwise compilation: traced, compiled and ran a %s graph of %s for input %s in %.1f s",
-                    "training" if grad else "forward", type(self.template).__name__, tuple(args[0].shape),
+                    "training" if key[0] else "forward", type(self.template).__name__, tuple(args[0].shape),
                     time.perf_counter() - start)
         return output
 
@@ -162,6 +181,10 @@ class LayerwiseGraphs:
     def traces(self):
         """How many layer graphs were traced (one per structure and input pattern when the sharing works)."""
         return sum(graph.traces for graph in self.graphs.values())
+
+    @property
+    def trace_seconds(self):
+        return sum(graph.trace_seconds for graph in self.graphs.values())
 
     def run(self, layer, x, attention_mask=None, cache=None):
         if cache is not None:

@@ -148,12 +148,13 @@ def main(argv=None):
         for layers in args.layers:
             for mode in args.modes:
                 cache = os.path.join(cache_root, f"{mode}_layers_{layers}")
+                ours = "ours" if mode == "graph" else f"ours {mode}"
                 runs = {"ours": child(args, "ours", layers, mode=mode)}
-                show(f"ours {mode}, {layers} layers", runs["ours"])
+                show(f"{ours}, {layers} layers", runs["ours"])
                 runs["first"] = child(args, "ours", layers, cache, mode=mode)
-                show(f"ours {mode}, {layers} layers, cache: first", runs["first"])
+                show(f"{ours}, {layers} layers, cache: first", runs["first"])
                 runs["second"] = child(args, "ours", layers, cache, mode=mode)
-                show(f"ours {mode}, {layers} layers, cache: second", runs["second"])
+                show(f"{ours}, {layers} layers, cache: second", runs["second"])
                 results[mode][layers] = runs
             theirs = child(args, "theirs", layers)
             show(f"theirs, {layers} layers", theirs)

@@ -246,7 +246,8 @@ def main(argv=None):
     if args.layerwise:
         layerwise_seconds, layerwise_losses = layerwise_result[0]
         layerwise_tps = tokens_per_step / layerwise_seconds
-        print(f"ours   (PyNative, context.layerwise_compile, first step incl. tracing {layerwise_first_seconds:.1f} s): "
+        print(f"ours   (PyNative, context.layerwise_compile, first step incl. tracing {layerwise_first_seconds:.1f} "
+              "s): "
               f"{layerwise_seconds * 1e3:.1f} ms/step, {layerwise_tps:.1f} tokens/s, "
               f"MFU {100 * layerwise_tps * flops_per_token / peak:.1f}% of {peak / 1e9:.0f} GFLOP/s, losses "
               f"{fmt([layerwise_first_loss] + layerwise_losses)}")

@@ -16,6 +16,8 @@ Reuse for generation: the layer's non-weight tensor inputs (attention masks) are
 their None-ness is part of the graph's key; a generation cache (written in place) is not traced, such a call runs
 the layer op by op.
 """
+# MindSpore's jit internals and Cell._params are used on purpose (see LayerGraph); mindspore is pinned to 2.10.0.
+# pylint: disable=protected-access
 import contextlib
 import logging
 import re
@@ -57,7 +59,7 @@ def _caller_lines():
     the frames: it calls inspect.stack(), which reads the source of every frame for every traced op and fails on a
     frame without source (any `python -m` run: runpy is frozen). Frames of code without a file are left out."""
     files, lines = [], []
-    frame = sys._getframe(1)  # pylint: disable=protected-access
+    frame = sys._getframe(1)
     while frame is not None:
         name = frame.f_code.co_filename
         if not name.startswith("<") and not _MINDSPORE_INTERNALS.search(name):  # "<string>": no file to point at
@@ -73,20 +75,27 @@ def _short_repr(tensor):
 
 @contextlib.contextmanager
 def tracing_without_debug_costs():
-    """While jit traces: its logger.debug(f"...{args}") calls (per traced op and per argument) are formatted even
+    """While jit traces (and without the compile cache, see below): its logger.debug(f"...{args}") calls (per traced op and per argument) are formatted even
     with debug logging off in MindSpore 2.10, and a tensor's str/repr copies it to numpy and prints it (~3 s of the
     first step of the 8-layer benchmark model), so tensors print as their shape meanwhile; and jit looks
     _get_caller_lines up in its module at every call, so ours stands in."""
     classes = (ms.Tensor, ms.Parameter)
     saved = [(cls, name, vars(cls)[name]) for cls in classes for name in ("__repr__", "__str__") if name in vars(cls)]
-    original_lines = jit_trace._get_caller_lines  # pylint: disable=protected-access
+    original_lines = jit_trace._get_caller_lines
     for cls, name, _ in saved:
         setattr(cls, name, _short_repr)
-    jit_trace._get_caller_lines = _caller_lines  # pylint: disable=protected-access
+    jit_trace._get_caller_lines = _caller_lines
+    # MindSpore 2.10's compile cache fails on a traced graph ("AbstractSpecialize error" in end_graph): the layer
+    # graphs are traced with it off (the optimizer's jit graph still uses it).
+    cached = ms.get_context("enable_compile_cache")
+    if cached:
+        ms.set_context(enable_compile_cache=False)
     try:
         yield
     finally:
-        jit_trace._get_caller_lines = original_lines  # pylint: disable=protected-access
+        if cached:
+            ms.set_context(enable_compile_cache=True)
+        jit_trace._get_caller_lines = original_lines
         for cls, name, method in saved:
             setattr(cls, name, method)
 
@@ -97,13 +106,12 @@ class LayerGraph:
 
     def __init__(self, template, optional_present):
         self.template = template
-        self.training = template.training
         # (sub-cell name, parameter key) of every weight, in a fixed order; the same for every layer of the structure.
-        self.slots = [(name, key) for name, cell in template.cells_and_names() for key in cell._params]  # pylint: disable=protected-access
+        self.slots = [(name, key) for name, cell in template.cells_and_names() for key in cell._params]
         # Cell.__call__ checks a cell's parameters on its first call; done now, before the parameters are swapped.
         for _, cell in template.cells_and_names():
-            cell._init_check()  # pylint: disable=protected-access
-            cell._self_check()  # pylint: disable=protected-access
+            cell._init_check()
+            cell._self_check()
         self.optional_present = optional_present
         self.traces = 0
         self.trace_seconds = 0.0  # tracing, compiling and the first run of each traced graph
@@ -116,7 +124,7 @@ class LayerGraph:
 
     def weights_of(self, layer):
         cells = dict(layer.cells_and_names())
-        return [cells[name]._params[key] for name, key in self.slots]  # pylint: disable=protected-access
+        return [cells[name]._params[key] for name, key in self.slots]
 
     def _forward(self, x, *tensors):
         """What is traced: the template's construct with the weights in `tensors` (after the optional inputs)."""
@@ -125,7 +133,7 @@ class LayerGraph:
         weights = tensors[sum(self.optional_present):]
         attention_mask = next(optional) if self.optional_present[0] else None
         cells = dict(self.template.cells_and_names())
-        owners = [cells[name]._params for name, _ in self.slots]  # pylint: disable=protected-access
+        owners = [cells[name]._params for name, _ in self.slots]
         saved = [params[key] for params, (_, key) in zip(owners, self.slots)]
         for params, (_, key), weight in zip(owners, self.slots, weights):
             params[key] = weight
@@ -152,15 +160,15 @@ class LayerGraph:
         # benchmark model). Internal API: mindspore is pinned to 2.10.0 in setup.py; tests/models/test_layer_reuse.py
         # checks the losses against PyNative's and graph mode's.
         return _convert_python_data(jit_trace.tr.get_instance().run_graph(
-            phase, jit_trace._DEFAULT_JIT_CONFIG, inputs + tuple(weights)))  # pylint: disable=protected-access
+            phase, jit_trace._DEFAULT_JIT_CONFIG, inputs + tuple(weights)))
 
     def _trace_and_run(self, args, key):
         """The first call for these shapes (and grad or not): jit traces, compiles and runs; its phase is kept."""
         start = time.perf_counter()
-        before = set(jit_trace._trace_compile_cache)  # pylint: disable=protected-access
+        before = set(jit_trace._trace_compile_cache)
         with tracing_without_debug_costs():
             output = self._traced(*args)
-        added = set(jit_trace._trace_compile_cache) - before  # pylint: disable=protected-access
+        added = set(jit_trace._trace_compile_cache) - before
         if len(added) == 1:
             self._phases[key] = added.pop()
         self.trace_seconds += time.perf_counter() - start

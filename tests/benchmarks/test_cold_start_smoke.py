@@ -1,6 +1,6 @@
 """The cold-start benchmark runs end to end on tiny shapes (one layer count, both modes of ours) and prints its
 ratios (no timing asserted): every side reaches the same kind of first step, and ours gives one loss in graph mode,
-with layerwise compilation, and on the cached second runs."""
+with layerwise compilation, and on the cached second run."""
 import os
 import re
 import subprocess
@@ -20,9 +20,8 @@ def test_cold_start_prints_each_run_and_the_ratios(tmp_path):
     losses = dict(re.findall(r"^(ours(?: layerwise)?, 1 layers(?:, cache: \w+)?) .* to first step +[\d.]+ s .* "
                              r"loss ([\d.]+)(?: \| 1 layer graphs traced in [\d.]+ s \| second step [\d.]+ s)?$",
                              out, re.M))
-    assert len(losses) == 6 and len(set(losses.values())) == 1, out
+    assert len(losses) == 4 and len(set(losses.values())) == 1, out
     assert re.search(r"^theirs, 1 layers .* to first step +[\d.]+ s", out, re.M), out
     assert re.search(r"^ratio ours/theirs to first step, 1 layers: \d+\.\d\d$", out, re.M), out
     assert re.search(r"^ratio second/first run with compile cache, 1 layers: \d+\.\d\d", out, re.M), out
     assert re.search(r"^ratio ours layerwise/theirs to first step, 1 layers: \d+\.\d\d$", out, re.M), out
-    assert re.search(r"^ratio layerwise second/first run with compile cache, 1 layers: \d+\.\d\d", out, re.M), out

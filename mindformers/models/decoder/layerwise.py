@@ -226,4 +226,5 @@ def compile_layerwise(network, train_cell=None):
     graphs = LayerwiseGraphs().install(network)
     if train_cell is not None:
         train_cell.forward_once = True
+        train_cell.layerwise_graphs = graphs  # the trainer's log reads the first step's trace seconds
     return graphs

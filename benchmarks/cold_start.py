@@ -71,9 +71,10 @@ def run_ours(args):
     import train_throughput as bench  # pylint: disable=import-outside-toplevel
     layerwise = args.mode == "layerwise"
     ms.set_device("CPU")
-    # PyNative on CPU runs ops synchronously, as build_context sets it for training runs.
-    ms.set_context(mode=ms.PYNATIVE_MODE, pynative_synchronize=True) if layerwise else ms.set_context(
-        mode=ms.GRAPH_MODE)
+    if layerwise:  # PyNative on CPU runs ops synchronously, as build_context sets it for training runs
+        ms.set_context(mode=ms.PYNATIVE_MODE, pynative_synchronize=True)
+    else:
+        ms.set_context(mode=ms.GRAPH_MODE)
     if args.cache:
         ms.set_context(enable_compile_cache=True, compile_cache_path=args.cache)
     options = throughput_args(args, args.num_layers)

@@ -55,8 +55,9 @@ class MFTrainOneStepCell(nn.Cell):
         elif scale_sense is not None:
             scale_value = float(scale_sense)
         self.scale_sense = Parameter(Tensor(scale_value, ms.float32), name="scale_sense")
-        # PyNative only (layerwise compilation sets it): one forward gives the loss and the gradients. The graph
-        # path below runs the network twice, which graph mode merges into one forward and PyNative would not.
+        # PyNative only (the trainer sets it for PyNative runs): one forward gives the loss and the gradients.
+        # The graph path below runs the network twice, which graph mode merges into one forward and PyNative
+        # would not.
         self.forward_once = False
         self.value_and_grads = None
 

@@ -25,6 +25,7 @@ import sys
 import time
 
 import mindspore as ms
+from mindspore import ops
 from mindspore.graph import jit_trace
 from mindspore.graph.api import _PyNativeExecutor, _convert_python_data
 
@@ -34,6 +35,7 @@ from mindformers.tools.errors import ConfigError
 logger = logging.getLogger("mindformers")
 
 KEY = "context.layerwise_compile"
+CACHE_TENSORS = 6  # a layer's generation cache: positions, blocked, slots, columns, key table, value table
 
 
 def layerwise_enabled(config):
@@ -100,6 +102,10 @@ def tracing_without_debug_costs():
             setattr(cls, name, method)
 
 
+def _attached(cell):
+    return getattr(cell, "weight_t", None)
+
+
 class LayerGraph:
     """The traced graph of one layer structure: called with any layer of that structure, it runs the structure's
     first layer (the template) with the caller's weights swapped in while tracing, then the compiled graph."""
@@ -108,6 +114,9 @@ class LayerGraph:
         self.template = template
         # (sub-cell name, parameter key) of every weight, in a fixed order; the same for every layer of the structure.
         self.slots = [(name, key) for name, cell in template.cells_and_names() for key in cell._params]
+        # Generation's transposed weight copies (mindformers/generation/transposed_weights.py), attached to the
+        # Linears as weight_t while generate() runs: inputs too, or the graph would keep the template's as constants.
+        self.attached = [name for name, cell in template.cells_and_names() if _attached(cell) is not None]
         # Cell.__call__ checks a cell's parameters on its first call; done now, before the parameters are swapped.
         for _, cell in template.cells_and_names():
             cell._init_check()
@@ -117,57 +126,84 @@ class LayerGraph:
         self.trace_seconds = 0.0  # tracing, compiling and the first run of each traced graph
         self._phases = {}
 
-        def traced(x, *tensors):  # a plain function: jit names a traced method by its object's Cell create_time
-            return self._forward(x, *tensors)
-
-        self._traced = ms.jit(traced, capture_mode="trace")
+        self._traced = {}  # a jit function per input key (see _trace_and_run)
 
     def weights_of(self, layer):
         cells = dict(layer.cells_and_names())
-        return [cells[name]._params[key] for name, key in self.slots]
+        return [cells[name]._params[key] for name, key in self.slots] + [cells[name].weight_t for name in self.attached]
 
     def _forward(self, x, *tensors):
-        """What is traced: the template's construct with the weights in `tensors` (after the optional inputs)."""
+        """What is traced: the template's construct with the weights in `tensors` (after the mask and the cache's
+        tensors, when present)."""
         self.traces += 1
-        optional = iter(tensors[:sum(self.optional_present)])
-        weights = tensors[sum(self.optional_present):]
+        given = sum(self.optional_present[0:1]) + CACHE_TENSORS * sum(self.optional_present[1:2])
+        optional = iter(tensors[:given])
+        weights = tensors[given:]
         attention_mask = next(optional) if self.optional_present[0] else None
+        cache = tuple(optional) if self.optional_present[1:2] == (True,) else None
         cells = dict(self.template.cells_and_names())
         owners = [cells[name]._params for name, _ in self.slots]
         saved = [params[key] for params, (_, key) in zip(owners, self.slots)]
         for params, (_, key), weight in zip(owners, self.slots, weights):
             params[key] = weight
+        linears = [cells[name] for name in self.attached]
+        saved_attached = [cell.weight_t for cell in linears]
+        for cell, weight in zip(linears, weights[len(self.slots):]):
+            object.__setattr__(cell, "weight_t", weight)  # as transposed_weights attaches them
         try:
-            return type(self.template).construct(self.template, x, attention_mask, None)
+            output = type(self.template).construct(self.template, x, attention_mask, cache)
+            # With a cache, the written key and value tables are outputs too: the compiled graph's in-place write
+            # into a table passed as input does not reach that table when the graph runs for another layer (it
+            # lands in the first layer's), so the caller stores them.
+            return output if cache is None else (output,) + tuple(cache[-2:])
         finally:
             for params, (_, key), weight in zip(owners, self.slots, saved):
                 params[key] = weight
+            for cell, weight in zip(linears, saved_attached):
+                object.__setattr__(cell, "weight_t", weight)
 
-    def __call__(self, layer, x, attention_mask=None):
-        inputs = (x,) + tuple(t for t in (attention_mask,) if t is not None)
+    def __call__(self, layer, x, attention_mask=None, cache=None):
+        # A generation cache's key and value tables go in as copies and come back written (see _forward).
+        tables = tuple(cache[-2:]) if cache is not None else ()
+        inputs = ((x,) + tuple(t for t in (attention_mask,) if t is not None) + tuple(cache[:-2] if tables else ())
+                  + tuple(t + 0 for t in tables))
         weights = self.weights_of(layer)
         grad = _PyNativeExecutor().requires_grad()
         key = (grad,) + tuple((tuple(t.shape), t.dtype) for t in inputs)
         phase = self._phases.get(key)
         if phase is None:
             # Traced with copies (see the module's docstring), so the graph takes the weights as inputs.
-            return self._trace_and_run(inputs + tuple(w + 0 for w in weights), key)
-        # The compiled graph, run as jit's own "compiled before" path runs it, with two differences. The weights go
-        # in as the Parameters themselves: the graph was traced with plain tensors in their place, so it reads them
-        # as inputs, and PyNative's autograd hands their gradients straight to the Parameters (no per-step copies).
-        # And without that path's per-call logger.debug(f"...{args}"), whose f-strings MindSpore 2.10 formats even
-        # with debug logging off (every argument's repr copies the tensor to numpy: ~0.45 s per step of the 8-layer
-        # benchmark model). Internal API: mindspore is pinned to 2.10.0 in setup.py; tests/models/test_layer_reuse.py
-        # checks the losses against PyNative's and graph mode's.
-        return _convert_python_data(jit_trace.tr.get_instance().run_graph(
-            phase, jit_trace._DEFAULT_JIT_CONFIG, inputs + tuple(weights)))
+            output = self._trace_and_run(inputs + tuple(w + 0 for w in weights), key)
+        else:
+            # The compiled graph, run as jit's own "compiled before" path runs it, with two differences. The weights
+            # go in as the Parameters themselves: the graph was traced with plain tensors in their place, so it reads
+            # them as inputs, and PyNative's autograd hands their gradients straight to the Parameters (no per-step
+            # copies). And without that path's per-call logger.debug(f"...{args}"), whose f-strings MindSpore 2.10
+            # formats even with debug logging off (every argument's repr copies the tensor to numpy: ~0.45 s per
+            # step of the 8-layer benchmark model). Internal API: mindspore is pinned to 2.10.0 in setup.py;
+            # tests/models/test_layer_reuse.py checks the losses against PyNative's and graph mode's.
+            output = _convert_python_data(jit_trace.tr.get_instance().run_graph(
+                phase, jit_trace._DEFAULT_JIT_CONFIG, inputs + tuple(weights)))
+        if not tables:
+            return output
+        output, written = output[0], output[1:]
+        for table, new in zip(tables, written):
+            ops.assign(table, new)
+        return output
 
     def _trace_and_run(self, args, key):
         """The first call for these shapes (and grad or not): jit traces, compiles and runs; its phase is kept."""
         start = time.perf_counter()
         before = set(jit_trace._trace_compile_cache)
+        # A function of its own per input key: jit's phase name is the function's name and id plus an arguments key
+        # that MindSpore 2.10 gives as 0 for the same function with other shapes (a decode step after the prefill
+        # would run the prefill's graph).
+        def traced(x, *tensors):  # a plain function: jit names a traced method by its object's Cell create_time
+            return self._forward(x, *tensors)
+
+        self._traced[key] = ms.jit(traced, capture_mode="trace")
         with tracing_without_debug_costs():
-            output = self._traced(*args)
+            output = self._traced[key](*args)
         added = set(jit_trace._trace_compile_cache) - before
         if len(added) == 1:
             self._phases[key] = added.pop()
@@ -195,15 +231,13 @@ class LayerwiseGraphs:
         return sum(graph.trace_seconds for graph in self.graphs.values())
 
     def run(self, layer, x, attention_mask=None, cache=None):
-        if cache is not None:
-            # Generation writes the cache in place; runs op by op until a later change traces it.
-            return type(layer).construct(layer, x, attention_mask, cache)
-        present = (attention_mask is not None,)
+        present = (attention_mask is not None, cache is not None,
+                   any(_attached(cell) is not None for _, cell in layer.cells_and_names()))
         key = (self.structures[id(layer)], layer.training, present)
         graph = self.graphs.get(key)
         if graph is None:
             graph = self.graphs[key] = LayerGraph(layer, present)
-        return graph(layer, x, attention_mask)
+        return graph(layer, x, attention_mask, cache)
 
     def install(self, network):
         """Route every DecoderLayer of `network` through its structure's graph. Call it once the network is final

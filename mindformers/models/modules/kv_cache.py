@@ -103,8 +103,10 @@ def write(cache, key, value):
     the keys and values to attend to: the tables as (batch, kv_heads, length, head_dim) after the write."""
     slots, key_table, value_table = cache[2], cache[4], cache[5]
     batch, kv_heads, _, head_dim = key.shape
-    key_table = ops.scatter_update(key_table, slots, ops.reshape(key, (-1, head_dim)))
-    value_table = ops.scatter_update(value_table, slots, ops.reshape(value, (-1, head_dim)))
+    # The tables are read back through depend (written first): a traced layer graph (layerwise_compile) would take
+    # the tensor ScatterUpdate returns in PyNative for a constant, as it is not the traced input.
+    key_table = ops.depend(key_table, ops.scatter_update(key_table, slots, ops.reshape(key, (-1, head_dim))))
+    value_table = ops.depend(value_table, ops.scatter_update(value_table, slots, ops.reshape(value, (-1, head_dim))))
     # a Parameter reshaped is a copy on CPU (as the one-hot rewrite was), but the write itself is in place
     heads = (batch, kv_heads, -1, head_dim)
     return ops.reshape(key_table, heads), ops.reshape(value_table, heads)

@@ -9,8 +9,9 @@ convert_weight.py to our checkpoint, and that checkpoint converted back with --r
 transformers loads; both kept under --work), else a random tiny Llama saved by transformers with a BPE tokenizer
 trained on this repository's README, converted with convert_weight.py.
 
-Ours runs three times: graph mode with the compile cache on and its folder empty (the first run), graph mode
-again (the second run: graphs from the cache), and PyNative (no compilation at all).
+Ours runs four times: graph mode with the compile cache on and its folder empty (the first run), graph mode
+again (the second run: graphs from the cache), PyNative (no compilation at all), and PyNative with
+context.layerwise_compile (a compiled graph per layer structure and shape, traced in the run).
 
     python benchmarks/predict_end_to_end.py                 # SmolLM2-135M if installed, 64 new tokens
     python benchmarks/predict_end_to_end.py --tiny --new 16 # the random tiny model (smoke run)
@@ -62,6 +63,7 @@ def parse_args(argv=None):
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/mindformers-llama/predict_end_to_end"),
                         help="where the converted models are kept between runs")
     parser.add_argument("--skip-pynative", action="store_true")
+    parser.add_argument("--skip-graph", action="store_true", help="only the PyNative runs (plain and layerwise)")
     return parser.parse_args(argv)
 
 
@@ -128,11 +130,11 @@ def tiny_models(work):
     return ckpt, yaml, os.path.join(hf, "tokenizer.json"), hf
 
 
-def ours(args, ckpt, config, tokenizer, work, name, mode, cache):
+def ours(args, ckpt, config, tokenizer, work, name, mode, cache, layerwise=False):
     """One predict CLI run: (wall, peak RSS MiB, result record, timing line)."""
     overlay = os.path.join(work, f"run_{name}.yaml")
     with open(overlay, "w", encoding="utf-8") as stream:
-        stream.write(f"base_config: ['{config}']\ncontext:\n  mode: {mode}\n"
+        stream.write(f"base_config: ['{config}']\ncontext:\n  mode: {mode}\n  layerwise_compile: {layerwise}\n"
                      f"  enable_compile_cache: {bool(cache)}\n  compile_cache_path: '{cache or ''}'\n")
     output = os.path.join(work, f"out_{name}")
     wall, rss, stdout, stderr = run_child_mib([
@@ -160,13 +162,15 @@ def main(argv=None):
         print(f"theirs (transformers): wall {wall:.2f} s, peak RSS {rss:.0f} MiB (load {theirs['load']:.2f} s, "
               f"generate {theirs['generate']:.2f} s)", flush=True)
         theirs.update(wall=wall, rss=rss)
-        runs = [("first run, graph mode, empty compile cache", "graph_first", 0, cache),
-                ("second run, graph mode, compile cache", "graph_second", 0, cache)]
+        runs = [] if args.skip_graph else [("first run, graph mode, empty compile cache", "graph_first", 0, cache),
+                                           ("second run, graph mode, compile cache", "graph_second", 0, cache)]
         if not args.skip_pynative:
-            runs.append(("PyNative", "pynative", 1, None))
+            runs += [("PyNative", "pynative", 1, None, False),
+                     ("PyNative, layerwise_compile", "pynative_layerwise", 1, None, True)]
         results = []
-        for label, name, mode, cache_path in runs:
-            wall, rss, record, timing = ours(args, ckpt, config, tokenizer, args.work, name, mode, cache_path)
+        for label, name, mode, cache_path, *layerwise in runs:
+            wall, rss, record, timing = ours(args, ckpt, config, tokenizer, args.work, name, mode, cache_path,
+                                             *layerwise)
             same = record["input_ids"] == theirs["input_ids"] and record["output_ids"] == theirs["output_ids"]
             print(f"ours, {label}: wall {wall:.2f} s, peak RSS {rss:.0f} MiB; tokens "
                   f"{'identical to theirs' if same else 'DIFFER from theirs'} ({len(record['output_ids'])} new)\n"

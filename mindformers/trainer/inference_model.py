@@ -7,6 +7,7 @@ import mindspore as ms
 
 from mindformers.checkpoint import resolve_checkpoint
 from mindformers.checkpoint.hf_weights import is_hf_source
+from mindformers.models.decoder.layerwise import compile_layerwise, layerwise_enabled
 from mindformers.models.modules.shape_only import weights_loaded_after_build
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
@@ -78,4 +79,6 @@ def build_inference_model(config, purpose, need_tokenizer=True, need_checkpoint=
         if skip_init and unset:  # a family mapping that leaves a weight out would leave it at zeros: say so
             raise RuntimeError(f"{path}: no tensor loaded for {unset[:5]} (built without initial values)")
     network.set_train(False)
+    if layerwise_enabled(config):  # after loading (and PET): the layers' structure is final
+        compile_layerwise(network)
     return model_config, network, tokenizer

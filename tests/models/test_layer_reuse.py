@@ -1,7 +1,7 @@
 """Decoder layers compiled once and reused (lazy_inline in graph mode, a traced graph per structure with
 context.layerwise_compile): the reuse key follows each layer's structure as it is at compile time, and graph-mode and
 layerwise training of a model whose layers differ (one with a LoRA adapter, one with a sliding window set after the
-build, two plain ones sharing one graph) give PyNative's losses."""
+build, two plain ones sharing one graph) give PyNative's losses, and layerwise generation PyNative's tokens."""
 import numpy as np
 import mindspore as ms
 import pytest
@@ -18,10 +18,10 @@ from mindformers.wrapper import MFTrainOneStepCell
 VOCAB, SEQ = 64, 8
 
 
-def mixed_model():
+def mixed_model(seq_length=SEQ):
     """4 layers: 0 has a LoRA adapter on wq, 3 a sliding window of 3 set after the build, 1 and 2 are alike."""
     np.random.seed(0)
-    config = LlamaConfig(seq_length=SEQ, hidden_size=32, num_layers=4, num_heads=4, intermediate_size=48,
+    config = LlamaConfig(seq_length=seq_length, hidden_size=32, num_layers=4, num_heads=4, intermediate_size=48,
                          vocab_size=VOCAB, compute_dtype="float32", softmax_compute_type="float32",
                          rotary_dtype="float32", param_init_type="float32", layernorm_compute_type="float32")
     model = LlamaForCausalLM(config)
@@ -66,6 +66,19 @@ def test_graph_and_layerwise_training_with_reused_layers_match_pynative():
     graph = train_losses()
     np.testing.assert_allclose(graph, eager[:2], rtol=1e-5)
     assert eager[-1] < eager[0]
+
+
+def test_layerwise_generation_gives_pynative_tokens_with_a_graph_per_structure_and_phase():
+    """Generation through the layer graphs (cache tables, step tensors and transposed weight copies as inputs) gives
+    plain PyNative's greedy tokens for left-padded rows: each layer's table is written, not the first layer's."""
+    prompts = [[5, 6, 7, 8, 9], [3, 4, 11]]
+    options = dict(max_new_tokens=6, do_sample=False, use_past=True)
+    eager = mixed_model(seq_length=32).generate(prompts, **options)
+    model = mixed_model(seq_length=32)
+    graphs = compile_layerwise(model)
+    assert model.generate(prompts, **options) == eager
+    assert graphs.traces == 6  # (LoRA, plain, sliding window) x (prefill, decode); layers 1 and 2 share theirs
+    assert model.generate(prompts, **options) == eager and graphs.traces == 6  # the next call runs them
 
 
 @pytest.mark.parametrize("yaml,fragment", [

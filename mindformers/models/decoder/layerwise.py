@@ -1,5 +1,6 @@
-"""Layerwise compilation (`context.layerwise_compile`): PyNative training in which every decoder layer runs through one
-compiled graph per layer structure, so compilation before the first step does not grow with the layer count.
+"""Layerwise compilation (`context.layerwise_compile`): PyNative runs (training, and predict / eval / serve) in which
+every decoder layer runs through one compiled graph per layer structure, so compilation does not grow with the layer
+count.
 
 Graph mode compiles the whole train step as one graph, and its compile time grows ~1.5 CPU-s per layer (the CPU
 backend cannot run lazy_inline's shared layer graph, and MindSpore cannot differentiate a non-unrolled loop over the
@@ -12,9 +13,12 @@ The trace takes copies of the weights (`w + 0`): a jit given Parameters binds th
 parameter ids, recompiles per layer, and would run every layer with the first layer's weights); a copy is a plain
 tensor, so the graph reads it as an input. Later calls run the compiled graph on the Parameters themselves.
 
-Reuse for generation: the layer's non-weight tensor inputs (attention masks) are passed to the graph explicitly and
-their None-ness is part of the graph's key; a generation cache (written in place) is not traced, such a call runs
-the layer op by op.
+Generation: a layer's generation cache (kv_cache.layer_cache: positions, blocked, slots, columns, key and value
+tables) goes in as graph inputs, so prefill and decode each trace one graph per structure and shape. The tables go
+in as copies and the graph returns them written, for the caller to store: the graph's in-place write into a table
+given as input lands in the first layer's table when the graph runs for another layer. The transposed weight copies
+generate() attaches to the Linears (weight_t) are inputs too. The attention mask's and the cache's presence, and the
+copies', are part of the graph's key (never None as a traced input).
 """
 # MindSpore's jit internals and Cell._params are used on purpose (see LayerGraph); mindspore is pinned to 2.10.0.
 # pylint: disable=protected-access
@@ -39,8 +43,9 @@ CACHE_TENSORS = 6  # a layer's generation cache: positions, blocked, slots, colu
 
 
 def layerwise_enabled(config):
-    """Whether the run asks for layerwise compilation, after checking it can have it: one PyNative process without
-    pipeline stages (the stages' send/receive and the CPU collectives run inside graph-mode cells)."""
+    """Whether the run (training, or predict / eval / serve) asks for layerwise compilation, after checking it can
+    have it: one PyNative process without pipeline stages or a model split across processes (the stages'
+    send/receive and the CPU collectives run inside graph-mode cells)."""
     context = config.get("context") or {}
     if not context.get("layerwise_compile"):
         return False

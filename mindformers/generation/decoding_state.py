@@ -23,7 +23,7 @@ from mindspore import Tensor
 
 from mindformers.core.context.compile_cache import compile_cache_on
 from mindformers.generation.decoding_cells import DecodingStep
-from mindformers.generation.timing import compile_if_new, generation_times
+from mindformers.generation.timing import compile_if_new, generation_times, layer_trace_seconds
 from mindformers.generation.transposed_weights import wanted
 
 # Compiled steps (each with its cache) kept per model, most recent last: one per (batch, length) bucket in use.
@@ -100,9 +100,11 @@ class DecodingState:
         """Logits of one step; its seconds (compilation apart) are added to the model's `phase` total."""
         inputs = self._inputs(ids, start, select)
         compile_if_new(self.step, inputs, self.times)
-        began = time.perf_counter()
+        began, traced = time.perf_counter(), layer_trace_seconds(self.step.lm)
         logits = self.step(*inputs).asnumpy()
-        setattr(self.times, phase, getattr(self.times, phase) + time.perf_counter() - began)
+        traced = layer_trace_seconds(self.step.lm) - traced
+        self.times.compile += traced
+        setattr(self.times, phase, getattr(self.times, phase) + time.perf_counter() - began - traced)
         return logits
 
     def first_logits(self):

@@ -2,7 +2,8 @@
 token), summed over a model's generate calls so predict can log them (`generation_times(model)`).
 
 Graph mode compiles a step's graph on its first call for a shape; the step is compiled explicitly before that call
-(Cell.compile) so its compile time is told apart from the run. In PyNative nothing is compiled.
+(Cell.compile) so its compile time is told apart from the run. In PyNative nothing is compiled, except the layer
+graphs of context.layerwise_compile, traced inside a step's first run: their seconds count as compile.
 """
 import dataclasses
 import time
@@ -34,6 +35,13 @@ def generation_times(model):
 def reset_generation_times(model):
     object.__setattr__(model, "_generation_times", GenerationTimes())
     return model.__dict__["_generation_times"]
+
+
+def layer_trace_seconds(model):
+    """Seconds context.layerwise_compile spent tracing and compiling the model's layer graphs so far (inside its
+    PyNative steps; 0 without it)."""
+    graphs = model.__dict__.get("_layerwise_graphs")
+    return graphs.trace_seconds if graphs is not None else 0.0
 
 
 def compile_if_new(step, inputs, times):

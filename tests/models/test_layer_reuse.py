@@ -9,6 +9,7 @@ from mindspore import Tensor
 
 from mindformers.core.context import build_context
 from mindformers.core.optim import AdamW
+from mindformers.generation.timing import generation_times
 from mindformers.models.decoder.layerwise import compile_layerwise
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 from mindformers.pet.lora import add_lora
@@ -78,6 +79,7 @@ def test_layerwise_generation_gives_pynative_tokens_with_a_graph_per_structure_a
     graphs = compile_layerwise(model)
     assert model.generate(prompts, **options) == eager
     assert graphs.traces == 6  # (LoRA, plain, sliding window) x (prefill, decode); layers 1 and 2 share theirs
+    assert generation_times(model).compile == pytest.approx(graphs.trace_seconds)  # predict logs them as compile
     assert model.generate(prompts, **options) == eager and graphs.traces == 6  # the next call runs them
 
 

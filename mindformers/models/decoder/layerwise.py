@@ -263,6 +263,7 @@ def compile_layerwise(network, train_cell=None):
     if ms.get_context("mode") != ms.PYNATIVE_MODE:
         raise ConfigError(f"{KEY}: applies to PyNative runs only (context.mode 1)")
     graphs = LayerwiseGraphs().install(network)
+    object.__setattr__(network, "_layerwise_graphs", graphs)  # past Cell.__setattr__; generation's timing reads it
     if train_cell is not None:
         train_cell.forward_once = True
         train_cell.layerwise_graphs = graphs  # the trainer's log reads the first step's trace seconds

@@ -64,9 +64,9 @@ class HeadWeightedNll(nn.Cell):
             d_hidden.append(d_hidden_chunk)
             d_weight = d_weight + ops.cast(self.weight_matmul(d_logits, rows * ops.cast(row_weights, rows.dtype)),
                                            ms.float32)
-            # the next chunk waits for this one's d_hidden too: only the backward reads it, and the graph would put
-            # it there, keeping every chunk's (rows, vocab) gradient alive until then
-            done = ops.depend(d_weight, d_hidden_chunk)
+            # the next chunk waits for this one's d_hidden and loss too: else the graph puts them at their first use
+            # (the backward, the end), keeping every chunk's (rows, vocab) gradient or log-probabilities until then
+            done = ops.depend(d_weight, (d_hidden_chunk, loss))
         return loss, ops.concat(d_hidden, 0), d_weight
 
     def bprop(self, hidden, weight, labels, weights, out, dout):

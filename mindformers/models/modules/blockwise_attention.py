@@ -162,9 +162,12 @@ class BlockwiseAttention(nn.Cell):
         d_query_blocks = []
         d_key = ops.zeros(key.shape, ms.float32)
         d_value = ops.zeros(value.shape, ms.float32)
+        done = (d_key, d_value)
         for start, end, first_key in block_plan(seq, self.block_size, self.max_blocks, self.sliding_window):
             rows, keys = end - start, end - first_key
-            q_rows = ops.depend(self.grouped_rows(query, start, end), (d_key, d_value))
+            # every product of the previous block done first (the graph may otherwise leave one, d_query say, to its
+            # first use at the end, keeping that block's (rows, keys) operands alive)
+            q_rows = ops.depend(self.grouped_rows(query, start, end), done)
             block_lse = ops.reshape(lse[:, :, :, start:end, :], (batch, kv_heads, self.repeats * rows, 1))
             probs = ops.exp(self.block_scores(q_rows, key, keep, start, end, first_key, block_lse))
             probs = ops.reshape(probs, (batch, kv_heads, self.repeats * rows, keys))
@@ -185,6 +188,7 @@ class BlockwiseAttention(nn.Cell):
             d_key_block = self.tn_matmul(d_scores, q_rows)
             d_key = d_key + self.spread(d_key_block, first_key, end, seq)
             d_value = d_value + self.spread(d_value_block, first_key, end, seq)
+            done = (d_key, d_value, d_query)
         d_query = ops.reshape(ops.concat(d_query_blocks, 3), (batch, heads, seq, dim))
         return (ops.cast(d_query, query.dtype), ops.cast(d_key, key.dtype), ops.cast(d_value, value.dtype),
                 ops.zeros_like(keep))

@@ -91,14 +91,14 @@ def timed_alternately(steps, warmup, *step_fns):
     return [(statistics.median(times), fn_losses) for times, fn_losses in zip(seconds, losses)]
 
 
-def build_train_cell(args, config):
+def build_train_cell(args, config, recompute_config=None):
     """Our model, AdamW and MFTrainOneStepCell, as a training run builds them; returns (train cell, model)."""
     from mindformers.core.optim import AdamW  # pylint: disable=import-outside-toplevel
     from mindformers.models.llama import LlamaForCausalLM  # pylint: disable=import-outside-toplevel
     from mindformers.wrapper import MFTrainOneStepCell  # pylint: disable=import-outside-toplevel
 
     np.random.seed(args.seed)
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config, recompute_config=recompute_config)
     model.set_train(True)
     optimizer = AdamW(model.trainable_params(), learning_rate=args.lr, betas=(0.9, 0.95), eps=1e-8,
                       weight_decay=args.weight_decay)
@@ -107,9 +107,9 @@ def build_train_cell(args, config):
     return cell, model
 
 
-def build_ours(args, config, tokens):
+def build_ours(args, config, tokens, recompute_config=None):
     import mindspore as ms  # pylint: disable=import-outside-toplevel
-    cell, model = build_train_cell(args, config)
+    cell, model = build_train_cell(args, config, recompute_config)
     input_ids = ms.Tensor(tokens)
 
     def step():

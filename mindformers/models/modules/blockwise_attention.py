@@ -195,14 +195,9 @@ class BlockwiseAttention(nn.Cell):
 
     @staticmethod
     def spread(block, first, end, seq):
-        """(b, kv, end - first, d) block as float32 rows first..end-1 of zeros (b, kv, seq, d)."""
+        """(b, kv, end - first, d) block as float32 rows first..end-1 of (b, kv, seq, d), zeros elsewhere: padded, not
+        concatenated with zero tensors (constants the compiled graph holds: 0.12 GiB per layer at seq 8192)."""
         block = ops.cast(block, ms.float32)
-        parts = []
-        if first > 0:
-            parts.append(ops.zeros((block.shape[0], block.shape[1], first, block.shape[3]), ms.float32))
-        parts.append(block)
-        if end < seq:
-            parts.append(ops.zeros((block.shape[0], block.shape[1], seq - end, block.shape[3]), ms.float32))
-        if len(parts) == 1:
+        if first == 0 and end == seq:
             return block
-        return ops.concat(parts, 2)
+        return ops.pad(block, (0, 0, first, seq - end))

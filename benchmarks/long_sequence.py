@@ -91,7 +91,7 @@ def run_worker(args):
         attention = "blockwise" if choices.use_blockwise_attention(config, fused=False) else "exact"
         start = time.perf_counter()
         recompute = {"recompute": True} if args.recompute else None
-        step = train_throughput.build_ours(targs, config, tokens, recompute)[0]  # runs the first (compiling) step
+        step = train_throughput.build_ours(targs, config, tokens, recompute_config=recompute)[0]  # runs the first (compiling) step
         first_seconds = time.perf_counter() - start
     else:
         import torch  # pylint: disable=import-outside-toplevel

@@ -91,7 +91,8 @@ def run_worker(args):
         attention = "blockwise" if choices.use_blockwise_attention(config, fused=False) else "exact"
         start = time.perf_counter()
         recompute = {"recompute": True} if args.recompute else None
-        step = train_throughput.build_ours(targs, config, tokens, recompute_config=recompute)[0]  # runs the first (compiling) step
+        # runs the first (compiling) step
+        step = train_throughput.build_ours(targs, config, tokens, recompute_config=recompute)[0]
         first_seconds = time.perf_counter() - start
     else:
         import torch  # pylint: disable=import-outside-toplevel
@@ -156,8 +157,9 @@ def main(argv=None):
             print(describe(results[side]), flush=True)
         if len(results) == 2:
             rows.append((seq, results["ours"], results["theirs"]))
-    print("seq    tokens/s ours/theirs   peak RSS ours/theirs (GiB)")
     ratios = {}
+    if rows:
+        print("seq    tokens/s ours/theirs   peak RSS ours/theirs (GiB)")
     for seq, ours, theirs in rows:
         if "error" in ours or "error" in theirs:
             print(f"{seq:<6d} n/a ({'ours' if 'error' in ours else 'theirs'} failed)")

@@ -1,5 +1,6 @@
-"""Cold start: seconds to the first training step, ours (graph mode) against HF transformers + PyTorch (eager), for
-several layer counts, and ours again on a second run of the same config with MindSpore's compile cache.
+"""Cold start: seconds to the first training step, ours (graph mode, and with --modes layerwise PyNative with
+context.layerwise_compile) against HF transformers + PyTorch (eager), for several layer counts, and ours again on a
+second run of the same config with MindSpore's compile cache.
 
 Every measurement is a fresh child process (a cold start is a new process), run one after another in this script:
 ours without the cache, ours with an empty cache folder (the first run, which fills it), ours again with that
@@ -8,12 +9,16 @@ clipping); one step is forward + backward + update.
 
     python benchmarks/cold_start.py                               # 8 and 32 layers, seq 256, batch 2
     python benchmarks/cold_start.py --layers 1 2 --hidden 64 --heads 4 --vocab 512 --seq 32
+    python benchmarks/cold_start.py --modes graph layerwise    # both of ours, side by side
 
 Prints per run: import, build, compile and first-step seconds and their total (build + compile + first step, the
 wait before training starts; imports listed apart) with the CPU seconds of that total (less sensitive to other
 load on a shared machine than wall time), then the lines
 `ratio ours/theirs to first step, N layers: X.XX`, `ratio ours 32/8 layers: compile X.XX, to first step Y.YY`
-and `ratio second/first run with compile cache, N layers: X.XX` (< 1: the cache saves that share).
+and `ratio second/first run with compile cache, N layers: X.XX` (< 1: the cache saves that share), with a `layerwise`
+after `ours` for that mode. Layerwise compiles while its first step runs (its compile column is 0; the traced layer
+graphs' seconds, trace + compile + first run, are printed beside it), its run also times a second step (steady
+state), and it has no cached runs: the trainer turns the compile cache off with layerwise_compile (README).
 """
 import argparse
 import json
@@ -41,6 +46,9 @@ def parse_args(argv=None):
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for both sides; default: core count")
+    parser.add_argument("--modes", nargs="+", choices=["graph", "layerwise"], default=["graph"],
+                        help="how ours runs: graph mode, or PyNative with context.layerwise_compile")
+    parser.add_argument("--mode", choices=["graph", "layerwise"], help=argparse.SUPPRESS)  # internal: one child
     parser.add_argument("--side", choices=["ours", "theirs"], help=argparse.SUPPRESS)  # internal: one child
     parser.add_argument("--num-layers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -61,8 +69,12 @@ def run_ours(args):
     imported = time.perf_counter()
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     import train_throughput as bench  # pylint: disable=import-outside-toplevel
+    layerwise = args.mode == "layerwise"
     ms.set_device("CPU")
-    ms.set_context(mode=ms.GRAPH_MODE)
+    if layerwise:  # PyNative on CPU runs ops synchronously, as build_context sets it for training runs
+        ms.set_context(mode=ms.PYNATIVE_MODE, pynative_synchronize=True)
+    else:
+        ms.set_context(mode=ms.GRAPH_MODE)
     if args.cache:
         ms.set_context(enable_compile_cache=True, compile_cache_path=args.cache)
     options = throughput_args(args, args.num_layers)
@@ -70,15 +82,21 @@ def run_ours(args):
     config = bench.model_config(options)
     tokens = ms.Tensor(bench.batch_tokens(options))
     start, cpu = time.perf_counter(), time.process_time()
-    cell, _ = bench.build_train_cell(options, config)
+    cell, model = bench.build_train_cell(options, config)
+    graphs = bench.use_layerwise(cell, model) if layerwise else None
     built, built_cpu = time.perf_counter(), time.process_time()
-    cell.compile(tokens)
+    if not layerwise:
+        cell.compile(tokens)
     compiled, compiled_cpu = time.perf_counter(), time.process_time()
     loss = float(cell(tokens)[0].asnumpy())
-    done = time.perf_counter()
-    return {"import": start - imported, "build": built - start, "compile": compiled - built, "step": done - compiled,
-            "cpu": time.process_time() - cpu, "compile_cpu": compiled_cpu - built_cpu,
-            "step_cpu": time.process_time() - compiled_cpu, "loss": loss}
+    done, done_cpu = time.perf_counter(), time.process_time()
+    record = {"import": start - imported, "build": built - start, "compile": compiled - built,
+              "step": done - compiled, "cpu": done_cpu - cpu, "compile_cpu": compiled_cpu - built_cpu,
+              "step_cpu": done_cpu - compiled_cpu, "loss": loss}
+    if layerwise:
+        float(cell(tokens)[0].asnumpy())
+        record.update(traces=graphs.traces, traced=graphs.trace_seconds, second_step=time.perf_counter() - done)
+    return record
 
 
 def run_theirs(args):
@@ -100,8 +118,9 @@ def run_theirs(args):
             "loss": loss}
 
 
-def child(args, side, layers, cache=None):
-    argv = sys.argv[1:] + ["--side", side, "--num-layers", str(layers)] + (["--cache", cache] if cache else [])
+def child(args, side, layers, cache=None, mode=None):
+    argv = (sys.argv[1:] + ["--side", side, "--num-layers", str(layers)] + (["--cache", cache] if cache else [])
+            + (["--mode", mode] if mode else []))
     result = subprocess.run([sys.executable, os.path.abspath(__file__)] + argv, capture_output=True, text=True,
                             env=dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore"), check=False)
     if result.returncode != 0:
@@ -115,7 +134,8 @@ def show(name, record):
     print(f"{name:<34} import {record['import']:5.1f} s | build {record['build']:5.1f} s | compile "
           f"{record['compile']:5.1f} s (CPU {record['compile_cpu']:5.1f} s) | first step {record['step']:5.1f} s (CPU "
           f"{record['step_cpu']:5.1f} s) | to first step {record['total']:6.1f} s (CPU {record['cpu']:6.1f} s) | loss "
-          f"{record['loss']:.4f}", flush=True)
+          f"{record['loss']:.4f}" + (f" | {record['traces']} layer graphs traced in {record['traced']:.1f} s | second "
+                                   f"step {record['second_step']:.2f} s" if "traces" in record else ""), flush=True)
 
 
 def main(argv=None):
@@ -125,31 +145,42 @@ def main(argv=None):
         return None
     print(f"model: hidden={args.hidden} heads={args.heads} vocab={args.vocab} seq={args.seq} batch={args.batch} "
           f"fp32; layers {args.layers}; each run a fresh process, one after another", flush=True)
-    results = {}
+    results = {mode: {} for mode in args.modes}
     with tempfile.TemporaryDirectory(prefix="cold_start_cache_") as cache_root:
         for layers in args.layers:
-            cache = os.path.join(cache_root, f"layers_{layers}")
-            runs = {"ours": child(args, "ours", layers)}
-            show(f"ours, {layers} layers", runs["ours"])
-            runs["first"] = child(args, "ours", layers, cache)
-            show(f"ours, {layers} layers, cache: first", runs["first"])
-            runs["second"] = child(args, "ours", layers, cache)
-            show(f"ours, {layers} layers, cache: second", runs["second"])
-            runs["theirs"] = child(args, "theirs", layers)
-            show(f"theirs, {layers} layers", runs["theirs"])
-            results[layers] = runs
-    for layers, runs in results.items():
-        ratio = runs["ours"]["total"] / runs["theirs"]["total"]
-        print(f"ratio ours/theirs to first step, {layers} layers: {ratio:.2f}")
-    if len(args.layers) > 1:
-        low, high = min(args.layers), max(args.layers)
-        print(f"ratio ours {high}/{low} layers: compile "
-              f"{results[high]['ours']['compile'] / results[low]['ours']['compile']:.2f}, to first step "
-              f"{results[high]['ours']['total'] / results[low]['ours']['total']:.2f}")
-    for layers, runs in results.items():
-        print(f"ratio second/first run with compile cache, {layers} layers: "
-              f"{runs['second']['total'] / runs['first']['total']:.2f} (compile "
-              f"{runs['second']['compile']:.1f} s vs {runs['first']['compile']:.1f} s)")
+            for mode in args.modes:
+                cache = os.path.join(cache_root, f"{mode}_layers_{layers}")
+                ours = "ours" if mode == "graph" else f"ours {mode}"
+                runs = {"ours": child(args, "ours", layers, mode=mode)}
+                show(f"{ours}, {layers} layers", runs["ours"])
+                results[mode][layers] = runs
+                if mode == "layerwise":
+                    continue  # the trainer does not use the compile cache with layerwise_compile (README)
+                runs["first"] = child(args, "ours", layers, cache, mode=mode)
+                show(f"{ours}, {layers} layers, cache: first", runs["first"])
+                runs["second"] = child(args, "ours", layers, cache, mode=mode)
+                show(f"{ours}, {layers} layers, cache: second", runs["second"])
+            theirs = child(args, "theirs", layers)
+            show(f"theirs, {layers} layers", theirs)
+            for mode in args.modes:
+                results[mode][layers]["theirs"] = theirs
+    for mode, by_layers in results.items():
+        ours = "ours" if mode == "graph" else f"ours {mode}"
+        for layers, runs in by_layers.items():
+            print(f"ratio {ours}/theirs to first step, {layers} layers: "
+                  f"{runs['ours']['total'] / runs['theirs']['total']:.2f}")
+        if len(args.layers) > 1:
+            low, high = min(args.layers), max(args.layers)
+            compile_ratio = (f"compile {by_layers[high]['ours']['compile'] / by_layers[low]['ours']['compile']:.2f}, "
+                             if mode == "graph" else "")
+            print(f"ratio {ours} {high}/{low} layers: {compile_ratio}to first step "
+                  f"{by_layers[high]['ours']['total'] / by_layers[low]['ours']['total']:.2f}")
+        for layers, runs in by_layers.items():
+            if "second" not in runs:
+                continue
+            print(f"ratio second/first run with compile cache, {layers} layers: "
+                  f"{runs['second']['total'] / runs['first']['total']:.2f} (compile "
+                  f"{runs['second']['compile']:.1f} s vs {runs['first']['compile']:.1f} s)")
     return results
 
 

@@ -55,6 +55,8 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layerwise", action="store_true",
+                        help="also time ours in PyNative with context.layerwise_compile, alternating with the others")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
@@ -107,12 +109,26 @@ def build_train_cell(args, config):
     return cell, model
 
 
-def build_ours(args, config, tokens):
+def use_layerwise(cell, model):
+    """What context.layerwise_compile does to a training run (the trainer calls the same function)."""
+    from mindformers.models.decoder.layerwise import compile_layerwise  # pylint: disable=import-outside-toplevel
+    return compile_layerwise(model, cell)
+
+
+def build_ours(args, config, tokens, layerwise=False):
+    """Our step function (first call compiles), its first loss and seconds, the model's parameter count. With
+    `layerwise` the step runs in PyNative with context.layerwise_compile, else in graph mode; each step sets the
+    mode it runs in, so both can alternate in one process."""
     import mindspore as ms  # pylint: disable=import-outside-toplevel
+    mode = ms.PYNATIVE_MODE if layerwise else ms.GRAPH_MODE
+    ms.set_context(mode=mode)
     cell, model = build_train_cell(args, config)
+    if layerwise:
+        use_layerwise(cell, model)
     input_ids = ms.Tensor(tokens)
 
     def step():
+        ms.set_context(mode=mode)
         loss = cell(input_ids)[0]
         return float(loss.asnumpy())
 
@@ -183,7 +199,8 @@ def main(argv=None):
     from mindformers.core.flops import train_flops_per_token  # pylint: disable=C0415
 
     ms.set_device("CPU")
-    ms.set_context(mode=ms.GRAPH_MODE)
+    # PyNative steps (--layerwise) run ops synchronously, as build_context sets it for CPU training runs.
+    ms.set_context(mode=ms.GRAPH_MODE, pynative_synchronize=True)
     ms.device_context.cpu.op_tuning.threads_num(args.threads)
     torch.set_num_threads(args.threads)
     print(f"threads: {args.threads} (machine cores: {core_count()}; MindSpore CPU kernels and torch both set to it)")
@@ -200,9 +217,13 @@ def main(argv=None):
     # held a core would understate the peak and overstate MFU. Both are printed, so their spread shows.
     peak_before, text_before = gemm_peak(args.gemm_sizes)
     ours_step, first_loss, compile_seconds, params = build_ours(args, config, tokens)
+    steps = [ours_step]
+    if args.layerwise:
+        layerwise_step, layerwise_first_loss, layerwise_first_seconds, _ = build_ours(args, config, tokens, True)
+        steps.append(layerwise_step)
     theirs_step, attn_impl = build_theirs(args, config, tokens)
-    (ours_seconds, ours_losses), (theirs_seconds, theirs_losses) = timed_alternately(
-        args.steps, args.warmup, ours_step, theirs_step)
+    (ours_seconds, ours_losses), *layerwise_result, (theirs_seconds, theirs_losses) = timed_alternately(
+        args.steps, args.warmup, *steps, theirs_step)
     ours_losses = [first_loss] + ours_losses
     peak_after, text_after = gemm_peak(args.gemm_sizes)
     peak = max(peak_before, peak_after)
@@ -222,6 +243,16 @@ def main(argv=None):
           f"{theirs_seconds * 1e3:.1f} ms/step, {theirs_tps:.1f} tokens/s, "
           f"MFU {100 * theirs_tps * flops_per_token / peak:.1f}% of {peak / 1e9:.0f} GFLOP/s, "
           f"losses {fmt(theirs_losses)}")
+    if args.layerwise:
+        layerwise_seconds, layerwise_losses = layerwise_result[0]
+        layerwise_tps = tokens_per_step / layerwise_seconds
+        print(f"ours   (PyNative, context.layerwise_compile, first step incl. tracing {layerwise_first_seconds:.1f} "
+              "s): "
+              f"{layerwise_seconds * 1e3:.1f} ms/step, {layerwise_tps:.1f} tokens/s, "
+              f"MFU {100 * layerwise_tps * flops_per_token / peak:.1f}% of {peak / 1e9:.0f} GFLOP/s, losses "
+              f"{fmt([layerwise_first_loss] + layerwise_losses)}")
+        print(f"ratio ours layerwise/graph: {layerwise_tps / ours_tps:.2f}")
+        print(f"ratio ours layerwise/theirs: {layerwise_tps / theirs_tps:.2f}")
     print(f"ratio ours/theirs: {ours_tps / theirs_tps:.2f}")
     return ours_tps / theirs_tps
 

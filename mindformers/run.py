@@ -159,6 +159,8 @@ def check_before_writing(config):
     config.output_dir = check_output_dir(config.get("output_dir") or "./output")
     if config.run_mode in ("train", "finetune"):
         check_train_sections(config)  # every registered part's keys and values
+        from mindformers.models.decoder.layerwise import layerwise_enabled
+        layerwise_enabled(config)  # context.layerwise_compile only where the run can have it
     else:
         check_max_new_tokens(config)
     from mindformers.trainer.causal_language_modeling import build_model_config

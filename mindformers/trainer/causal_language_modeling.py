@@ -11,6 +11,7 @@ from mindspore import Tensor
 from mindformers.checkpoint.checkpoint_io import scalar
 from mindformers.core.callback import ProfileMonitor, TensorBoardMonitor, TrainState
 from mindformers.models.decoder.config import run_model_arguments, run_model_section
+from mindformers.models.decoder.layerwise import compile_layerwise, layerwise_enabled
 from mindformers.models.modules.shape_only import initial_values_deferred
 from mindformers.models.tokenization_utils import check_tokenizer_fits_model
 from mindformers.parallel import ParallelSettings, check_parallel_config
@@ -300,6 +301,10 @@ class CausalLanguageModelingTrainer:
                 if metrics:
                     state.step_metrics = model_metrics(metrics[0].asnumpy())
                 state.step_time = time.perf_counter() - start
+                if state.global_step == initial_step and getattr(train_cell, "layerwise_graphs", None) is not None:
+                    # layerwise_compile traces its layer graphs inside the first step: the log shows them apart
+                    state.compile_time = train_cell.layerwise_graphs.trace_seconds
+                    state.step_time -= state.compile_time
                 state.overflow = bool(overflow.asnumpy())
                 state.loss_scale = float(scale.asnumpy())
                 state.grad_norm = float(grad_norm.asnumpy())
@@ -364,6 +369,11 @@ class CausalLanguageModelingTrainer:
         train_cell = self.build_wrapper(network, optimizer, accumulation)
         initial_step = self.restore(train_cell, network)
         train_cell.set_train(True)
+        # PyNative does not merge the loss's forward with the gradients' as graph mode does: take both from one.
+        if hasattr(train_cell, "forward_once") and ms.get_context("mode") == ms.PYNATIVE_MODE:
+            train_cell.forward_once = True
+        if layerwise_enabled(config):  # last: the layers' structure (after PET, freezing, loading) is final now
+            compile_layerwise(network, train_cell)
 
         state = TrainState(train_cell=train_cell, model_config=model_config, output_dir=self.output_dir,
                            rank_id=self.rank_id, world_size=self.world_size, steps_per_epoch=steps_per_epoch,

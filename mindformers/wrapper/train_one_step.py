@@ -55,6 +55,32 @@ class MFTrainOneStepCell(nn.Cell):
         elif scale_sense is not None:
             scale_value = float(scale_sense)
         self.scale_sense = Parameter(Tensor(scale_value, ms.float32), name="scale_sense")
+        # PyNative only (the trainer sets it for PyNative runs): one forward gives the loss and the gradients.
+        # The graph path below runs the network twice, which graph mode merges into one forward and PyNative
+        # would not.
+        self.forward_once = False
+        self.value_and_grads = None
+
+    def loss_and_grads(self, ids, labels, scale):
+        """(loss, gradients of loss x scale, metrics or None) of one micro-batch; the metrics get no gradient."""
+        if self.returns_step_metrics:
+            loss, metrics = self.network(ids, labels)
+            sens = (ops.cast(scale, loss.dtype), ops.zeros_like(metrics))
+        else:
+            loss, metrics = self.network(ids, labels), None
+            sens = ops.cast(scale, loss.dtype)
+        return loss, self.grad(self.network, self.weights)(ids, labels, sens), metrics
+
+    def pynative_loss_and_grads(self, ids, labels, scale):
+        """loss_and_grads from one forward: d(loss x scale) starts the backward at scale, as sens=scale does."""
+        if self.value_and_grads is None:
+            def scaled_loss(ids, labels, scale):
+                out = self.network(ids, labels)
+                loss, metrics = (out[0], tuple(out[1:])) if self.returns_step_metrics else (out, ())
+                return (loss * ops.cast(scale, loss.dtype), loss) + metrics
+            self.value_and_grads = ms.value_and_grad(scaled_loss, None, self.weights, has_aux=True)
+        (_, loss, *metrics), grads = self.value_and_grads(ids, labels, scale)
+        return loss, grads, metrics[0] if metrics else None
 
     def clip_and_update(self, grads, loss, grad_norm, divisor):
         """Skip the step when `grad_norm` (of the unscaled gradients) is not finite (and let the loss scale adapt),
@@ -82,14 +108,12 @@ class MFTrainOneStepCell(nn.Cell):
         for index in range(self.accumulation):
             ids = self.micro_batch(input_ids, index)
             micro_labels = None if labels is None else self.micro_batch(labels, index)
-            if self.returns_step_metrics:
-                micro_loss, micro_metrics = self.network(ids, micro_labels)
-                sens = (ops.cast(scale, micro_loss.dtype), ops.zeros_like(micro_metrics))
-                metrics = micro_metrics if metrics is None else metrics + micro_metrics
+            if self.forward_once:
+                micro_loss, micro_grads, micro_metrics = self.pynative_loss_and_grads(ids, micro_labels, scale)
             else:
-                micro_loss = self.network(ids, micro_labels)
-                sens = ops.cast(scale, micro_loss.dtype)
-            micro_grads = self.grad(self.network, self.weights)(ids, micro_labels, sens)
+                micro_loss, micro_grads, micro_metrics = self.loss_and_grads(ids, micro_labels, scale)
+            if self.returns_step_metrics:
+                metrics = micro_metrics if metrics is None else metrics + micro_metrics
             if grads is None:
                 loss, grads = micro_loss, micro_grads
             else:

@@ -1,13 +1,18 @@
-"""Decoder layers compiled once and reused (lazy_inline): the reuse key follows each layer's structure as it is at
-compile time, and graph-mode training of a model whose layers differ (one with a LoRA adapter, one with a sliding
-window set after the build, two plain ones sharing one graph) gives PyNative's losses."""
+"""Decoder layers compiled once and reused (lazy_inline in graph mode, a traced graph per structure with
+context.layerwise_compile): the reuse key follows each layer's structure as it is at compile time, and graph-mode and
+layerwise training of a model whose layers differ (one with a LoRA adapter, one with a sliding window set after the
+build, two plain ones sharing one graph) give PyNative's losses."""
 import numpy as np
 import mindspore as ms
+import pytest
 from mindspore import Tensor
 
+from mindformers.core.context import build_context
 from mindformers.core.optim import AdamW
+from mindformers.models.decoder.layerwise import compile_layerwise
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 from mindformers.pet.lora import add_lora
+from mindformers.tools import ConfigError, MindFormerConfig
 from mindformers.wrapper import MFTrainOneStepCell
 
 VOCAB, SEQ = 64, 8
@@ -39,19 +44,38 @@ def test_reuse_key_tells_changed_layers_apart():
     assert len({layer.cell_init_args for layer in model.model.layers}) == 4
 
 
-def train_losses(steps=2):
+def train_losses(steps=2, layerwise=False):
+    """Losses of `steps` training steps, and with layerwise the number of layer graphs traced."""
     model = mixed_model()
     model.set_train(True)
     optimizer = AdamW(model.trainable_params(), learning_rate=1e-2, weight_decay=0.0)
     cell = MFTrainOneStepCell(model, optimizer, use_clip_grad=True, max_grad_norm=1.0)
     cell.set_train(True)
+    graphs = compile_layerwise(model, cell) if layerwise else None
     ids = Tensor(np.random.default_rng(1).integers(1, VOCAB, (2, SEQ + 1)).astype(np.int32))
-    return [float(cell(ids)[0].asnumpy()) for _ in range(steps)]
+    losses = [float(cell(ids)[0].asnumpy()) for _ in range(steps)]
+    return (losses, graphs.traces) if layerwise else losses
 
 
-def test_graph_training_with_reused_layers_matches_pynative():
-    eager = train_losses()
+def test_graph_and_layerwise_training_with_reused_layers_match_pynative():
+    eager = train_losses(steps=3)
+    layerwise, traces = train_losses(steps=3, layerwise=True)
+    np.testing.assert_allclose(layerwise, eager, rtol=1e-5)
+    assert traces == 3  # layers 1 and 2 share one graph; 0 (LoRA) and 3 (sliding window) have their own
     ms.set_context(mode=ms.GRAPH_MODE)
     graph = train_losses()
-    np.testing.assert_allclose(graph, eager, rtol=1e-5)
+    np.testing.assert_allclose(graph, eager[:2], rtol=1e-5)
     assert eager[-1] < eager[0]
+
+
+@pytest.mark.parametrize("yaml,fragment", [
+    ("context:\n  mode: 0\n  layerwise_compile: True\n", "expected context.mode 1 (PYNATIVE_MODE), got 0"),
+    ("use_parallel: True\ncontext:\n  mode: 1\n  layerwise_compile: True\n", "expected use_parallel False"),
+])
+def test_layerwise_compile_outside_a_single_pynative_process_is_one_line_naming_the_key(tmp_path, yaml, fragment):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml)
+    with pytest.raises(ConfigError) as caught:
+        build_context(MindFormerConfig(str(path)))
+    assert str(caught.value).startswith(f"{path}: context.layerwise_compile: ")
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)

@@ -7,6 +7,7 @@ import numpy as np
 import mindspore as ms
 
 from mindformers.core.context.compile_cache import compile_cache_settings
+from mindformers.models.decoder.layerwise import layerwise_enabled
 from mindformers.tools.errors import ConfigError
 
 logger = logging.getLogger("mindformers")
@@ -63,6 +64,7 @@ def build_context(config):
     mode = context.pop("mode", 0)
     if mode not in _MODES:
         raise ConfigError(f"context.mode: expected 0 (GRAPH_MODE) or 1 (PYNATIVE_MODE), got {mode!r}")
+    layerwise_enabled(config)  # a layerwise_compile the run cannot have fails before anything starts
     device_target = resolve_device_target(context.pop("device_target", None))
     device_id = int(context.pop("device_id", 0) or 0)
     if device_target != "CPU" and os.environ.get("DEVICE_ID") is not None and config.get("use_parallel"):

@@ -79,6 +79,11 @@ def compile_cache_settings(config):
         logger.info("compile cache: used for train, finetune and predict only, not for run_mode %s (its graphs "
                     "depend on the data)", config.get("run_mode"))
         return off
+    if context.get("layerwise_compile"):
+        # Measured (benchmarks/cold_start.py, 8 layers): with the cache on, PyNative's first step took 2-3x longer,
+        # on the run that fills it and on the run that reads it alike; and it cannot hold traced graphs.
+        logger.info("compile cache: not used with context.layerwise_compile (it slows PyNative's first step)")
+        return off
     return _use_folder(os.path.join(_cache_root(context), config_digest(config)))
 
 

@@ -25,6 +25,8 @@ CONTEXT = {
     "jit_level": STR, "memory_optimize_level": STR, "runtime_num_threads": COUNT, "ascend_config": DICT,
     "deterministic": STR, "pynative_synchronize": BOOL, "variable_memory_max_size": STR,
     "enable_compile_cache": BOOL, "compile_cache_path": STR, "affinity_cpu_list": ANY, "inter_op_parallel_num": COUNT,
+    # ours: PyNative training with one compiled graph per decoder-layer structure (models/decoder/layerwise.py)
+    "layerwise_compile": BOOL,
 }
 
 PARALLEL = {

@@ -1,0 +1,230 @@
+"""Layerwise compilation (`context.layerwise_compile`): PyNative training in which every decoder layer runs through one
+compiled graph per layer structure, so compilation before the first step does not grow with the layer count.
+
+Graph mode compiles the whole train step as one graph, and its compile time grows ~1.5 CPU-s per layer (the CPU
+backend cannot run lazy_inline's shared layer graph, and MindSpore cannot differentiate a non-unrolled loop over the
+layers). Here the rest of the step runs op by op (PyNative) and each layer's forward is one graph traced once
+(`ms.jit(capture_mode="trace")`) and reused by every layer of the same structure (structure_key): the trace takes the
+layer's input and its weights as plain tensor arguments. PyNative's autograd differentiates the graph as one op and
+hands the gradients of those arguments back to each layer's Parameters.
+
+The trace takes copies of the weights (`w + 0`): a jit given Parameters binds them by identity (it is keyed by
+parameter ids, recompiles per layer, and would run every layer with the first layer's weights); a copy is a plain
+tensor, so the graph reads it as an input. Later calls run the compiled graph on the Parameters themselves.
+
+Reuse for generation: the layer's non-weight tensor inputs (attention masks) are passed to the graph explicitly and
+their None-ness is part of the graph's key; a generation cache (written in place) is not traced, such a call runs
+the layer op by op.
+"""
+# MindSpore's jit internals and Cell._params are used on purpose (see LayerGraph); mindspore is pinned to 2.10.0.
+# pylint: disable=protected-access
+import contextlib
+import logging
+import re
+import sys
+import time
+
+import mindspore as ms
+from mindspore.graph import jit_trace
+from mindspore.graph.api import _PyNativeExecutor, _convert_python_data
+
+from mindformers.models.decoder.layer import DecoderLayer, structure_key
+from mindformers.tools.errors import ConfigError
+
+logger = logging.getLogger("mindformers")
+
+KEY = "context.layerwise_compile"
+
+
+def layerwise_enabled(config):
+    """Whether the run asks for layerwise compilation, after checking it can have it: one PyNative process without
+    pipeline stages (the stages' send/receive and the CPU collectives run inside graph-mode cells)."""
+    context = config.get("context") or {}
+    if not context.get("layerwise_compile"):
+        return False
+    if context.get("mode", 0) not in (1, "PYNATIVE_MODE", "pynative"):
+        raise ConfigError(f"{config.where()}: {KEY}: applies to PyNative runs only; expected context.mode 1 "
+                          f"(PYNATIVE_MODE), got {context.get('mode', 0)!r}")
+    if config.get("use_parallel"):
+        raise ConfigError(f"{config.where()}: {KEY}: applies to single-process runs only; expected use_parallel "
+                          "False (pipeline stages and parallel runs compile whole graphs)")
+    return True
+
+
+_MINDSPORE_INTERNALS = re.compile(r"mindspore/common/.*\.py|mindspore/ops/.*\.py|mindspore/nn/.*\.py")
+
+
+def _caller_lines():
+    """What jit_trace._get_caller_lines gives (the calling files and lines, for the graph's debug info), read from
+    the frames: it calls inspect.stack(), which reads the source of every frame for every traced op and fails on a
+    frame without source (any `python -m` run: runpy is frozen). Frames of code without a file are left out."""
+    files, lines = [], []
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith("<") and not _MINDSPORE_INTERNALS.search(name):  # "<string>": no file to point at
+            files.append(name)
+            lines.append(frame.f_lineno)
+        frame = frame.f_back
+    return files, lines
+
+
+def _short_repr(tensor):
+    return f"Tensor(shape={tuple(tensor.shape)}, dtype={tensor.dtype})"
+
+
+@contextlib.contextmanager
+def tracing_without_debug_costs():
+    """While jit traces (and without the compile cache, see below): its logger.debug(f"...{args}") calls (per traced op and per argument) are formatted even
+    with debug logging off in MindSpore 2.10, and a tensor's str/repr copies it to numpy and prints it (~3 s of the
+    first step of the 8-layer benchmark model), so tensors print as their shape meanwhile; and jit looks
+    _get_caller_lines up in its module at every call, so ours stands in."""
+    classes = (ms.Tensor, ms.Parameter)
+    saved = [(cls, name, vars(cls)[name]) for cls in classes for name in ("__repr__", "__str__") if name in vars(cls)]
+    original_lines = jit_trace._get_caller_lines
+    for cls, name, _ in saved:
+        setattr(cls, name, _short_repr)
+    jit_trace._get_caller_lines = _caller_lines
+    # MindSpore 2.10's compile cache fails on a traced graph ("AbstractSpecialize error" in end_graph): the layer
+    # graphs are traced with it off (the optimizer's jit graph still uses it).
+    cached = ms.get_context("enable_compile_cache")
+    if cached:
+        ms.set_context(enable_compile_cache=False)
+    try:
+        yield
+    finally:
+        if cached:
+            ms.set_context(enable_compile_cache=True)
+        jit_trace._get_caller_lines = original_lines
+        for cls, name, method in saved:
+            setattr(cls, name, method)
+
+
+class LayerGraph:
+    """The traced graph of one layer structure: called with any layer of that structure, it runs the structure's
+    first layer (the template) with the caller's weights swapped in while tracing, then the compiled graph."""
+
+    def __init__(self, template, optional_present):
+        self.template = template
+        # (sub-cell name, parameter key) of every weight, in a fixed order; the same for every layer of the structure.
+        self.slots = [(name, key) for name, cell in template.cells_and_names() for key in cell._params]
+        # Cell.__call__ checks a cell's parameters on its first call; done now, before the parameters are swapped.
+        for _, cell in template.cells_and_names():
+            cell._init_check()
+            cell._self_check()
+        self.optional_present = optional_present
+        self.traces = 0
+        self.trace_seconds = 0.0  # tracing, compiling and the first run of each traced graph
+        self._phases = {}
+
+        def traced(x, *tensors):  # a plain function: jit names a traced method by its object's Cell create_time
+            return self._forward(x, *tensors)
+
+        self._traced = ms.jit(traced, capture_mode="trace")
+
+    def weights_of(self, layer):
+        cells = dict(layer.cells_and_names())
+        return [cells[name]._params[key] for name, key in self.slots]
+
+    def _forward(self, x, *tensors):
+        """What is traced: the template's construct with the weights in `tensors` (after the optional inputs)."""
+        self.traces += 1
+        optional = iter(tensors[:sum(self.optional_present)])
+        weights = tensors[sum(self.optional_present):]
+        attention_mask = next(optional) if self.optional_present[0] else None
+        cells = dict(self.template.cells_and_names())
+        owners = [cells[name]._params for name, _ in self.slots]
+        saved = [params[key] for params, (_, key) in zip(owners, self.slots)]
+        for params, (_, key), weight in zip(owners, self.slots, weights):
+            params[key] = weight
+        try:
+            return type(self.template).construct(self.template, x, attention_mask, None)
+        finally:
+            for params, (_, key), weight in zip(owners, self.slots, saved):
+                params[key] = weight
+
+    def __call__(self, layer, x, attention_mask=None):
+        inputs = (x,) + tuple(t for t in (attention_mask,) if t is not None)
+        weights = self.weights_of(layer)
+        grad = _PyNativeExecutor().requires_grad()
+        key = (grad,) + tuple((tuple(t.shape), t.dtype) for t in inputs)
+        phase = self._phases.get(key)
+        if phase is None:
+            # Traced with copies (see the module's docstring), so the graph takes the weights as inputs.
+            return self._trace_and_run(inputs + tuple(w + 0 for w in weights), key)
+        # The compiled graph, run as jit's own "compiled before" path runs it, with two differences. The weights go
+        # in as the Parameters themselves: the graph was traced with plain tensors in their place, so it reads them
+        # as inputs, and PyNative's autograd hands their gradients straight to the Parameters (no per-step copies).
+        # And without that path's per-call logger.debug(f"...{args}"), whose f-strings MindSpore 2.10 formats even
+        # with debug logging off (every argument's repr copies the tensor to numpy: ~0.45 s per step of the 8-layer
+        # benchmark model). Internal API: mindspore is pinned to 2.10.0 in setup.py; tests/models/test_layer_reuse.py
+        # checks the losses against PyNative's and graph mode's.
+        return _convert_python_data(jit_trace.tr.get_instance().run_graph(
+            phase, jit_trace._DEFAULT_JIT_CONFIG, inputs + tuple(weights)))
+
+    def _trace_and_run(self, args, key):
+        """The first call for these shapes (and grad or not): jit traces, compiles and runs; its phase is kept."""
+        start = time.perf_counter()
+        before = set(jit_trace._trace_compile_cache)
+        with tracing_without_debug_costs():
+            output = self._traced(*args)
+        added = set(jit_trace._trace_compile_cache) - before
+        if len(added) == 1:
+            self._phases[key] = added.pop()
+        self.trace_seconds += time.perf_counter() - start
+        logger.info("layerwise compilation: traced, compiled and ran a %s graph of %s for input %s in %.1f s",
+                    "training" if key[0] else "forward", type(self.template).__name__, tuple(args[0].shape),
+                    time.perf_counter() - start)
+        return output
+
+
+class LayerwiseGraphs:
+    """The layer graphs of one model, by (structure, training or not, which optional inputs are given)."""
+
+    def __init__(self):
+        self.graphs = {}
+        self.structures = {}
+
+    @property
+    def traces(self):
+        """How many layer graphs were traced (one per structure and input pattern when the sharing works)."""
+        return sum(graph.traces for graph in self.graphs.values())
+
+    @property
+    def trace_seconds(self):
+        return sum(graph.trace_seconds for graph in self.graphs.values())
+
+    def run(self, layer, x, attention_mask=None, cache=None):
+        if cache is not None:
+            # Generation writes the cache in place; runs op by op until a later change traces it.
+            return type(layer).construct(layer, x, attention_mask, cache)
+        present = (attention_mask is not None,)
+        key = (self.structures[id(layer)], layer.training, present)
+        graph = self.graphs.get(key)
+        if graph is None:
+            graph = self.graphs[key] = LayerGraph(layer, present)
+        return graph(layer, x, attention_mask)
+
+    def install(self, network):
+        """Route every DecoderLayer of `network` through its structure's graph. Call it once the network is final
+        (after PET, freezing, checkpoint loading): the structure is read now."""
+        layers = [cell for _, cell in network.cells_and_names() if isinstance(cell, DecoderLayer)]
+        for layer in layers:
+            self.structures[id(layer)] = structure_key(layer)
+            layer.construct = lambda x, attention_mask=None, cache=None, layer=layer: self.run(
+                layer, x, attention_mask, cache)
+        logger.info("layerwise compilation: %d decoder layers, %d distinct structures", len(layers),
+                    len(set(self.structures.values())))
+        return self
+
+
+def compile_layerwise(network, train_cell=None):
+    """Switch `network` (and its train step, which then runs the forward once for both the loss and the gradients)
+    to layerwise compilation; returns the LayerwiseGraphs."""
+    if ms.get_context("mode") != ms.PYNATIVE_MODE:
+        raise ConfigError(f"{KEY}: applies to PyNative runs only (context.mode 1)")
+    graphs = LayerwiseGraphs().install(network)
+    if train_cell is not None:
+        train_cell.forward_once = True
+        train_cell.layerwise_graphs = graphs  # the trainer's log reads the first step's trace seconds
+    return graphs

@@ -9,7 +9,10 @@ Graph compilation is excluded by warm-up calls with the same shapes; timed runs 
     python benchmarks/generate_throughput.py --layers 1 --hidden 64 --heads 4 --vocab 256 --prompt 8 --new 4 \
         --batches 1 2 --repeat 1                               # smoke run
 
-Prints a line per side and batch, and `ratio decode ours/theirs batch B: X.XX` (> 1: we are faster).
+    python benchmarks/generate_throughput.py --mode pynative --new 32 --batches 1   # our PyNative generate instead
+
+Prints a line per side and batch, and `ratio decode ours/theirs batch B: X.XX` (> 1: we are faster). PyNative runs
+ops one after the other (pynative_synchronize), as build_context sets it on CPU.
 """
 import argparse
 import os
@@ -41,6 +44,8 @@ def parse_args(argv=None):
     add("--batches", type=int, nargs="+", default=[1, 8])
     add("--repeat", type=int, default=2, help="timed runs per side and batch (median taken)")
     add("--threads", type=int, default=os.cpu_count())
+    add("--mode", choices=("graph", "pynative"), default="graph", help="MindSpore mode of our side")
+    add("--tie-word-embeddings", action="store_true", help="the head multiplies by the embedding table (SmolLM2)")
     return parser.parse_args(argv)
 
 
@@ -53,7 +58,8 @@ def build_hf(args, folder):
         vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
         num_attention_heads=args.heads, num_key_value_heads=args.kv_heads or args.heads,
         intermediate_size=args.ffn or ffn_hidden_size(args.hidden, 256),
-        max_position_embeddings=args.prompt + args.new + 16, rms_norm_eps=1e-5)
+        max_position_embeddings=args.prompt + args.new + 16, rms_norm_eps=1e-5,
+        tie_word_embeddings=args.tie_word_embeddings)
     model = transformers.LlamaForCausalLM(config).eval()
     model.save_pretrained(folder)
     return model
@@ -86,10 +92,14 @@ def main(argv=None):
     import torch  # pylint: disable=import-outside-toplevel
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     torch.set_num_threads(args.threads)
-    ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
+    if args.mode == "graph":
+        ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
+    else:
+        ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU", pynative_synchronize=True)
     from mindformers import LlamaForCausalLM  # pylint: disable=import-outside-toplevel
-    print(f"threads: {args.threads}")
-    print(f"model: {args.layers} layers, hidden {args.hidden}, heads {args.heads}, vocab {args.vocab}; "
+    print(f"threads: {args.threads}; ours in {args.mode} mode")
+    print(f"model: {args.layers} layers, hidden {args.hidden}, heads {args.heads}, vocab {args.vocab}"
+          f"{' (tied head)' if args.tie_word_embeddings else ''}; "
           f"{args.prompt} prompt tokens, {args.new} new tokens, greedy, fp32")
     with tempfile.TemporaryDirectory() as folder:
         theirs = build_hf(args, folder)

@@ -8,6 +8,7 @@ choices.BLOCKWISE_MIN_SEQ on), or the one forced by --attention.
 
     python benchmarks/long_sequence.py                            # 8 layers, hidden 512, seq 256 .. 8192
     python benchmarks/long_sequence.py --rss-limit-gib 12         # a side passing 12 GiB is stopped, shown failed
+    python benchmarks/long_sequence.py --seqs 8192 --sides ours   # one side only (no ratios)
     python benchmarks/long_sequence.py --seqs 64 128 --layers 1 --hidden 64 --heads 4 --vocab 512 --steps 1
 
 Prints one line per side and length (ms/step, tokens/s, first step incl. compile, peak RSS), then a table of
@@ -47,8 +48,12 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--attention", choices=["auto", "blockwise", "exact"], default="auto",
                         help="ours: the config's default (auto), or force one path")
+    parser.add_argument("--recompute", action="store_true",
+                        help="ours: recompute every decoder layer in the backward (recompute_config recompute: True)")
     parser.add_argument("--rss-limit-gib", type=float, default=None,
                         help="stop a side whose RSS passes this (reported as failed); protects a shared machine")
+    parser.add_argument("--sides", choices=["ours", "theirs"], nargs="+", default=["ours", "theirs"],
+                        help="run only these sides (one side alone prints no ratios)")
     parser.add_argument("--worker", choices=["ours", "theirs"], help=argparse.SUPPRESS)
     parser.add_argument("--seq", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -85,7 +90,9 @@ def run_worker(args):
             choices.BLOCKWISE_MIN_SEQ = 0 if args.attention == "blockwise" else choices.BLOCKWISE_MIN_SEQ
         attention = "blockwise" if choices.use_blockwise_attention(config, fused=False) else "exact"
         start = time.perf_counter()
-        step = train_throughput.build_ours(targs, config, tokens)[0]  # runs the first (compiling) step
+        recompute = {"recompute": True} if args.recompute else None
+        # runs the first (compiling) step
+        step = train_throughput.build_ours(targs, config, tokens, recompute_config=recompute)[0]
         first_seconds = time.perf_counter() - start
     else:
         import torch  # pylint: disable=import-outside-toplevel
@@ -109,6 +116,8 @@ def run_side(args, side, seq):
                "--layers", str(args.layers), "--hidden", str(args.hidden), "--heads", str(args.heads),
                "--vocab", str(args.vocab), "--batch", str(args.batch), "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--threads", str(args.threads), "--attention", args.attention]
+    if args.recompute:
+        command.append("--recompute")
     if args.kv_heads:
         command += ["--kv-heads", str(args.kv_heads)]
     try:
@@ -142,13 +151,15 @@ def main(argv=None):
           f"ours attention: {args.attention}; theirs: transformers SDPA", flush=True)
     rows = []
     for seq in args.seqs:
-        ours = run_side(args, "ours", seq)
-        print(describe(ours), flush=True)
-        theirs = run_side(args, "theirs", seq)
-        print(describe(theirs), flush=True)
-        rows.append((seq, ours, theirs))
-    print("seq    tokens/s ours/theirs   peak RSS ours/theirs (GiB)")
+        results = {}
+        for side in args.sides:
+            results[side] = run_side(args, side, seq)
+            print(describe(results[side]), flush=True)
+        if len(results) == 2:
+            rows.append((seq, results["ours"], results["theirs"]))
     ratios = {}
+    if rows:
+        print("seq    tokens/s ours/theirs   peak RSS ours/theirs (GiB)")
     for seq, ours, theirs in rows:
         if "error" in ours or "error" in theirs:
             print(f"{seq:<6d} n/a ({'ours' if 'error' in ours else 'theirs'} failed)")

@@ -93,14 +93,14 @@ def timed_alternately(steps, warmup, *step_fns):
     return [(statistics.median(times), fn_losses) for times, fn_losses in zip(seconds, losses)]
 
 
-def build_train_cell(args, config):
+def build_train_cell(args, config, recompute_config=None):
     """Our model, AdamW and MFTrainOneStepCell, as a training run builds them; returns (train cell, model)."""
     from mindformers.core.optim import AdamW  # pylint: disable=import-outside-toplevel
     from mindformers.models.llama import LlamaForCausalLM  # pylint: disable=import-outside-toplevel
     from mindformers.wrapper import MFTrainOneStepCell  # pylint: disable=import-outside-toplevel
 
     np.random.seed(args.seed)
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config, recompute_config=recompute_config)
     model.set_train(True)
     optimizer = AdamW(model.trainable_params(), learning_rate=args.lr, betas=(0.9, 0.95), eps=1e-8,
                       weight_decay=args.weight_decay)
@@ -115,14 +115,14 @@ def use_layerwise(cell, model):
     return compile_layerwise(model, cell)
 
 
-def build_ours(args, config, tokens, layerwise=False):
+def build_ours(args, config, tokens, layerwise=False, recompute_config=None):
     """Our step function (first call compiles), its first loss and seconds, the model's parameter count. With
     `layerwise` the step runs in PyNative with context.layerwise_compile, else in graph mode; each step sets the
     mode it runs in, so both can alternate in one process."""
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     mode = ms.PYNATIVE_MODE if layerwise else ms.GRAPH_MODE
     ms.set_context(mode=mode)
-    cell, model = build_train_cell(args, config)
+    cell, model = build_train_cell(args, config, recompute_config)
     if layerwise:
         use_layerwise(cell, model)
     input_ids = ms.Tensor(tokens)

@@ -3,9 +3,9 @@
 Checkpoints hold a Linear weight as (out, in) and multiply by its transpose. With only a few rows to multiply (every
 decode step), MindSpore's CPU MatMul streams a weight laid out (in, out) close to memory bandwidth and one laid out
 (out, in) at about half of it (the 8-layer benchmark model decodes ~1.4x faster). So generation keeps a transposed
-copy of each Linear's matmul_weight() (the weight; NormHead's with its rows normalised), attached to its Linear
-(Linear.weight_t) only for the length of a generate() call: training and every graph compiled outside generation keep
-using the weight itself.
+copy of each Linear's matmul_weight() (the weight; NormHead's with its rows normalised) and of a tied head's embedding
+table, attached to the Linear (Linear.weight_t) or the causal LM (its weight_t) only for the length of a generate()
+call: training and every graph compiled outside generation keep using the weight itself.
 
 The copies are built on first use and kept; they are refreshed before the next generate() once the model has been
 put in training mode (every training wrapper does that) or has loaded weights through load_weights. They cost the
@@ -22,19 +22,27 @@ _ATTRIBUTE = "_transposed_weights"
 
 
 def _transposed(cell):
-    return ops.transpose(cell.matmul_weight(), (1, 0))
+    return ops.transpose(cell.transposable_weight(), (1, 0))
+
+
+def _source_name(cell):
+    """The name of the Parameter a copy is made from (a NormHead's matmul_weight() is computed from its weight)."""
+    return (cell.weight if isinstance(cell, Linear) else cell.transposable_weight()).name
 
 
 class TransposedWeights:
     def __init__(self, model):
-        self.linears = [cell for _, cell in model.cells_and_names() if isinstance(cell, Linear)]
-        self.copies = [Parameter(_transposed(cell), name=f"{cell.weight.name}.transposed",
-                                 requires_grad=False) for cell in self.linears]
+        # Cells that multiply by an (out, in) matrix and take an attached copy as `weight_t`: every Linear, and a
+        # causal LM whose head is its embedding table (transposable_weight None: nothing to copy).
+        self.cells = [cell for _, cell in model.cells_and_names()
+                      if hasattr(cell, "transposable_weight") and cell.transposable_weight() is not None]
+        self.copies = [Parameter(_transposed(cell), name=f"{_source_name(cell)}.transposed", requires_grad=False)
+                       for cell in self.cells]
         self.fresh = True
 
     def refresh(self):
         """Copy the weights again, into the same Parameters (compiled decoding steps hold those)."""
-        for cell, copy in zip(self.linears, self.copies):
+        for cell, copy in zip(self.cells, self.copies):
             copy.set_data(_transposed(cell))
         self.fresh = True
 
@@ -43,12 +51,12 @@ class TransposedWeights:
         if not self.fresh:
             self.refresh()
         # object.__setattr__: Cell.__setattr__ would register the copy as a parameter of the Linear.
-        for cell, copy in zip(self.linears, self.copies):
+        for cell, copy in zip(self.cells, self.copies):
             object.__setattr__(cell, "weight_t", copy)
         try:
             yield
         finally:
-            for cell in self.linears:
+            for cell in self.cells:
                 object.__setattr__(cell, "weight_t", None)
 
 

@@ -22,11 +22,11 @@ def mode(request):
     ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
-def tiny_model():
+def tiny_model(tie_word_embeddings=False):
     np.random.seed(3)
     return LlamaForCausalLM(LlamaConfig(seq_length=16, hidden_size=32, num_layers=2, num_heads=4, n_kv_heads=2,
                                         vocab_size=VOCAB, intermediate_size=64, compute_dtype="float32",
-                                        initializer_range=0.2))
+                                        initializer_range=0.2, tie_word_embeddings=tie_word_embeddings))
 
 
 def greedy_by_full_forwards(model, prompt, new):
@@ -51,12 +51,17 @@ def assert_follows_weights(model):
     return got
 
 
-def test_copies_give_the_same_tokens_and_stay_outside_the_model():
-    model = tiny_model()
+@pytest.mark.parametrize("tied", [False, True], ids=["lm_head", "tied_head"])
+def test_copies_give_the_same_tokens_and_stay_outside_the_model(tied):
+    model = tiny_model(tied)
     names = [p.name for p in model.get_parameters()]
     assert generate(model, transposed_weights=False) == assert_follows_weights(model)
     assert [p.name for p in model.get_parameters()] == names
     assert all(cell.weight_t is None for _, cell in model.cells_and_names() if isinstance(cell, Linear))
+    copied = [copy.name for copy in model.__dict__["_transposed_weights"].copies]
+    # a tied head multiplies by the embedding table: generation keeps its (hidden, vocab) copy too
+    assert ("model.tok_embeddings.embedding_weight.transposed" in copied) == tied
+    assert model.weight_t is None
 
 
 def test_copies_follow_training_steps():

@@ -60,10 +60,13 @@ class HeadWeightedNll(nn.Cell):
             probs = ops.exp(log_probs)
             d_logits = ops.tensor_scatter_elements(probs, index, ops.gather_elements(probs, 1, index) - 1.0, axis=1)
             d_logits = ops.cast(d_logits, weight.dtype)
-            d_hidden.append(ops.cast(self.hidden_matmul(d_logits, weight), ms.float32) * row_weights)
+            d_hidden_chunk = ops.cast(self.hidden_matmul(d_logits, weight), ms.float32) * row_weights
+            d_hidden.append(d_hidden_chunk)
             d_weight = d_weight + ops.cast(self.weight_matmul(d_logits, rows * ops.cast(row_weights, rows.dtype)),
                                            ms.float32)
-            done = d_weight
+            # the next chunk waits for this one's d_hidden and loss too: else the graph puts them at their first use
+            # (the backward, the end), keeping every chunk's (rows, vocab) gradient or log-probabilities until then
+            done = ops.depend(d_weight, (d_hidden_chunk, loss))
         return loss, ops.concat(d_hidden, 0), d_weight
 
     def bprop(self, hidden, weight, labels, weights, out, dout):

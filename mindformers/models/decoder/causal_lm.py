@@ -21,6 +21,7 @@ from mindformers.models.modules import Embedding
 from mindformers.models.modules.index_constants import int_range
 from mindformers.models.modules.kv_cache import layer_cache, positions_of
 from mindformers.models.modules.layout import parameter_layouts
+from mindformers.models.modules.linear import TRANSPOSED_MAX_ROWS
 from mindformers.models.modules.moe import RouterBalance, describe_router_metrics
 from mindformers.models.modeling_utils import PreTrainedMixin
 from mindformers.models.recompute import apply_recompute
@@ -157,6 +158,11 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         self.compute_dtype = config.dtype("compute_dtype")
         self.softcap = float(config.final_logit_softcapping or 0.0)
         self.head_matmul = ops.MatMul(transpose_b=True)
+        # The tied head's (hidden, vocab) copy that generation on CPU attaches while it runs, as it does each
+        # Linear's (mindformers/generation/transposed_weights.py): at SmolLM2's 49152 x 576 table the head is the
+        # largest matrix a decode step streams, and the (out, in) layout streams at about half the speed.
+        self.weight_t = None
+        self.transposed_head_matmul = ops.MatMul()
         self.head_weight_trains = True  # False once PET freezes it (trainable_changed)
         # Mixture of experts: the load-balancing loss joins the training loss, weighted by aux_loss_factor.
         self.router_balance = RouterBalance(config.moe.expert_num, config.moe.top_k) if config.moe_layers() else None
@@ -186,8 +192,12 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
             flat = ops.reshape(ops.cast(hidden, self.compute_dtype), (-1, width))
             if self.copies_to_head:
                 flat = self.copy_to_head(flat)
-            weight = ops.cast(self.model.tok_embeddings.embedding_weight, self.compute_dtype)
-            logits = ops.reshape(self.head_matmul(flat, weight), (batch, seq, -1))
+            if self.weight_t is not None and flat.shape[0] <= TRANSPOSED_MAX_ROWS:
+                logits = self.transposed_head_matmul(flat, ops.cast(self.weight_t, self.compute_dtype))
+            else:
+                logits = self.head_matmul(flat, ops.cast(self.model.tok_embeddings.embedding_weight,
+                                                         self.compute_dtype))
+            logits = ops.reshape(logits, (batch, seq, -1))
         else:
             logits = self.lm_head(hidden)
         if self.softcap:
@@ -230,6 +240,11 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         (tokens, vocab, hidden) product per step)."""
         head = self.model.tok_embeddings.embedding_weight if self.tie_word_embeddings else self.lm_head.weight
         self.head_weight_trains = head.requires_grad
+
+    def transposable_weight(self):
+        """The (out, in) matrix generation may keep an (in, out) copy of (transposed_weights.py): the tied head's
+        embedding table, or None when the head is an lm_head Linear (which has its own)."""
+        return self.model.tok_embeddings.embedding_weight if self.tie_word_embeddings else None
 
     def head_fuses_with_loss(self):
         """Whether the logits are hidden times one whole, trained (vocab, hidden) matrix: no vocabulary split,

@@ -93,6 +93,10 @@ class Linear(nn.Cell):
         """The (out, in) matrix inputs are multiplied by (the weight itself; NormHead's is normalised)."""
         return self.weight
 
+    def transposable_weight(self):
+        """The (out, in) matrix generation keeps an (in, out) copy of (mindformers/generation/transposed_weights.py)."""
+        return self.matmul_weight()
+
     def project(self, x):
         """x (n, in) W^T in compute_dtype: through the attached (in, out) copy of matmul_weight() when there is one
         and x has few rows (a decode step); the copy is the slower layout from about a hundred rows on (a

@@ -10,6 +10,7 @@ Graph compilation is excluded by warm-up calls with the same shapes; timed runs 
         --batches 1 2 --repeat 1                               # smoke run
 
     python benchmarks/generate_throughput.py --mode pynative --new 32 --batches 1   # our PyNative generate instead
+    python benchmarks/generate_throughput.py --mode layerwise --new 32 --batches 1  # PyNative, layer graphs
 
 Prints a line per side and batch, and `ratio decode ours/theirs batch B: X.XX` (> 1: we are faster). PyNative runs
 ops one after the other (pynative_synchronize), as build_context sets it on CPU.
@@ -44,7 +45,8 @@ def parse_args(argv=None):
     add("--batches", type=int, nargs="+", default=[1, 8])
     add("--repeat", type=int, default=2, help="timed runs per side and batch (median taken)")
     add("--threads", type=int, default=os.cpu_count())
-    add("--mode", choices=("graph", "pynative"), default="graph", help="MindSpore mode of our side")
+    add("--mode", choices=("graph", "pynative", "layerwise"), default="graph",
+        help="MindSpore mode of our side (layerwise: PyNative with context.layerwise_compile's layer graphs)")
     add("--tie-word-embeddings", action="store_true", help="the head multiplies by the embedding table (SmolLM2)")
     return parser.parse_args(argv)
 
@@ -104,6 +106,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         theirs = build_hf(args, folder)
         ours = LlamaForCausalLM.from_pretrained(folder, use_past=True)
+    if args.mode == "layerwise":
+        from mindformers.models.decoder.layerwise import compile_layerwise  # noqa: E501 pylint: disable=import-outside-toplevel
+        compile_layerwise(ours)
     rng = np.random.default_rng(0)
     for batch in args.batches:
         prompts = rng.integers(3, args.vocab, size=(batch, args.prompt))

@@ -74,10 +74,16 @@ def test_layerwise_generation_gives_pynative_tokens_with_a_graph_per_structure_a
     plain PyNative's greedy tokens for left-padded rows: each layer's table is written, not the first layer's."""
     prompts = [[5, 6, 7, 8, 9], [3, 4, 11]]
     options = dict(max_new_tokens=6, do_sample=False, use_past=True)
-    eager = mixed_model(seq_length=32).generate(prompts, **options)
+    plain = mixed_model(seq_length=32)
+    eager = plain.generate(prompts, **options)
     model = mixed_model(seq_length=32)
     graphs = compile_layerwise(model)
     assert model.generate(prompts, **options) == eager
+    ours, theirs = (list(list(m.__dict__["_decoding_steps"].values())[0].cache.get_parameters())
+                    for m in (model, plain))
+    assert len(ours) == 8 and np.abs(ours[-1].asnumpy()).max() > 0
+    for table, expected in zip(ours, theirs):  # each layer's own key and value tables, written in place
+        np.testing.assert_allclose(table.asnumpy(), expected.asnumpy(), atol=1e-6)
     assert graphs.traces == 6  # (LoRA, plain, sliding window) x (prefill, decode); layers 1 and 2 share theirs
     assert generation_times(model).compile == pytest.approx(graphs.trace_seconds)  # predict logs them as compile
     assert model.generate(prompts, **options) == eager and graphs.traces == 6  # the next call runs them

@@ -14,9 +14,11 @@ parameter ids, recompiles per layer, and would run every layer with the first la
 tensor, so the graph reads it as an input. Later calls run the compiled graph on the Parameters themselves.
 
 Generation: a layer's generation cache (kv_cache.layer_cache: positions, blocked, slots, columns, key and value
-tables) goes in as graph inputs, so prefill and decode each trace one graph per structure and shape. The tables go
-in as copies and the graph returns them written, for the caller to store: the graph's in-place write into a table
-given as input lands in the first layer's table when the graph runs for another layer. The transposed weight copies
+tables) goes in as graph inputs, so prefill and decode each trace one graph per structure and shape. The graph
+writes the layer's tables in place (ScatterUpdate on the table Parameters given as inputs, checked to reach each
+layer's own tables on CPU); the trace itself writes copies, so the compiled graph then runs on the real tables. The
+attention reads the written table back through a depend on the input (kv_cache.write): the tensor ScatterUpdate
+returns would be traced as a constant. The transposed weight copies
 generate() attaches to the Linears (weight_t) are inputs too. The attention mask's and the cache's presence, and the
 copies', are part of the graph's key (never None as a traced input).
 """
@@ -29,7 +31,6 @@ import sys
 import time
 
 import mindspore as ms
-from mindspore import ops
 from mindspore.graph import jit_trace
 from mindspore.graph.api import _PyNativeExecutor, _convert_python_data
 
@@ -156,11 +157,7 @@ class LayerGraph:
         for cell, weight in zip(linears, weights[len(self.slots):]):
             object.__setattr__(cell, "weight_t", weight)  # as transposed_weights attaches them
         try:
-            output = type(self.template).construct(self.template, x, attention_mask, cache)
-            # With a cache, the written key and value tables are outputs too: the compiled graph's in-place write
-            # into a table passed as input does not reach that table when the graph runs for another layer (it
-            # lands in the first layer's), so the caller stores them.
-            return output if cache is None else (output,) + tuple(cache[-2:])
+            return type(self.template).construct(self.template, x, attention_mask, cache)
         finally:
             for params, (_, key), weight in zip(owners, self.slots, saved):
                 params[key] = weight
@@ -168,33 +165,30 @@ class LayerGraph:
                 object.__setattr__(cell, "weight_t", weight)
 
     def __call__(self, layer, x, attention_mask=None, cache=None):
-        # A generation cache's key and value tables go in as copies and come back written (see _forward).
-        tables = tuple(cache[-2:]) if cache is not None else ()
-        inputs = ((x,) + tuple(t for t in (attention_mask,) if t is not None) + tuple(cache[:-2] if tables else ())
-                  + tuple(t + 0 for t in tables))
+        inputs = (x,) + tuple(t for t in (attention_mask,) if t is not None) + tuple(cache or ())
         weights = self.weights_of(layer)
         grad = _PyNativeExecutor().requires_grad()
         key = (grad,) + tuple((tuple(t.shape), t.dtype) for t in inputs)
         phase = self._phases.get(key)
         if phase is None:
-            # Traced with copies (see the module's docstring), so the graph takes the weights as inputs.
-            output = self._trace_and_run(inputs + tuple(w + 0 for w in weights), key)
-        else:
-            # The compiled graph, run as jit's own "compiled before" path runs it, with two differences. The weights
-            # go in as the Parameters themselves: the graph was traced with plain tensors in their place, so it reads
-            # them as inputs, and PyNative's autograd hands their gradients straight to the Parameters (no per-step
-            # copies). And without that path's per-call logger.debug(f"...{args}"), whose f-strings MindSpore 2.10
-            # formats even with debug logging off (every argument's repr copies the tensor to numpy: ~0.45 s per
-            # step of the 8-layer benchmark model). Internal API: mindspore is pinned to 2.10.0 in setup.py;
-            # tests/models/test_layer_reuse.py checks the losses against PyNative's and graph mode's.
-            output = _convert_python_data(jit_trace.tr.get_instance().run_graph(
-                phase, jit_trace._DEFAULT_JIT_CONFIG, inputs + tuple(weights)))
-        if not tables:
-            return output
-        output, written = output[0], output[1:]
-        for table, new in zip(tables, written):
-            ops.assign(table, new)
-        return output
+            # Traced with copies (see the module's docstring), so the graph takes the weights as inputs; and a
+            # cache's key and value tables (Parameters) too, so the compiled graph then runs on the real ones.
+            copies = tuple(t + 0 if isinstance(t, ms.Parameter) else t for t in inputs)
+            output = self._trace_and_run(copies + tuple(w + 0 for w in weights), key)
+            if cache is None:
+                return output
+            phase = self._phases.get(key)
+            if phase is None:  # the trace wrote copies of the tables: going on would decode from unwritten ones
+                raise RuntimeError("layerwise compilation: the traced layer graph's phase was not found")
+        # The compiled graph, run as jit's own "compiled before" path runs it, with two differences. The weights
+        # go in as the Parameters themselves: the graph was traced with plain tensors in their place, so it reads
+        # them as inputs, and PyNative's autograd hands their gradients straight to the Parameters (no per-step
+        # copies). And without that path's per-call logger.debug(f"...{args}"), whose f-strings MindSpore 2.10
+        # formats even with debug logging off (every argument's repr copies the tensor to numpy: ~0.45 s per
+        # step of the 8-layer benchmark model). Internal API: mindspore is pinned to 2.10.0 in setup.py;
+        # tests/models/test_layer_reuse.py checks the losses against PyNative's and graph mode's.
+        return _convert_python_data(jit_trace.tr.get_instance().run_graph(
+            phase, jit_trace._DEFAULT_JIT_CONFIG, inputs + tuple(weights)))
 
     def _trace_and_run(self, args, key):
         """The first call for these shapes (and grad or not): jit traces, compiles and runs; its phase is kept."""

@@ -4,8 +4,9 @@ At seq 8192 and a 32000 vocabulary the logits are 1 GiB in float32, and the comp
 logits for the backward and makes the softmax, the scatter and the weighted product of the same size there (a
 one-layer model's step at seq 8192 peaked at 12.1 GiB RSS with it, 5.5 GiB with this cell). Here the rows go in
 chunks; each chunk's logits give its share of the loss and, in the same pass, its gradients (softmax -
-onehot(label)) scaled by the row weights, multiplied straight into d_hidden and d_weight. The backward then only scales those by the incoming gradient: the same matrix products as the composed
-head and loss (no recomputation), and what stays alive is d_hidden (tokens, hidden) and d_weight (vocab, hidden).
+onehot(label)) scaled by the row weights, multiplied straight into d_hidden and d_weight. The backward then only
+scales those by the incoming gradient: the same matrix products as the composed head and loss (no recomputation),
+and what stays alive is d_hidden (tokens, hidden) and d_weight (vocab, hidden).
 
 The row weights scale the (rows, hidden) factors, never the (rows, vocab) gradient: in MindSpore 2.10 CPU graphs an
 elementwise op that broadcasts an operand implicitly keeps it alive to the end of the graph

@@ -18,9 +18,9 @@ tables) goes in as graph inputs, so prefill and decode each trace one graph per 
 writes the layer's tables in place (ScatterUpdate on the table Parameters given as inputs, checked to reach each
 layer's own tables on CPU); the trace itself writes copies, so the compiled graph then runs on the real tables. The
 attention reads the written table back through a depend on the input (kv_cache.write): the tensor ScatterUpdate
-returns would be traced as a constant. The transposed weight copies
-generate() attaches to the Linears (weight_t) are inputs too. The attention mask's and the cache's presence, and the
-copies', are part of the graph's key (never None as a traced input).
+returns would be traced as a constant. The transposed weight copies generate() attaches to the Linears (weight_t) are
+inputs too. The attention mask's and the cache's presence, and the copies', are part of the graph's key (never None
+as a traced input).
 """
 # MindSpore's jit internals and Cell._params are used on purpose (see LayerGraph); mindspore is pinned to 2.10.0.
 # pylint: disable=protected-access
@@ -83,10 +83,10 @@ def _short_repr(tensor):
 
 @contextlib.contextmanager
 def tracing_without_debug_costs():
-    """While jit traces (and without the compile cache, see below): its logger.debug(f"...{args}") calls (per traced op and per argument) are formatted even
-    with debug logging off in MindSpore 2.10, and a tensor's str/repr copies it to numpy and prints it (~3 s of the
-    first step of the 8-layer benchmark model), so tensors print as their shape meanwhile; and jit looks
-    _get_caller_lines up in its module at every call, so ours stands in."""
+    """While jit traces (and without the compile cache, see below): its logger.debug(f"...{args}") calls (per traced
+    op and per argument) are formatted even with debug logging off in MindSpore 2.10, and a tensor's str/repr copies
+    it to numpy and prints it (~3 s of the first step of the 8-layer benchmark model), so tensors print as their shape
+    meanwhile; and jit looks _get_caller_lines up in its module at every call, so ours stands in."""
     classes = (ms.Tensor, ms.Parameter)
     saved = [(cls, name, vars(cls)[name]) for cls in classes for name in ("__repr__", "__str__") if name in vars(cls)]
     original_lines = jit_trace._get_caller_lines
@@ -131,8 +131,9 @@ class LayerGraph:
         self.traces = 0
         self.trace_seconds = 0.0  # tracing, compiling and the first run of each traced graph
         self._phases = {}
-
-        self._traced = {}  # a jit function per input key (see _trace_and_run)
+        # A jit function per input key (see _trace_and_run), kept alive: its phase name holds the function's id, which
+        # a later function could otherwise reuse and so run this one's graph.
+        self._traced = {}
 
     def weights_of(self, layer):
         cells = dict(layer.cells_and_names())
@@ -142,11 +143,11 @@ class LayerGraph:
         """What is traced: the template's construct with the weights in `tensors` (after the mask and the cache's
         tensors, when present)."""
         self.traces += 1
-        given = sum(self.optional_present[0:1]) + CACHE_TENSORS * sum(self.optional_present[1:2])
-        optional = iter(tensors[:given])
+        has_mask, has_cache = self.optional_present[:2]
+        given = has_mask + CACHE_TENSORS * has_cache
+        attention_mask = tensors[0] if has_mask else None
+        cache = tuple(tensors[has_mask:given]) if has_cache else None
         weights = tensors[given:]
-        attention_mask = next(optional) if self.optional_present[0] else None
-        cache = tuple(optional) if self.optional_present[1:2] == (True,) else None
         cells = dict(self.template.cells_and_names())
         owners = [cells[name]._params for name, _ in self.slots]
         saved = [params[key] for params, (_, key) in zip(owners, self.slots)]

@@ -19,17 +19,14 @@ from mindformers.wrapper import MFTrainOneStepCell
 VOCAB, SEQ = 64, 8
 
 
-def mixed_model(seq_length=SEQ, mixed=True):
-    """4 layers: 0 has a LoRA adapter on wq, 3 a sliding window of 3 set after the build, 1 and 2 are alike (all
-    alike when not `mixed`)."""
+def mixed_model(seq_length=SEQ):
+    """4 layers: 0 has a LoRA adapter on wq, 3 a sliding window of 3 set after the build, 1 and 2 are alike."""
     np.random.seed(0)
     config = LlamaConfig(seq_length=seq_length, hidden_size=32, num_layers=4, num_heads=4, intermediate_size=48,
                          vocab_size=VOCAB, compute_dtype="float32", softmax_compute_type="float32",
                          rotary_dtype="float32", param_init_type="float32", layernorm_compute_type="float32")
     model = LlamaForCausalLM(config)
     layers = model.model.layers
-    if not mixed:
-        return model
     add_lora(layers[0].attention.wq, rank=2, alpha=4, dropout=0.0)
     layers[0].attention.wq.lora_b.set_data(Tensor(np.full((32, 2), 0.05, np.float32)))  # B = 0 would hide A
     layers[3].attention.sliding_window = 3
@@ -72,10 +69,9 @@ def test_graph_and_layerwise_training_with_reused_layers_match_pynative():
     assert eager[-1] < eager[0]
 
 
-def test_layerwise_generation_gives_pynative_tokens_with_a_graph_per_group_structure_and_phase():
-    """Generation through the layer group graphs (layer_groups.py: cache tables, step tensors and transposed weight
-    copies as inputs) gives plain PyNative's greedy tokens for left-padded rows: each layer's table is written, not
-    the first layer's; groups of the same layers' structures share a graph."""
+def test_layerwise_generation_gives_pynative_tokens_with_a_graph_per_structure_and_phase():
+    """Generation through the layer graphs (cache tables, step tensors and transposed weight copies as inputs) gives
+    plain PyNative's greedy tokens for left-padded rows: each layer's table is written, not the first layer's."""
     prompts = [[5, 6, 7, 8, 9], [3, 4, 11]]
     options = dict(max_new_tokens=6, do_sample=False, use_past=True)
     plain = mixed_model(seq_length=32)
@@ -88,13 +84,9 @@ def test_layerwise_generation_gives_pynative_tokens_with_a_graph_per_group_struc
     assert len(ours) == 8 and np.abs(ours[-1].asnumpy()).max() > 0
     for table, expected in zip(ours, theirs):  # each layer's own key and value tables, written in place
         np.testing.assert_allclose(table.asnumpy(), expected.asnumpy(), atol=1e-6)
-    # groups of 2 layers: (LoRA, plain) and (plain, sliding window) differ, x (prefill, decode)
-    assert graphs.traces == 4
+    assert graphs.traces == 6  # (LoRA, plain, sliding window) x (prefill, decode); layers 1 and 2 share theirs
     assert generation_times(model).compile == pytest.approx(graphs.trace_seconds)  # predict logs them as compile
-    assert model.generate(prompts, **options) == eager and graphs.traces == 4  # the next call runs them
-    plain, model = mixed_model(seq_length=32, mixed=False), mixed_model(seq_length=32, mixed=False)
-    graphs = compile_layerwise(model)  # four alike layers: both groups share one graph per phase
-    assert model.generate(prompts, **options) == plain.generate(prompts, **options) and graphs.traces == 2
+    assert model.generate(prompts, **options) == eager and graphs.traces == 6  # the next call runs them
 
 
 @pytest.mark.parametrize("yaml,fragment", [

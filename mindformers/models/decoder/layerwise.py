@@ -147,12 +147,7 @@ class LayerGraph:
         given = has_mask + CACHE_TENSORS * has_cache
         attention_mask = tensors[0] if has_mask else None
         cache = tuple(tensors[has_mask:given]) if has_cache else None
-        with self.weights_swapped(tensors[given:]):
-            return type(self.template).construct(self.template, x, attention_mask, cache)
-
-    @contextlib.contextmanager
-    def weights_swapped(self, weights):
-        """The template's weights (and attached copies) replaced by `weights`, in weights_of's order, meanwhile."""
+        weights = tensors[given:]
         cells = dict(self.template.cells_and_names())
         owners = [cells[name]._params for name, _ in self.slots]
         saved = [params[key] for params, (_, key) in zip(owners, self.slots)]
@@ -163,7 +158,7 @@ class LayerGraph:
         for cell, weight in zip(linears, weights[len(self.slots):]):
             object.__setattr__(cell, "weight_t", weight)  # as transposed_weights attaches them
         try:
-            yield
+            return type(self.template).construct(self.template, x, attention_mask, cache)
         finally:
             for params, (_, key), weight in zip(owners, self.slots, saved):
                 params[key] = weight
@@ -172,11 +167,7 @@ class LayerGraph:
 
     def __call__(self, layer, x, attention_mask=None, cache=None):
         inputs = (x,) + tuple(t for t in (attention_mask,) if t is not None) + tuple(cache or ())
-        return self.run(inputs, self.weights_of(layer), writes_tables=cache is not None)
-
-    def run(self, inputs, weights, writes_tables):
-        """The graph on `inputs` then `weights` (traced on the first call for these shapes); `writes_tables`: the
-        inputs hold generation's key and value tables, which the graph writes."""
+        weights = self.weights_of(layer)
         grad = _PyNativeExecutor().requires_grad()
         key = (grad,) + tuple((tuple(t.shape), t.dtype) for t in inputs)
         phase = self._phases.get(key)
@@ -185,7 +176,7 @@ class LayerGraph:
             # cache's key and value tables (Parameters) too, so the compiled graph then runs on the real ones.
             copies = tuple(t + 0 if isinstance(t, ms.Parameter) else t for t in inputs)
             output = self._trace_and_run(copies + tuple(w + 0 for w in weights), key)
-            if not writes_tables:
+            if cache is None:
                 return output
             phase = self._phases.get(key)
             if phase is None:  # the trace wrote copies of the tables: going on would decode from unwritten ones
@@ -267,10 +258,6 @@ def compile_layerwise(network, train_cell=None):
     if ms.get_context("mode") != ms.PYNATIVE_MODE:
         raise ConfigError(f"{KEY}: applies to PyNative runs only (context.mode 1)")
     graphs = LayerwiseGraphs().install(network)
-    # Generation steps run the layers in groups, a graph call per group (layer_groups.py; imported here: it builds on
-    # this module)
-    from mindformers.models.decoder.layer_groups import install_layer_groups  # pylint: disable=import-outside-toplevel
-    install_layer_groups(network, graphs)
     object.__setattr__(network, "_layerwise_graphs", graphs)  # past Cell.__setattr__; generation's timing reads it
     if train_cell is not None:
         train_cell.forward_once = True

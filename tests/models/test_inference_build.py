@@ -1,0 +1,30 @@
+"""The inference build from a checkpoint (weights_loaded_after_build): weights stay unallocated until the checkpoint
+fills them, the layers share one copy of the rotary tensors, and the model then generates what the model that saved
+the weights does."""
+import numpy as np
+
+from mindformers import LlamaConfig, LlamaForCausalLM
+from mindformers.checkpoint.checkpoint_io import load_weights
+from mindformers.models.modules.shape_only import weights_loaded_after_build
+
+
+def tiny_config():
+    return LlamaConfig(seq_length=16, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48, vocab_size=64,
+                       compute_dtype="float32", param_init_type="float32")
+
+
+def test_weights_stay_unallocated_until_the_checkpoint_fills_them():
+    np.random.seed(0)
+    source = LlamaForCausalLM(tiny_config())
+    with weights_loaded_after_build():
+        built = LlamaForCausalLM(tiny_config())
+    drawn = [p.name for p in built.get_parameters() if p.has_init]
+    assert any(name.endswith("embedding_weight") for name in drawn) and any("wq" in name for name in drawn)
+    load_weights(built, {p.name: p for p in source.get_parameters()}, "source")
+    assert not any(p.has_init for p in built.get_parameters())
+    for ours, theirs in zip(built.get_parameters(), source.get_parameters()):
+        np.testing.assert_array_equal(ours.asnumpy(), theirs.asnumpy())
+    first, second = (layer.attention.position for layer in built.model.layers)
+    assert first.cos is second.cos  # one copy of the rotary tensors for every layer
+    prompts = [[5, 6, 7], [9, 3]]
+    assert built.generate(prompts, max_new_tokens=3) == source.generate(prompts, max_new_tokens=3)

@@ -22,9 +22,11 @@ SPLIT_DIM = {"column": 0, "row": 1, None: None}
 
 def normal_init(shape, std, dtype):
     """Initial values drawn from numpy's global RNG, which build_context seeds, so init is reproducible."""
-    if building_shapes_only() or initial_values_skipped():
+    if building_shapes_only() or (initial_values_skipped() and not initial_values_are_deferred()):
         # dry run, or a checkpoint loaded at once: a lazy initializer, never allocated under no_init_parameters
         return initializer(Normal(std), shape, dtype)
+    if initial_values_skipped():  # a model-parallel rank cuts its slice out of these before the checkpoint fills it
+        return Tensor(np.zeros(shape, np.float32), dtype=dtype)
     if initial_values_are_deferred():  # a model-parallel rank draws only its slice, when it splits the layer
         return initializer(DeferredNormal(shape, std), shape, dtype)
     return Tensor(np.random.normal(0.0, std, size=shape).astype(np.float32), dtype=dtype)

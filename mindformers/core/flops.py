@@ -45,6 +45,34 @@ def mindspore_gemm_flops(sizes=GEMM_SIZES, min_seconds=0.5, dtype="float32"):
     return results
 
 
+def per_core_gemm_flops(sizes=(1024, 2048), trials=5):
+    """{size: best FLOP/s of one core} for square fp32 matmuls, timed by the CPU time of the calling thread.
+
+    torch's matmul with one thread runs in the calling thread, so time.thread_time() counts only the cycles the
+    matmul itself ran: another process holding the core stretches the wall time but not this figure (a
+    two-thread wall-clock peak is bimodal on a shared 2-core machine: one slow thread holds the other back).
+    The machine's peak is this times the cores training uses. Needs torch (the benchmarks' reference)."""
+    import torch  # pylint: disable=import-outside-toplevel
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = {}
+        for size in sizes:
+            generator = torch.Generator().manual_seed(size)
+            a = torch.randn(size, size, generator=generator)
+            b = torch.randn(size, size, generator=generator)
+            torch.mm(a, b)  # warm up: first-call allocation and kernel selection
+            best = float("inf")
+            for _ in range(trials):
+                start = time.thread_time()
+                torch.mm(a, b)
+                best = min(best, time.thread_time() - start)
+            results[size] = 2.0 * size ** 3 / max(best, 1e-9)
+        return results
+    finally:
+        torch.set_num_threads(threads)
+
+
 @functools.lru_cache(maxsize=None)
 def measure_gemm_peak_flops(sizes=GEMM_SIZES, min_seconds=0.5, dtype="float32"):
     """The MFU denominator: the best FLOP/s over several square matmul sizes (a single size and few trials land

@@ -43,9 +43,6 @@ class MFTrainOneStepCell(nn.Cell):
         # Identity in a single process.
         self.data_parallel = DataParallelReducer(groups, [EXPERT_AXIS in splits.get(p.name, {}) for p in self.weights])
         self.grad_norm = GlobalGradNorm([splits.get(p.name) for p in self.weights], groups)
-        # The optimizer divides the gradients inside its update kernel (AdamWeightDecay.update_divided) instead of
-        # a multiply over every gradient before it.
-        self.optimizer_divides = bool(getattr(optimizer, "kernel_divides", lambda: False)())
         self.returns_step_metrics = bool(getattr(network, "returns_step_metrics", False))
         self.accumulation = int(gradient_accumulation_steps)
         self.use_clip_grad = use_clip_grad
@@ -94,10 +91,6 @@ class MFTrainOneStepCell(nn.Cell):
         factor = 1.0 / divisor
         if self.use_clip_grad:
             factor = factor * ops.minimum(1.0, self.max_grad_norm / (grad_norm + 1e-6))
-        if self.optimizer_divides:
-            if not overflow:
-                loss = ops.depend(loss, self.optimizer.update_divided(grads, 1.0 / factor))
-            return loss, overflow
         grads = tuple(g * ops.cast(factor, g.dtype) for g in grads)
         if not overflow:
             loss = ops.depend(loss, self.optimizer(grads))

@@ -7,10 +7,8 @@ no weight decay on norms, biases and other 1-D parameters (MindFormers groups ev
   float16 weights do not overflow their second moment (MindFormers' default for its Llama configs).
 """
 import mindspore as ms
-from mindspore import Parameter, ParameterTuple, jit, nn, ops
+from mindspore import Parameter, ParameterTuple, nn
 from mindspore.common.initializer import initializer
-from mindspore.ops import composite as C
-from mindspore.ops import functional as F
 
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 from mindformers.tools.register.value_spec import FLOAT, LIST, NON_NEGATIVE_NUMBER, POSITIVE_NUMBER, Value
@@ -37,57 +35,14 @@ def weight_decay_groups(params, weight_decay):
     return groups
 
 
-_divided_update = C.MultitypeFuncGraph("divided_update")
-
-
-@_divided_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
-                          "Tensor", "Tensor", "Bool")
-def _run_divided_update(update, beta1, beta2, eps, divisor, lr, weight_decay, param, moment1, moment2, gradient,
-                        optim_filter):
-    """One parameter's AdamWeightDecay step on gradient / divisor, the division inside the update kernel."""
-    if optim_filter:
-        update(param, moment1, moment2, lr, beta1, beta2, eps, weight_decay, gradient, divisor)
-    return True
-
-
 @MindFormerRegister.register(MindFormerModuleType.OPTIMIZER, value_specs=ADAM_VALUES)
 class AdamWeightDecay(nn.AdamWeightDecay):
     """MindSpore's fused AdamWeightDecay over the weight-decay groups; its update casts to float32 internally and
-    writes each moment back in the moment's own dtype.
-
-    update_divided(gradients, divisor) is the same step on gradients / divisor (the train step's unscaling and
-    clipping factor). On CPU with float32 moments the division happens inside the update kernel
-    (FusedCastAdamWeightDecay: the same formula, the gradient times 1 / divisor as it is read): a separate multiply
-    is one more read and write of every gradient, ~5% of a small model's step on a memory-bound CPU.
-    """
+    writes each moment back in the moment's own dtype."""
 
     def __init__(self, params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0):
         super().__init__(weight_decay_groups(list(params), float(weight_decay)), learning_rate=learning_rate,
                          beta1=float(beta1), beta2=float(beta2), eps=float(eps))
-        self.divided_kernel = ops.FusedCastAdamWeightDecay()
-
-    def kernel_divides(self):
-        """Whether update_divided can run as FusedCastAdamWeightDecay: a CPU kernel that needs float32 moments,
-        float32 or float16 weights, and per-group weight decay (this class always groups). Ask after the moments
-        are final (FP32StateAdamWeightDecay replaces them)."""
-        moments = list(self.moments1) + list(self.moments2)
-        return bool(ms.get_context("device_target") == "CPU" and self.is_group and not self.dynamic_weight_decay
-                    and all(m.dtype == ms.float32 for m in moments)
-                    and all(p.dtype in (ms.float32, ms.float16) for p in self._parameters))
-
-    @jit(backend="ms_backend")
-    def update_divided(self, gradients, divisor):
-        weight_decay = self.get_weight_decay()
-        lr = self.get_lr()
-        self.assignadd(self.global_step, self.global_step_increase_tensor)
-        divisor = ops.cast(divisor, ms.float32)
-        if self.is_group_lr:
-            return self.hyper_map(
-                F.partial(_divided_update, self.divided_kernel, self.beta1, self.beta2, self.eps, divisor),
-                lr, weight_decay, self._parameters, self.moments1, self.moments2, gradients, self.optim_filter)
-        return self.hyper_map(
-            F.partial(_divided_update, self.divided_kernel, self.beta1, self.beta2, self.eps, divisor, lr),
-            weight_decay, self._parameters, self.moments1, self.moments2, gradients, self.optim_filter)
 
 
 @MindFormerRegister.register(MindFormerModuleType.OPTIMIZER, value_specs=ADAM_VALUES)

@@ -1,5 +1,6 @@
 """Model FLOPs per token and a measured matmul peak, for MFU."""
 import functools
+import math
 import time
 
 import numpy as np
@@ -71,6 +72,26 @@ def per_core_gemm_flops(sizes=(1024, 2048), trials=5):
         return results
     finally:
         torch.set_num_threads(threads)
+
+
+def nominal_clock_hz(cpuinfo="/proc/cpuinfo"):
+    """The cores' nominal clock ("cpu MHz" in /proc/cpuinfo; a VM reports its TSC rate there), or None."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as lines:
+            for line in lines:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":", 1)[1]) * 1e6
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def flops_per_cycle(per_core_flops, clock_hz):
+    """fp32 FLOPs one core retires per cycle at its GEMM peak, from a measured rate: a power of two (vector lanes x
+    FMA units x 2), so the measured rate over the nominal clock is rounded to the nearest one. A core running
+    above its nominal clock (turbo) or a little below peak moves the measurement by far less than the factor of
+    two between candidates, which makes this, times the clock, a peak that does not vary from run to run."""
+    return 2 ** round(math.log2(per_core_flops / clock_hz))
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,7 +19,9 @@ def test_benchmark_prints_both_sides_and_a_ratio(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert re.search(r"^threads: \d+", out, re.M), out
-    assert re.search(r"^ours .* [\d.]+ tokens/s, MFU [\d.]+%", out, re.M), out
+    assert re.search(r"^ours .* [\d.]+ tokens/s, MFU [\d.]+% of \d+ GFLOP/s; CPU [\d.]+ s/step", out, re.M), out
+    assert re.search(r"^GEMM peak used for MFU: \d+ GFLOP/s \(", out, re.M), out
+    assert re.search(r"^GEMM per core .*: [\d.]+, [\d.]+ GFLOP/s; median [\d.]+, spread [\d.]+%$", out, re.M), out
     assert re.search(r"^theirs .* [\d.]+ tokens/s, MFU [\d.]+%", out, re.M), out
     losses = re.findall(r"^ours .* losses (\[.*\])$", out, re.M)
     assert len(losses) == 2 and losses[0] == losses[1], out

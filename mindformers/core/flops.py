@@ -74,8 +74,15 @@ def per_core_gemm_flops(sizes=(1024, 2048), trials=5):
         torch.set_num_threads(threads)
 
 
-def nominal_clock_hz(cpuinfo="/proc/cpuinfo"):
-    """The cores' nominal clock ("cpu MHz" in /proc/cpuinfo; a VM reports its TSC rate there), or None."""
+def nominal_clock_hz(cpuinfo="/proc/cpuinfo",
+                     base_frequency="/sys/devices/system/cpu/cpu0/cpufreq/base_frequency"):
+    """The cores' nominal clock, or None: cpufreq's base_frequency (kHz) where the driver gives it (on bare metal
+    /proc/cpuinfo's "cpu MHz" is the current, changing clock), else "cpu MHz" (what a VM reports: its TSC rate)."""
+    try:
+        with open(base_frequency, encoding="utf-8") as value:
+            return float(value.read()) * 1e3
+    except (OSError, ValueError):
+        pass
     try:
         with open(cpuinfo, encoding="utf-8") as lines:
             for line in lines:

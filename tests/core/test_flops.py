@@ -16,13 +16,17 @@ def test_flops_per_cycle_tells_wider_and_narrower_cores_apart():
     assert flops_per_cycle(300e9, 2.3e9) == 128
 
 
-def test_nominal_clock_from_cpuinfo(tmp_path):
+def test_nominal_clock(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\ncpu MHz\t\t: 2299.998\n")
-    assert nominal_clock_hz(str(cpuinfo)) == pytest.approx(2.299998e9)
+    missing = str(tmp_path / "missing")
+    assert nominal_clock_hz(str(cpuinfo), missing) == pytest.approx(2.299998e9)  # a VM: no cpufreq, the TSC rate
+    base = tmp_path / "base_frequency"
+    base.write_text("2100000\n")  # kHz; bare metal, where "cpu MHz" is the current clock
+    assert nominal_clock_hz(str(cpuinfo), str(base)) == pytest.approx(2.1e9)
     (tmp_path / "other").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # e.g. an ARM board: no clock given
-    assert nominal_clock_hz(str(tmp_path / "other")) is None
-    assert nominal_clock_hz(str(tmp_path / "missing")) is None
+    assert nominal_clock_hz(str(tmp_path / "other"), missing) is None
+    assert nominal_clock_hz(missing, missing) is None
 
 
 def test_per_core_gemm_restores_torch_threads():

@@ -46,8 +46,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side and length")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps after the first (compiling) one")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--attention", choices=["auto", "blockwise", "exact"], default="auto",
-                        help="ours: the config's default (auto), or force one path")
+    parser.add_argument("--attention", choices=["auto", "blockwise", "composed", "exact"], default="auto",
+                        help="ours: the config's default (auto), or force one path: blockwise (the fused C++ kernel "
+                             "where it builds), composed (blockwise from MindSpore primitives), exact")
     parser.add_argument("--recompute", action="store_true",
                         help="ours: recompute every decoder layer in the backward (recompute_config recompute: True)")
     parser.add_argument("--rss-limit-gib", type=float, default=None,
@@ -80,15 +81,20 @@ def run_worker(args):
     tokens = train_throughput.batch_tokens(targs)
     if args.worker == "ours":
         import mindspore as ms  # pylint: disable=import-outside-toplevel
+        from mindformers.kernels import cpu_attention  # pylint: disable=import-outside-toplevel
         from mindformers.models.decoder import choices  # pylint: disable=import-outside-toplevel
         ms.set_device("CPU")
         ms.set_context(mode=ms.GRAPH_MODE)
         ms.device_context.cpu.op_tuning.threads_num(args.threads)
         config = train_throughput.model_config(targs)
+        if args.attention == "composed":
+            os.environ["MINDFORMERS_CPU_KERNELS"] = "0"
         if args.attention != "auto":
-            config.use_flash_attention = args.attention == "blockwise"
-            choices.BLOCKWISE_MIN_SEQ = 0 if args.attention == "blockwise" else choices.BLOCKWISE_MIN_SEQ
-        attention = "blockwise" if choices.use_blockwise_attention(config, fused=False) else "exact"
+            config.use_flash_attention = args.attention != "exact"
+            choices.BLOCKWISE_MIN_SEQ = 0 if args.attention != "exact" else choices.BLOCKWISE_MIN_SEQ
+        attention = "exact"
+        if choices.use_blockwise_attention(config, fused=False):
+            attention = "fused kernel" if cpu_attention.available(ms.float32) else "blockwise composed"
         start = time.perf_counter()
         recompute = {"recompute": True} if args.recompute else None
         # runs the first (compiling) step

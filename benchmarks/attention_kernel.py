@@ -101,7 +101,10 @@ def main(argv=None):
         fused = results["fused kernel"][0]
         ratios = ", ".join(f"{name}/fused {seconds / fused:.2f}" for name, (seconds, _) in results.items()
                            if name != "fused kernel")
-        print(f"seq {seq:5d}: {line}; {ratios}", flush=True)
+        # every side computed the same gradients (their sums as a check)
+        sums = [losses[-1] for _, losses in results.values()]
+        agree = "agree" if np.allclose(sums, sums[0], rtol=1e-3, atol=1e-3) else f"DIFFER {sums}"
+        print(f"seq {seq:5d}: {line}; {ratios}; gradient sums {agree}", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 

@@ -59,8 +59,12 @@ def library(source_name):
         logger.warning("%s: %s; using the composed-primitive attention", source_name,
                        "no C++ compiler (g++ or $CXX) found" if cxx is None else "MindSpore's oneDNN not found")
         return None
-    with open(os.path.join(SOURCE_DIR, source_name), "rb") as source:
-        code = source.read()
+    try:
+        with open(os.path.join(SOURCE_DIR, source_name), "rb") as source:
+            code = source.read()
+    except OSError as missing:
+        logger.warning("%s: %s; using the composed-primitive attention", source_name, missing)
+        return None
     link = [f"-L{lib}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib}"]
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout

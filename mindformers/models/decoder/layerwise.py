@@ -254,14 +254,13 @@ class LayerwiseGraphs:
 
 
 def compile_layerwise(network, train_cell=None):
-    """Switch `network` (and its train step, which then runs the forward once for both the loss and the gradients)
-    to layerwise compilation; returns the LayerwiseGraphs."""
+    """Switch `network` (and its train step's optimizer, see run_op_by_op) to layerwise compilation; returns the
+    LayerwiseGraphs."""
     if ms.get_context("mode") != ms.PYNATIVE_MODE:
         raise ConfigError(f"{KEY}: applies to PyNative runs only (context.mode 1)")
     graphs = LayerwiseGraphs().install(network)
     object.__setattr__(network, "_layerwise_graphs", graphs)  # past Cell.__setattr__; generation's timing reads it
     if train_cell is not None:
-        train_cell.forward_once = True
         train_cell.layerwise_graphs = graphs  # the trainer's log reads the first step's trace seconds
         run_op_by_op(train_cell.optimizer)
     return graphs

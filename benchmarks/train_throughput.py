@@ -10,8 +10,10 @@ sides so that other load on the machine slows both alike.
     python benchmarks/train_throughput.py                       # 8 layers, hidden 512, vocab 32000, seq 256, batch 2
     python benchmarks/train_throughput.py --layers 1 --hidden 64 --heads 4 --vocab 512 --seq 32 --steps 1 --warmup 1
 
-Prints tokens/s of both, MFU of both against a GEMM peak measured in this run (before and after the steps,
-several sizes, MindSpore's and torch's matmul, the best; printed beside every MFU), and the line
+Prints tokens/s of both and MFU of both against the machine's fp32 GEMM peak: threads x nominal clock x the
+FLOPs per cycle that one core's measured matmul shows (its best over sizes, timed by thread CPU time so that other
+load does not halve it; rounds before and after the steps, all printed with their spread); each side's CPU
+seconds per step and MFU by CPU time (other processes on the machine stretch wall time, not CPU time); and the line
 `ratio ours/theirs: X.XX` (tokens/s of ours divided by tokens/s of theirs; > 1 means we are faster).
 """
 import argparse
@@ -50,8 +52,12 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="timed steps per side")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side (after compilation)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for both sides; default: core count")
-    parser.add_argument("--gemm-sizes", type=int, nargs="+", default=[512, 1024, 2048],
-                        help="square matmul sizes for the measured peak (best over sizes and trials)")
+    parser.add_argument("--gemm-sizes", type=int, nargs="+", default=[1024, 2048],
+                        help="square matmul sizes of the wall-clock GEMM figures printed as context")
+    parser.add_argument("--peak-sizes", type=int, nargs="+", default=[1024, 2048],
+                        help="square matmul sizes of the per-core peak that MFU divides by (best over sizes)")
+    parser.add_argument("--peak-rounds", type=int, default=3,
+                        help="per-core peak measurements before and after the steps (median counts, spread printed)")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
@@ -182,14 +188,57 @@ def torch_gemm_flops(sizes):
     return results
 
 
-def gemm_peak(sizes):
-    """The MFU denominator, measured with the thread setting training uses: the best fp32 FLOP/s over several
-    square sizes, MindSpore's and torch's matmuls alike (the faster library shows what the machine can do).
-    Returns (peak, description of what each side reached)."""
+def wall_clock_gemm(sizes):
+    """What MindSpore's and torch's matmuls reach right now with the training threads by the wall clock, per size
+    (printed as context, not used for MFU: another process on one of the cores halves it)."""
     from mindformers.core.flops import mindspore_gemm_flops  # pylint: disable=import-outside-toplevel
     ours, theirs = mindspore_gemm_flops(sizes), torch_gemm_flops(sizes)
-    text = "; ".join(f"{size}^2 mindspore {ours[size] / 1e9:.0f} torch {theirs[size] / 1e9:.0f}" for size in sizes)
-    return max(max(ours.values()), max(theirs.values())), text
+    return "; ".join(f"{size}^2 mindspore {ours[size] / 1e9:.0f} torch {theirs[size] / 1e9:.0f}" for size in sizes)
+
+
+def per_core_peaks(sizes, rounds):
+    """Per round, the best one-core FLOP/s over the sizes (timed by thread CPU time: see per_core_gemm_flops)."""
+    from mindformers.core.flops import per_core_gemm_flops  # pylint: disable=import-outside-toplevel
+    return [max(per_core_gemm_flops(sizes).values()) for _ in range(rounds)]
+
+
+def mfu_peak(per_core, threads):
+    """(peak FLOP/s, its text, where it comes from) for MFU: threads x the nominal clock x the FLOPs per cycle the
+    measured per-core rate shows (a figure that does not move between runs: the measured one follows the host's
+    clock, ~145 to ~168 GFLOP/s per core on the 2-core VM); the measured median x threads where the clock is
+    unknown."""
+    from mindformers.core.flops import flops_per_cycle, nominal_clock_hz  # pylint: disable=C0415
+    clock = nominal_clock_hz()
+    if clock is None:
+        return per_core * threads, f"{per_core * threads / 1e9:.0f} GFLOP/s", "measured median per core x threads"
+    cycle = flops_per_cycle(per_core, clock)
+    peak = threads * clock * cycle
+    return peak, f"{peak / 1e9:.0f} GFLOP/s", (
+        f"{threads} threads x {clock / 1e6:.0f} MHz nominal x {cycle} FLOP/cycle; measured per core "
+        f"{per_core / 1e9:.1f} GFLOP/s = {100 * per_core / (clock * cycle):.0f}% of that")
+
+
+def spread(values):
+    """(max - min) / median: how far apart repeated measurements of one thing landed."""
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+class CpuSecondsRecorder:
+    """Wraps a step function and keeps the process CPU seconds of each call (all threads): the work a step
+    costs, which other processes on the machine do not stretch as they stretch its wall time."""
+
+    def __init__(self, step_fn):
+        self.step_fn = step_fn
+        self.seconds = []
+
+    def __call__(self):
+        start = time.process_time()
+        result = self.step_fn()
+        self.seconds.append(time.process_time() - start)
+        return result
+
+    def median(self, last):
+        return statistics.median(self.seconds[-last:])
 
 
 def main(argv=None):
@@ -213,44 +262,54 @@ def main(argv=None):
           f"kv_heads={config.kv_heads} ffn={config.ffn_size} vocab={config.vocab_size} seq={args.seq} "
           f"batch={args.batch} fp32; train FLOPs/token={flops_per_token / 1e9:.3f} G")
 
-    # The peak is measured before and after the steps and the higher one counts: a window in which another process
-    # held a core would understate the peak and overstate MFU. Both are printed, so their spread shows.
-    peak_before, text_before = gemm_peak(args.gemm_sizes)
+    # The MFU denominator comes from one core's fp32 GEMM rate timed by thread CPU time (see mfu_peak): a wall-clock
+    # two-thread peak lands near half whenever another process holds a core. Rounds before and after the steps.
+    peak_rounds = per_core_peaks(args.peak_sizes, args.peak_rounds)
+    wall_before = wall_clock_gemm(args.gemm_sizes)
     ours_step, first_loss, compile_seconds, params = build_ours(args, config, tokens)
-    steps = [ours_step]
+    steps = [CpuSecondsRecorder(ours_step)]
     if args.layerwise:
         layerwise_step, layerwise_first_loss, layerwise_first_seconds, _ = build_ours(args, config, tokens, True)
-        steps.append(layerwise_step)
+        steps.append(CpuSecondsRecorder(layerwise_step))
     theirs_step, attn_impl = build_theirs(args, config, tokens)
+    steps.append(CpuSecondsRecorder(theirs_step))
     (ours_seconds, ours_losses), *layerwise_result, (theirs_seconds, theirs_losses) = timed_alternately(
-        args.steps, args.warmup, *steps, theirs_step)
+        args.steps, args.warmup, *steps)
     ours_losses = [first_loss] + ours_losses
-    peak_after, text_after = gemm_peak(args.gemm_sizes)
-    peak = max(peak_before, peak_after)
-    print(f"GEMM peak before the steps: {peak_before / 1e9:.1f} GFLOP/s ({text_before})")
-    print(f"GEMM peak after the steps:  {peak_after / 1e9:.1f} GFLOP/s ({text_after})")
-    print(f"GEMM peak used for MFU: {peak / 1e9:.1f} GFLOP/s (fp32, {args.threads} threads; before/after "
-          f"{peak_before / peak_after:.2f})")
+    wall_after = wall_clock_gemm(args.gemm_sizes)
+    peak_rounds += per_core_peaks(args.peak_sizes, args.peak_rounds)
+    per_core = statistics.median(peak_rounds)
+    peak, peak_text, peak_source = mfu_peak(per_core, args.threads)
+    print(f"GEMM per core (fp32, thread CPU time, sizes {args.peak_sizes}), {args.peak_rounds} rounds before "
+          f"and {args.peak_rounds} after the steps: " + ", ".join(f"{x / 1e9:.1f}" for x in peak_rounds) +
+          f" GFLOP/s; median {per_core / 1e9:.1f}, spread {100 * spread(peak_rounds):.1f}%")
+    print(f"GEMM peak used for MFU: {peak_text} ({peak_source})")
+    print(f"GEMM by the wall clock at {args.threads} threads, GFLOP/s (context; load on the machine lowers it): "
+          f"before the steps {wall_before}; after {wall_after}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average (1 min) at the end: {load:.1f}")
 
-    ours_tps = tokens_per_step / ours_seconds
-    theirs_tps = tokens_per_step / theirs_seconds
+    def describe(seconds, recorder):
+        per_core_peak = peak / args.threads
+        tps = tokens_per_step / seconds
+        cpu = recorder.median(args.steps)
+        return (f"{seconds * 1e3:.1f} ms/step, {tps:.1f} tokens/s, MFU {100 * tps * flops_per_token / peak:.1f}% "
+                f"of {peak_text}; CPU {cpu:.2f} s/step, MFU by CPU time "
+                f"{100 * tokens_per_step * flops_per_token / (cpu * per_core_peak):.1f}%"), tps
+
     print(f"parameters: {params / 1e6:.2f} M; steps timed: {args.steps} per side after {args.warmup} warmup, "
           "alternating; times are medians")
+    ours_text, ours_tps = describe(ours_seconds, steps[0])
+    theirs_text, theirs_tps = describe(theirs_seconds, steps[-1])
     print(f"ours   (MindSpore {ms.__version__}, graph mode, first step incl. compile {compile_seconds:.1f} s): "
-          f"{ours_seconds * 1e3:.1f} ms/step, {ours_tps:.1f} tokens/s, "
-          f"MFU {100 * ours_tps * flops_per_token / peak:.1f}% of {peak / 1e9:.0f} GFLOP/s, losses {fmt(ours_losses)}")
-    print(f"theirs (torch {torch.__version__}, transformers, attn={attn_impl}): "
-          f"{theirs_seconds * 1e3:.1f} ms/step, {theirs_tps:.1f} tokens/s, "
-          f"MFU {100 * theirs_tps * flops_per_token / peak:.1f}% of {peak / 1e9:.0f} GFLOP/s, "
+          f"{ours_text}, losses {fmt(ours_losses)}")
+    print(f"theirs (torch {torch.__version__}, transformers, attn={attn_impl}): {theirs_text}, "
           f"losses {fmt(theirs_losses)}")
     if args.layerwise:
         layerwise_seconds, layerwise_losses = layerwise_result[0]
-        layerwise_tps = tokens_per_step / layerwise_seconds
+        layerwise_text, layerwise_tps = describe(layerwise_seconds, steps[1])
         print(f"ours   (PyNative, context.layerwise_compile, first step incl. tracing {layerwise_first_seconds:.1f} "
-              "s): "
-              f"{layerwise_seconds * 1e3:.1f} ms/step, {layerwise_tps:.1f} tokens/s, "
-              f"MFU {100 * layerwise_tps * flops_per_token / peak:.1f}% of {peak / 1e9:.0f} GFLOP/s, losses "
-              f"{fmt([layerwise_first_loss] + layerwise_losses)}")
+              f"s): {layerwise_text}, losses {fmt([layerwise_first_loss] + layerwise_losses)}")
         print(f"ratio ours layerwise/graph: {layerwise_tps / ours_tps:.2f}")
         print(f"ratio ours layerwise/theirs: {layerwise_tps / theirs_tps:.2f}")
     print(f"ratio ours/theirs: {ours_tps / theirs_tps:.2f}")

@@ -1,5 +1,6 @@
 """Model FLOPs per token and a measured matmul peak, for MFU."""
 import functools
+import math
 import time
 
 import numpy as np
@@ -43,6 +44,61 @@ def mindspore_gemm_flops(sizes=GEMM_SIZES, min_seconds=0.5, dtype="float32"):
         b = ms.Tensor(np.random.default_rng(1).standard_normal((size, size)).astype(dtype))
         results[size] = best_matmul_flops(lambda a=a, b=b: ops.matmul(a, b).asnumpy(), size, min_seconds)
     return results
+
+
+def per_core_gemm_flops(sizes=(1024, 2048), trials=5):
+    """{size: best FLOP/s of one core} for square fp32 matmuls, timed by the CPU time of the calling thread.
+
+    torch's matmul with one thread runs in the calling thread, so time.thread_time() counts only the cycles the
+    matmul itself ran: another process holding the core stretches the wall time but not this figure (a
+    two-thread wall-clock peak is bimodal on a shared 2-core machine: one slow thread holds the other back).
+    The machine's peak is this times the cores training uses. Needs torch (the benchmarks' reference)."""
+    import torch  # pylint: disable=import-outside-toplevel
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = {}
+        for size in sizes:
+            generator = torch.Generator().manual_seed(size)
+            a = torch.randn(size, size, generator=generator)
+            b = torch.randn(size, size, generator=generator)
+            torch.mm(a, b)  # warm up: first-call allocation and kernel selection
+            best = float("inf")
+            for _ in range(trials):
+                start = time.thread_time()
+                torch.mm(a, b)
+                best = min(best, time.thread_time() - start)
+            results[size] = 2.0 * size ** 3 / max(best, 1e-9)
+        return results
+    finally:
+        torch.set_num_threads(threads)
+
+
+def nominal_clock_hz(cpuinfo="/proc/cpuinfo",
+                     base_frequency="/sys/devices/system/cpu/cpu0/cpufreq/base_frequency"):
+    """The cores' nominal clock, or None: cpufreq's base_frequency (kHz) where the driver gives it (on bare metal
+    /proc/cpuinfo's "cpu MHz" is the current, changing clock), else "cpu MHz" (what a VM reports: its TSC rate)."""
+    try:
+        with open(base_frequency, encoding="utf-8") as value:
+            return float(value.read()) * 1e3
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(cpuinfo, encoding="utf-8") as lines:
+            for line in lines:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":", 1)[1]) * 1e6
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def flops_per_cycle(per_core_flops, clock_hz):
+    """fp32 FLOPs one core retires per cycle at its GEMM peak, from a measured rate: a power of two (vector lanes x
+    FMA units x 2), so the measured rate over the nominal clock is rounded to the nearest one. A core running
+    above its nominal clock (turbo) or a little below peak moves the measurement by far less than the factor of
+    two between candidates, which makes this, times the clock, a peak that does not vary from run to run."""
+    return 2 ** round(math.log2(per_core_flops / clock_hz))
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,6 +6,8 @@ setup(
     version="0.1.0",
     description="A YAML-config-driven trainer for Llama-family LLMs on MindSpore",
     packages=find_packages(include=["mindformers", "mindformers.*"]),
+    # the CPU kernels' C++ source, compiled on first use (mindformers/kernels/build.py)
+    package_data={"mindformers.kernels": ["*.cc"]},
     python_requires=">=3.9,<3.12",
     install_requires=[
         "mindspore==2.10.0",

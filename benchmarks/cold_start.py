@@ -14,7 +14,7 @@ clipping); one step is forward + backward + update.
 Prints per run: import, build, compile and first-step seconds and their total (build + compile + first step, the
 wait before training starts; imports listed apart) with the CPU seconds of that total (less sensitive to other
 load on a shared machine than wall time), then the lines
-`ratio ours/theirs to first step, N layers: X.XX`, `ratio ours 32/8 layers: compile X.XX, to first step Y.YY`
+`ratio ours/theirs to first step, N layers: X.XX`, `ratio ours 32/8 layers: compile X.XX, to first step Y.YY (CPU Z.ZZ)`
 and `ratio second/first run with compile cache, N layers: X.XX` (< 1: the cache saves that share), with a `layerwise`
 after `ours` for that mode. Layerwise compiles while its first step runs (its compile column is 0; the traced layer
 graphs' seconds, trace + compile + first run, are printed beside it), its run also times a second step (steady
@@ -174,7 +174,8 @@ def main(argv=None):
             compile_ratio = (f"compile {by_layers[high]['ours']['compile'] / by_layers[low]['ours']['compile']:.2f}, "
                              if mode == "graph" else "")
             print(f"ratio {ours} {high}/{low} layers: {compile_ratio}to first step "
-                  f"{by_layers[high]['ours']['total'] / by_layers[low]['ours']['total']:.2f}")
+                  f"{by_layers[high]['ours']['total'] / by_layers[low]['ours']['total']:.2f} (CPU "
+                  f"{by_layers[high]['ours']['cpu'] / by_layers[low]['ours']['cpu']:.2f})")
         for layers, runs in by_layers.items():
             if "second" not in runs:
                 continue

@@ -9,6 +9,7 @@ choices.BLOCKWISE_MIN_SEQ on), or the one forced by --attention.
     python benchmarks/long_sequence.py                            # 8 layers, hidden 512, seq 256 .. 8192
     python benchmarks/long_sequence.py --rss-limit-gib 12         # a side passing 12 GiB is stopped, shown failed
     python benchmarks/long_sequence.py --seqs 8192 --sides ours   # one side only (no ratios)
+    python benchmarks/long_sequence.py --seqs 8192 --layerwise    # ours with context.layerwise_compile
     python benchmarks/long_sequence.py --seqs 64 128 --layers 1 --hidden 64 --heads 4 --vocab 512 --steps 1
 
 Prints one line per side and length (ms/step, tokens/s, first step incl. compile, peak RSS), then a table of
@@ -46,10 +47,13 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="timed steps per side and length")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps after the first (compiling) one")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--attention", choices=["auto", "blockwise", "exact"], default="auto",
-                        help="ours: the config's default (auto), or force one path")
+    parser.add_argument("--attention", choices=["auto", "blockwise", "composed", "exact"], default="auto",
+                        help="ours: the config's default (auto), or force one path: blockwise (the fused C++ kernel "
+                             "where it builds), composed (blockwise from MindSpore primitives), exact")
     parser.add_argument("--recompute", action="store_true",
                         help="ours: recompute every decoder layer in the backward (recompute_config recompute: True)")
+    parser.add_argument("--layerwise", action="store_true",
+                        help="ours: context.layerwise_compile (PyNative, one compiled graph per distinct layer)")
     parser.add_argument("--rss-limit-gib", type=float, default=None,
                         help="stop a side whose RSS passes this (reported as failed); protects a shared machine")
     parser.add_argument("--sides", choices=["ours", "theirs"], nargs="+", default=["ours", "theirs"],
@@ -80,19 +84,25 @@ def run_worker(args):
     tokens = train_throughput.batch_tokens(targs)
     if args.worker == "ours":
         import mindspore as ms  # pylint: disable=import-outside-toplevel
+        from mindformers.kernels import cpu_attention  # pylint: disable=import-outside-toplevel
         from mindformers.models.decoder import choices  # pylint: disable=import-outside-toplevel
         ms.set_device("CPU")
         ms.set_context(mode=ms.GRAPH_MODE)
         ms.device_context.cpu.op_tuning.threads_num(args.threads)
         config = train_throughput.model_config(targs)
+        if args.attention == "composed":
+            os.environ["MINDFORMERS_CPU_KERNELS"] = "0"
         if args.attention != "auto":
-            config.use_flash_attention = args.attention == "blockwise"
-            choices.BLOCKWISE_MIN_SEQ = 0 if args.attention == "blockwise" else choices.BLOCKWISE_MIN_SEQ
-        attention = "blockwise" if choices.use_blockwise_attention(config, fused=False) else "exact"
+            config.use_flash_attention = args.attention != "exact"
+            choices.BLOCKWISE_MIN_SEQ = 0 if args.attention != "exact" else choices.BLOCKWISE_MIN_SEQ
+        attention = "exact"
+        if choices.use_blockwise_attention(config, fused=False):
+            attention = "fused kernel" if cpu_attention.available(ms.float32) else "blockwise composed"
         start = time.perf_counter()
         recompute = {"recompute": True} if args.recompute else None
         # runs the first (compiling) step
-        step = train_throughput.build_ours(targs, config, tokens, recompute_config=recompute)[0]
+        step = train_throughput.build_ours(targs, config, tokens, layerwise=args.layerwise,
+                                           recompute_config=recompute)[0]
         first_seconds = time.perf_counter() - start
     else:
         import torch  # pylint: disable=import-outside-toplevel
@@ -118,6 +128,8 @@ def run_side(args, side, seq):
                "--warmup", str(args.warmup), "--threads", str(args.threads), "--attention", args.attention]
     if args.recompute:
         command.append("--recompute")
+    if args.layerwise:
+        command.append("--layerwise")
     if args.kv_heads:
         command += ["--kv-heads", str(args.kv_heads)]
     try:

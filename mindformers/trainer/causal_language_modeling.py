@@ -369,9 +369,6 @@ class CausalLanguageModelingTrainer:
         train_cell = self.build_wrapper(network, optimizer, accumulation)
         initial_step = self.restore(train_cell, network)
         train_cell.set_train(True)
-        # PyNative does not merge the loss's forward with the gradients' as graph mode does: take both from one.
-        if hasattr(train_cell, "forward_once") and ms.get_context("mode") == ms.PYNATIVE_MODE:
-            train_cell.forward_once = True
         if layerwise_enabled(config):  # last: the layers' structure (after PET, freezing, loading) is final now
             compile_layerwise(network, train_cell)
 

@@ -55,11 +55,16 @@ class MFTrainOneStepCell(nn.Cell):
         elif scale_sense is not None:
             scale_value = float(scale_sense)
         self.scale_sense = Parameter(Tensor(scale_value, ms.float32), name="scale_sense")
-        # PyNative only (the trainer sets it for PyNative runs): one forward gives the loss and the gradients.
-        # The graph path below runs the network twice, which graph mode merges into one forward and PyNative
-        # would not.
+        # Whether one forward gives the loss and the gradients: set from the mode at every call (__call__). The
+        # graph path below runs the network twice, which graph mode merges into one forward and PyNative would not.
         self.forward_once = False
         self.value_and_grads = None
+
+    def __call__(self, *args, **kwargs):
+        # Per call, not per build: a cell may run in both modes (benchmarks alternate them in one process); in graph
+        # mode the compiled graph reads it as the constant False.
+        self.forward_once = ms.get_context("mode") == ms.PYNATIVE_MODE
+        return super().__call__(*args, **kwargs)
 
     def loss_and_grads(self, ids, labels, scale):
         """(loss, gradients of loss x scale, metrics or None) of one micro-batch; the metrics get no gradient."""

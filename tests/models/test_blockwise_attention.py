@@ -1,28 +1,46 @@
-"""Blockwise attention (mindformers/models/modules/blockwise_attention.py) computes what the exact attention does,
-forward and gradients, for causal, sliding-window, GQA/MQA, ALiBi and padded inputs; in PyNative, and once in graph
-mode inside a whole model's training step."""
+"""Blockwise attention computes what the exact attention does, forward and gradients, for causal, sliding-window,
+GQA/MQA, ALiBi and padded inputs, both ways it runs on CPU: the fused C++ kernel (mindformers/kernels/) and the
+composed primitives (mindformers/models/modules/blockwise_attention.py, the fallback without a compiler); in
+PyNative, and in graph mode inside a whole model's training step."""
+import os
+
 import numpy as np
 import mindspore as ms
 import pytest
 from mindspore import Tensor, nn
 
+from mindformers.kernels import build, cpu_attention
 from mindformers.models.decoder import choices
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 from mindformers.models.modules.attention import Attention
-from mindformers.models.modules.blockwise_attention import block_plan
+from mindformers.models.modules.blockwise_attention import BlockwiseAttention, block_plan
 from mindformers.models.modules.positions import AlibiPosition
 
 RNG = np.random.default_rng(0)
 SEQ, HIDDEN = 10, 16
 
 
-def attention_pair(heads, kv_heads, window, alibi):
-    """The exact and the blockwise attention with the same weights; blocks of 4 rows over SEQ (the last partial)."""
+@pytest.fixture(params=["fused", "composed"])
+def path(request, monkeypatch):
+    """Blockwise attention's CPU path: the fused kernel, or (kernels turned off) the composed primitives."""
+    if request.param == "composed":
+        monkeypatch.setenv("MINDFORMERS_CPU_KERNELS", "0")
+    return request.param
+
+
+def expected_path(attention, path):
+    kind = cpu_attention.CpuFusedAttention if path == "fused" else BlockwiseAttention
+    assert isinstance(attention.blockwise, kind)
+    attention.blockwise.block_size = 4  # composed: blocks of 4 rows over SEQ (the last partial)
+
+
+def attention_pair(heads, kv_heads, window, alibi, path):
+    """The exact and the blockwise attention with the same weights."""
     def make(blockwise):
         position = AlibiPosition(heads) if alibi else None
         return Attention(HIDDEN, heads, kv_heads, SEQ, sliding_window=window, position=position, blockwise=blockwise)
     exact, blockwise = make(False), make(True)
-    blockwise.blockwise.block_size = 4
+    expected_path(blockwise, path)
     for (_, mine), (_, theirs) in zip(blockwise.parameters_and_names(), exact.parameters_and_names()):
         mine.set_data(theirs.data.copy())
     return exact, blockwise
@@ -49,8 +67,8 @@ def outputs_and_gradients(attention, x, padding, weights):
 
 @pytest.mark.parametrize("heads,kv_heads,window,alibi", [(4, 4, None, False), (4, 2, 3, False), (4, 1, None, True)],
                          ids=["causal", "gqa-sliding-window", "mqa-alibi"])
-def test_blockwise_matches_exact_forward_and_gradients(heads, kv_heads, window, alibi):
-    exact, blockwise = attention_pair(heads, kv_heads, window, alibi)
+def test_blockwise_matches_exact_forward_and_gradients(heads, kv_heads, window, alibi, path):
+    exact, blockwise = attention_pair(heads, kv_heads, window, alibi, path)
     x = RNG.standard_normal((2, SEQ, HIDDEN)).astype(np.float32)
     padding = np.ones((2, SEQ), np.int32)
     padding[1, :3] = 0  # left padding: those query rows see no key and are ignored, as a loss mask does
@@ -81,9 +99,9 @@ def test_config_switch_picks_blockwise_from_long_sequences_unless_told():
     assert picks(None, long, fused=True)  # unset: no fused kernel, blockwise still saves the memory
 
 
-def test_training_step_in_graph_mode_matches_the_exact_attention(monkeypatch):
+def test_training_step_in_graph_mode_matches_the_exact_attention(monkeypatch, path):
     """A 2-layer Llama with GQA and a sliding window: loss and every gradient, blockwise in graph mode against exact
-    in PyNative (one graph compiled)."""
+    in PyNative (one graph compiled per path)."""
     def model(blockwise):
         monkeypatch.setattr(choices, "BLOCKWISE_MIN_SEQ", 0 if blockwise else 10 ** 9)
         ms.set_seed(0)
@@ -92,7 +110,7 @@ def test_training_step_in_graph_mode_matches_the_exact_attention(monkeypatch):
             sliding_window=4, compute_dtype="float32", use_fused_rms_norm=False))
         for layer in net.model.layers:
             if blockwise:
-                layer.attention.blockwise.block_size = 4
+                expected_path(layer.attention, path)
         return net
 
     exact, blockwise = model(False), model(True)
@@ -110,3 +128,36 @@ def test_training_step_in_graph_mode_matches_the_exact_attention(monkeypatch):
     assert loss_block == pytest.approx(loss_exact, abs=1e-5)
     for mine, theirs in zip(grads_block, grads_exact):
         np.testing.assert_allclose(mine, theirs, atol=1e-5)
+
+
+def test_without_a_compiler_the_composed_path_serves(monkeypatch, tmp_path, caplog):
+    """No C++ compiler (or one that fails): a warning, no library and nothing left in the kernel cache, and
+    blockwise attention runs on the composed primitives."""
+    monkeypatch.setenv("MINDFORMERS_KERNEL_CACHE", str(tmp_path))
+    for cxx, reason in [("no-such-compiler", "no C++ compiler"), ("false", "building the kernel failed")]:
+        monkeypatch.setenv("CXX", cxx)
+        build.library.cache_clear()
+        try:
+            with caplog.at_level("WARNING", logger="mindformers"):
+                assert build.library(cpu_attention.SOURCE) is None
+            assert reason in caplog.text
+            assert not cpu_attention.available(ms.float32)
+            assert isinstance(Attention(HIDDEN, 4, 4, SEQ, blockwise=True).blockwise, BlockwiseAttention)
+        finally:
+            build.library.cache_clear()
+    assert not list(tmp_path.iterdir())
+
+
+def test_kernel_is_compiled_once_into_the_cache(monkeypatch, tmp_path):
+    """The first use builds the library (keyed by source, compiler, flags and CPU) into the cache; a later process
+    (here: the in-process memo cleared) loads that file instead of building again."""
+    monkeypatch.setenv("MINDFORMERS_KERNEL_CACHE", str(tmp_path))
+    build.library.cache_clear()
+    try:
+        path = build.library(cpu_attention.SOURCE)
+        assert [str(p) for p in tmp_path.iterdir()] == [path]
+        built = os.stat(path).st_mtime_ns
+        build.library.cache_clear()
+        assert build.library(cpu_attention.SOURCE) == path and os.stat(path).st_mtime_ns == built
+    finally:
+        build.library.cache_clear()

@@ -6,9 +6,11 @@ no weight decay on norms, biases and other 1-D parameters (MindFormers groups ev
 - FP32StateAdamWeightDecay: the same update with the moments kept in float32 whatever the parameter dtype, so
   float16 weights do not overflow their second moment (MindFormers' default for its Llama configs).
 """
+import numpy as np
 import mindspore as ms
-from mindspore import Parameter, ParameterTuple, nn
+from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.common.initializer import initializer
+from mindspore.nn.optim.adam import _check_param_value
 
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 from mindformers.tools.register.value_spec import FLOAT, LIST, NON_NEGATIVE_NUMBER, POSITIVE_NUMBER, Value
@@ -35,14 +37,34 @@ def weight_decay_groups(params, weight_decay):
     return groups
 
 
+def zero_moments(params, prefix, dtype=None):
+    """A moment per parameter, named prefix.<name>, zeros in `dtype` (default: the parameter's)."""
+    return ParameterTuple(Parameter(initializer("zeros", p.shape, dtype or p.dtype), name=f"{prefix}.{p.name}")
+                          for p in params)
+
+
 @MindFormerRegister.register(MindFormerModuleType.OPTIMIZER, value_specs=ADAM_VALUES)
 class AdamWeightDecay(nn.AdamWeightDecay):
     """MindSpore's fused AdamWeightDecay over the weight-decay groups; its update casts to float32 internally and
-    writes each moment back in the moment's own dtype."""
+    writes each moment back in the moment's own dtype.
+
+    Built as nn.AdamWeightDecay.__init__ builds it (the attributes its construct reads; mindspore is pinned to
+    2.10.0) except for the moments: it clones every parameter with its data and then zeroes the clone, a copy of
+    the whole model (~1 s of building the 8-layer benchmark model); here they are made as zeros."""
+
+    moment_dtype = None  # the parameter's
 
     def __init__(self, params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0):
-        super().__init__(weight_decay_groups(list(params), float(weight_decay)), learning_rate=learning_rate,
-                         beta1=float(beta1), beta2=float(beta2), eps=float(eps))
+        nn.Optimizer.__init__(self, learning_rate, weight_decay_groups(list(params), float(weight_decay)))
+        beta1, beta2, eps = float(beta1), float(beta2), float(eps)
+        _check_param_value(beta1, beta2, eps, self.cls_name)
+        self.beta1 = Tensor(np.array([beta1], np.float32))
+        self.beta2 = Tensor(np.array([beta2], np.float32))
+        self.eps = Tensor(np.array([eps], np.float32))
+        self.moments1 = zero_moments(self._parameters, "adam_m", self.moment_dtype)
+        self.moments2 = zero_moments(self._parameters, "adam_v", self.moment_dtype)
+        self.fused_opt = ops.AdamWeightDecay()
+        self.use_fused_opt = True
 
 
 @MindFormerRegister.register(MindFormerModuleType.OPTIMIZER, value_specs=ADAM_VALUES)
@@ -55,18 +77,9 @@ class AdamW(AdamWeightDecay):
                          weight_decay=weight_decay)
 
 
-def float32_moments(params, prefix):
-    return ParameterTuple(Parameter(initializer("zeros", p.shape, ms.float32), name=f"{prefix}.{p.name}")
-                          for p in params)
-
-
 @MindFormerRegister.register(MindFormerModuleType.OPTIMIZER, value_specs=ADAM_VALUES)
 class FP32StateAdamWeightDecay(AdamWeightDecay):
     """AdamWeightDecay whose first and second moments are float32 for every parameter (same names, adam_m.* and
     adam_v.*, so checkpoints and resharding treat them alike)."""
 
-    def __init__(self, params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0):
-        super().__init__(params, learning_rate=learning_rate, beta1=beta1, beta2=beta2, eps=eps,
-                         weight_decay=weight_decay)
-        self.moments1 = float32_moments(self._parameters, "adam_m")
-        self.moments2 = float32_moments(self._parameters, "adam_v")
+    moment_dtype = ms.float32

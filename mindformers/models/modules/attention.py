@@ -5,6 +5,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from mindformers.kernels import cpu_attention
 from mindformers.models.modules import kv_cache
 from mindformers.models.modules.blockwise_attention import BlockwiseAttention
 from mindformers.models.modules.index_constants import int_range
@@ -36,8 +37,9 @@ class Attention(nn.Cell):
     scores, or none); by default a rotary embedding of theta, rope_scaling_factor and rotary_dim (partial rotary).
 
     Full forwards (training, and forwards without a KV cache) attend in one of three ways: `use_flash_attention`,
-    MindSpore's fused FlashAttentionScore (Ascend); `blockwise`, blockwise_attention.py's memory-efficient exact
-    attention (any backend; memory linear in the sequence length); otherwise exact_attention, which materialises
+    MindSpore's fused FlashAttentionScore (Ascend); `blockwise`, memory-efficient exact attention (memory linear
+    in the sequence length): on CPU in float32 the fused C++ kernel (mindformers/kernels/cpu_attention.py) when it
+    builds, else blockwise_attention.py's composed primitives (any backend); otherwise exact_attention, which materialises
     the (seq, seq) scores. Generation steps (with a cache) take the fused or the exact path."""
 
     def __init__(self, hidden_size, num_heads, n_kv_heads, seq_length, theta=10000.0, compute_dtype=ms.float32,
@@ -75,7 +77,10 @@ class Attention(nn.Cell):
         self.qk_matmul = ops.BatchMatMul(transpose_b=True)
         self.pv_matmul = ops.BatchMatMul()
         self.blockwise = None
-        if blockwise and not use_flash_attention:
+        if blockwise and not use_flash_attention and cpu_attention.available(compute_dtype, softmax_compute_type):
+            self.blockwise = cpu_attention.CpuFusedAttention(self.scale, sliding_window=self.sliding_window,
+                                                             negative_slopes=position.linear_bias_slopes())
+        elif blockwise and not use_flash_attention:
             self.blockwise = BlockwiseAttention(self.repeats, self.scale, sliding_window=self.sliding_window,
                                                 negative_slopes=position.linear_bias_slopes(),
                                                 compute_dtype=compute_dtype, softmax_compute_type=softmax_compute_type)

@@ -4,7 +4,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from mindformers.models.modules.deferred_init import DeferredNormal
+from mindformers.models.modules.deferred_init import DeferredNormal, host_tensor, normal_values
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS
 from mindformers.models.modules.shape_only import (building_shapes_only, initial_values_are_deferred,
                                                    initial_values_skipped)
@@ -21,15 +21,15 @@ SPLIT_DIM = {"column": 0, "row": 1, None: None}
 
 
 def normal_init(shape, std, dtype):
-    """Initial values drawn from numpy's global RNG, which build_context seeds, so init is reproducible."""
+    """Initial N(0, std) values, reproducible from numpy's global RNG, which build_context seeds (deferred_init.py)."""
     if building_shapes_only() or (initial_values_skipped() and not initial_values_are_deferred()):
         # dry run, or a checkpoint loaded at once: a lazy initializer, never allocated under no_init_parameters
         return initializer(Normal(std), shape, dtype)
     if initial_values_skipped():  # a model-parallel rank cuts its slice out of these before the checkpoint fills it
-        return Tensor(np.zeros(shape, np.float32), dtype=dtype)
+        return host_tensor(np.zeros(shape, np.float32), dtype)
     if initial_values_are_deferred():  # a model-parallel rank draws only its slice, when it splits the layer
         return initializer(DeferredNormal(shape, std), shape, dtype)
-    return Tensor(np.random.normal(0.0, std, size=shape).astype(np.float32), dtype=dtype)
+    return host_tensor(normal_values(std, shape), dtype)
 
 
 class Linear(nn.Cell):

@@ -1,0 +1,183 @@
+// Fused exact attention for MindSpore's CPU backend (an "aot" Custom op, mindformers/kernels/cpu_attention.py).
+//
+// softmax(scale * q k^T + bias, causal / sliding-window / padding mask) v, flash-attention style: query rows go in
+// tiles of kRowTile; a tile's scores exist only for the key columns its rows can see (up to its last row; with a
+// sliding window from its first row's window start) and only while the tile is computed. The forward keeps each
+// row's log-sum-exp; the backward recomputes a tile's probabilities from it. The tile products are oneDNN's sgemm
+// (the library MindSpore ships and links itself), single-threaded per call; OpenMP runs tiles (forward) or key/value
+// heads (backward: each owns its dK, dV rows) in parallel.
+//
+// Layouts (row-major float32): q, context, d_q (b, heads, s, d); k, v, d_k, d_v (b, kv_heads, s, d), query head h
+// served by key/value head h / (heads / kv_heads); keep (1 or b, s): < 0.5 where a key is padding; negative_slopes
+// (heads): ALiBi's bias slope * (query position - key position), zeros without ALiBi; config (2): scale, sliding
+// window (0: none); lse (b, heads, s) (any trailing 1s). A row that sees no key gets a zero context.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+extern "C" int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                          int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+namespace {
+
+constexpr int64_t kRowTile = 64;
+constexpr float kBlocked = -1e30f;  // finite: exp(kBlocked - anything finite) is exactly 0
+constexpr float kNoKeys = 1e30f;    // the lse of a row that sees no key: the backward's exp(s - lse) is then 0
+
+struct Problem {
+  int64_t batch, heads, kv_heads, seq, dim, keep_rows;
+  float scale;
+  int64_t window;
+  const float *keep, *negative_slopes;
+
+  Problem(void **params, int *ndims, int64_t **shapes) {
+    const int64_t *q = shapes[0];
+    batch = q[0];
+    heads = q[1];
+    seq = q[2];
+    dim = q[3];
+    kv_heads = shapes[1][1];
+    keep_rows = shapes[3][0];
+    keep = static_cast<const float *>(params[3]);
+    negative_slopes = static_cast<const float *>(params[4]);
+    const float *config = static_cast<const float *>(params[5]);
+    scale = config[0];
+    window = static_cast<int64_t>(config[1]);
+  }
+  int64_t repeats() const { return heads / kv_heads; }
+  int64_t tiles() const { return (seq + kRowTile - 1) / kRowTile; }
+  int64_t first_key(int64_t first_row) const { return window > 0 ? std::max<int64_t>(0, first_row - window + 1) : 0; }
+  // offsets of head h's (b, h) matrix and of its key/value head's
+  int64_t q_offset(int64_t b, int64_t h) const { return (b * heads + h) * seq * dim; }
+  int64_t kv_offset(int64_t b, int64_t h) const { return (b * kv_heads + h / repeats()) * seq * dim; }
+};
+
+// Scores of rows i0..i1-1 over keys k0..i1-1 into s (rows, i1 - k0): scaled, biased, blocked ones kBlocked.
+void tile_scores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t i1, int64_t k0, const float *q,
+                 const float *k, float *s) {
+  const int64_t rows = i1 - i0, keys = i1 - k0, d = p.dim;
+  dnnl_sgemm('N', 'T', rows, keys, d, p.scale, q + i0 * d, d, k + k0 * d, d, 0.f, s, keys);
+  const float *keep = p.keep + (p.keep_rows == 1 ? 0 : b) * p.seq + k0;
+  const float slope = p.negative_slopes[h];
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = i0 + r;
+    const int64_t lo = (p.window > 0 ? std::max<int64_t>(k0, i - p.window + 1) : k0) - k0, hi = i - k0;
+    float *row = s + r * keys;
+    for (int64_t j = 0; j < keys; ++j) {
+      const bool seen = j >= lo && j <= hi && keep[j] >= 0.5f;
+      row[j] = seen ? row[j] + slope * static_cast<float>(hi - j) : kBlocked;
+    }
+  }
+}
+
+}  // namespace
+
+// params: q, k, v, keep, negative_slopes, config | context, lse
+extern "C" int AttentionForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                void *stream, void *extra) {
+  if (nparam != 8) return 1;
+  const Problem p(params, ndims, shapes);
+  const float *q = static_cast<const float *>(params[0]);
+  const float *k = static_cast<const float *>(params[1]);
+  const float *v = static_cast<const float *>(params[2]);
+  float *context = static_cast<float *>(params[6]);
+  float *lse = static_cast<float *>(params[7]);
+  const int64_t tiles = p.tiles(), tasks = p.batch * p.heads * tiles, d = p.dim;
+#pragma omp parallel
+  {
+    std::vector<float> s(kRowTile * p.seq);
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < tasks; ++task) {
+      // the longest (last) tiles first: dynamic scheduling then balances the causal triangle
+      const int64_t tile = tiles - 1 - task % tiles, bh = task / tiles, b = bh / p.heads, h = bh % p.heads;
+      const int64_t i0 = tile * kRowTile, i1 = std::min(p.seq, i0 + kRowTile), k0 = p.first_key(i0);
+      const int64_t rows = i1 - i0, keys = i1 - k0;
+      tile_scores(p, b, h, i0, i1, k0, q + p.q_offset(b, h), k + p.kv_offset(b, h), s.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        float *row = s.data() + r * keys;
+        float top = kBlocked;
+        for (int64_t j = 0; j < keys; ++j) top = std::max(top, row[j]);
+        float *row_lse = lse + (b * p.heads + h) * p.seq + i0 + r;
+        if (top <= kBlocked) {
+          std::fill(row, row + keys, 0.f);
+          *row_lse = kNoKeys;
+          continue;
+        }
+        float total = 0.f;
+        for (int64_t j = 0; j < keys; ++j) {
+          row[j] = std::exp(row[j] - top);
+          total += row[j];
+        }
+        const float inverse = 1.f / total;
+        for (int64_t j = 0; j < keys; ++j) row[j] *= inverse;
+        *row_lse = top + std::log(total);
+      }
+      dnnl_sgemm('N', 'N', rows, d, keys, 1.f, s.data(), keys, v + p.kv_offset(b, h) + k0 * d, d, 0.f,
+                 context + p.q_offset(b, h) + i0 * d, d);
+    }
+  }
+  return 0;
+}
+
+// params: q, k, v, keep, negative_slopes, config, context, lse, d_context | d_q, d_k, d_v
+// P = exp(S - lse); dV += P^T dO; dS = P * (dO V^T - rowsum(dO * O)); dQ = scale dS K; dK += scale dS^T Q.
+extern "C" int AttentionBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                 void *stream, void *extra) {
+  if (nparam != 12) return 1;
+  const Problem p(params, ndims, shapes);
+  const float *q = static_cast<const float *>(params[0]);
+  const float *k = static_cast<const float *>(params[1]);
+  const float *v = static_cast<const float *>(params[2]);
+  const float *context = static_cast<const float *>(params[6]);
+  const float *lse = static_cast<const float *>(params[7]);
+  const float *d_context = static_cast<const float *>(params[8]);
+  float *d_q = static_cast<float *>(params[9]);
+  float *d_k = static_cast<float *>(params[10]);
+  float *d_v = static_cast<float *>(params[11]);
+  const int64_t tiles = p.tiles(), d = p.dim, repeats = p.repeats();
+  std::memset(d_k, 0, sizeof(float) * p.batch * p.kv_heads * p.seq * d);
+  std::memset(d_v, 0, sizeof(float) * p.batch * p.kv_heads * p.seq * d);
+#pragma omp parallel
+  {
+    std::vector<float> probs(kRowTile * p.seq), d_scores(kRowTile * p.seq), row_dot(kRowTile);
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < p.batch * p.kv_heads; ++task) {  // a key/value head and its query heads
+      const int64_t b = task / p.kv_heads, g = task % p.kv_heads;
+      for (int64_t h = g * repeats; h < (g + 1) * repeats; ++h) {
+        const int64_t qo = p.q_offset(b, h), kvo = p.kv_offset(b, h);
+        for (int64_t tile = 0; tile < tiles; ++tile) {
+          const int64_t i0 = tile * kRowTile, i1 = std::min(p.seq, i0 + kRowTile), k0 = p.first_key(i0);
+          const int64_t rows = i1 - i0, keys = i1 - k0;
+          tile_scores(p, b, h, i0, i1, k0, q + qo, k + kvo, probs.data());
+          for (int64_t r = 0; r < rows; ++r) {
+            const float row_lse = lse[(b * p.heads + h) * p.seq + i0 + r];
+            float *row = probs.data() + r * keys;
+            for (int64_t j = 0; j < keys; ++j) row[j] = std::exp(row[j] - row_lse);
+            const float *o = context + qo + (i0 + r) * d, *d_o = d_context + qo + (i0 + r) * d;
+            float dot = 0.f;
+            for (int64_t c = 0; c < d; ++c) dot += o[c] * d_o[c];
+            row_dot[r] = dot;
+          }
+          dnnl_sgemm('T', 'N', keys, d, rows, 1.f, probs.data(), keys, d_context + qo + i0 * d, d, 1.f,
+                     d_v + kvo + k0 * d, d);
+          dnnl_sgemm('N', 'T', rows, keys, d, 1.f, d_context + qo + i0 * d, d, v + kvo + k0 * d, d, 0.f,
+                     d_scores.data(), keys);
+          for (int64_t r = 0; r < rows; ++r) {
+            const float *row = probs.data() + r * keys;
+            float *d_row = d_scores.data() + r * keys;
+            for (int64_t j = 0; j < keys; ++j) d_row[j] = row[j] * (d_row[j] - row_dot[r]);
+          }
+          dnnl_sgemm('N', 'N', rows, d, keys, p.scale, d_scores.data(), keys, k + kvo + k0 * d, d, 0.f,
+                     d_q + qo + i0 * d, d);
+          dnnl_sgemm('T', 'N', keys, d, rows, p.scale, d_scores.data(), keys, q + qo + i0 * d, d, 1.f,
+                     d_k + kvo + k0 * d, d);
+        }
+      }
+    }
+  }
+  return 0;
+}

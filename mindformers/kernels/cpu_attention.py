@@ -1,0 +1,73 @@
+"""Fused exact attention on CPU: cpu_attention.cc as MindSpore "aot" Custom ops (forward and backward), in graph
+and PyNative mode. The same inputs, outputs and results as blockwise_attention.BlockwiseAttention, which stays the
+path wherever this kernel cannot run (another device, another dtype, no compiler)."""
+import mindspore as ms
+from mindspore import nn, ops
+
+from mindformers.kernels import build
+
+SOURCE = "cpu_attention.cc"
+
+
+def available(*dtypes):
+    """Whether the fused kernel can serve attention computed in `dtypes` here: not turned off
+    (MINDFORMERS_CPU_KERNELS=0), on CPU, float32 only, and its library built (compiling it on first use)."""
+    return (build.kernels_enabled() and ms.get_context("device_target") == "CPU"
+            and all(dtype == ms.float32 for dtype in dtypes) and build.library(SOURCE) is not None)
+
+
+def same_shapes(*shapes):
+    return tuple(shapes)
+
+
+def float32s(*dtypes):
+    return tuple(ms.float32 for _ in dtypes)
+
+
+def forward_shapes(query, key, value, keep, slopes, config):  # pylint: disable=unused-argument
+    """context like the queries; the log-sum-exp as blockwise attention returns it, (b, kv_heads, repeats * s, 1)."""
+    return query, [query[0], key[1], query[1] // key[1] * query[2], 1]
+
+
+def forward_dtypes(*dtypes):
+    return dtypes[0], ms.float32
+
+
+def backward_shapes(query, key, value, *_):
+    return query, key, value
+
+
+def backward_dtypes(*dtypes):
+    return dtypes[0], dtypes[1], dtypes[2]
+
+
+class CpuFusedAttention(nn.Cell):
+    """softmax(scale * q k^T + bias, causal / sliding-window / padding mask) v as one C++ kernel.
+
+    Inputs: query (b, heads, s, d), key and value (b, kv_heads, s, d) float32 (GQA: heads a multiple of
+    kv_heads), keep (b or 1, s) float: 0 where a key is padding. Output (context (b, heads, s, d), log-sum-exp
+    (b, kv_heads, repeats * s, 1)). `negative_slopes` (1, heads, 1, 1) float32 gives ALiBi's bias
+    -slope * (query column - key column). A query row that sees no key gets a zero context."""
+
+    def __init__(self, scale, sliding_window=0, negative_slopes=None):
+        super().__init__()
+        library = build.library(SOURCE)
+        self.negative_slopes = negative_slopes
+        self.config = ms.Tensor([scale, float(sliding_window or 0)], ms.float32)
+        backward = ops.Custom(f"{library}:AttentionBackward", out_shape=backward_shapes,
+                              out_dtype=backward_dtypes, func_type="aot")
+
+        def bprop(query, key, value, keep, slopes, config, out, dout):
+            d_query, d_key, d_value = backward(query, key, value, keep, slopes, config, out[0], out[1], dout[0])
+            return d_query, d_key, d_value, ops.zeros_like(keep), ops.zeros_like(slopes), ops.zeros_like(config)
+
+        self.forward = ops.Custom(f"{library}:AttentionForward", out_shape=forward_shapes,
+                                  out_dtype=forward_dtypes, func_type="aot", bprop=bprop)
+
+    def construct(self, query, key, value, keep):
+        heads = query.shape[1]
+        if self.negative_slopes is None:
+            slopes = ops.zeros((heads,), ms.float32)
+        else:
+            slopes = ops.reshape(self.negative_slopes, (heads,))
+        return self.forward(query, key, value, ops.cast(keep, ms.float32), slopes, self.config)

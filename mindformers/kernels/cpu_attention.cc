@@ -9,8 +9,9 @@
 //
 // Layouts (row-major float32): q, context, d_q (b, heads, s, d); k, v, d_k, d_v (b, kv_heads, s, d), query head h
 // served by key/value head h / (heads / kv_heads); keep (1 or b, s): < 0.5 where a key is padding; negative_slopes
-// (heads): ALiBi's bias slope * (query position - key position), zeros without ALiBi; config (2): scale, sliding
-// window (0: none); lse (b, heads, s) (any trailing 1s). A row that sees no key gets a zero context.
+// (heads): ALiBi's bias slope * (query position - key position), zeros without ALiBi; config (3): scale, sliding
+// window (0: none), threads (MindSpore's runtime_num_threads, so that several workers on one host do not each take
+// every core; 0: OpenMP's default); lse (b, heads, s) (any trailing 1s). A row that sees no key gets a zero context.
 #include <omp.h>
 
 #include <algorithm>
@@ -32,6 +33,7 @@ struct Problem {
   int64_t batch, heads, kv_heads, seq, dim, keep_rows;
   float scale;
   int64_t window;
+  int threads;
   const float *keep, *negative_slopes;
 
   Problem(void **params, int *ndims, int64_t **shapes) {
@@ -47,6 +49,7 @@ struct Problem {
     const float *config = static_cast<const float *>(params[5]);
     scale = config[0];
     window = static_cast<int64_t>(config[1]);
+    threads = config[2] > 0 ? static_cast<int>(config[2]) : omp_get_max_threads();
   }
   int64_t repeats() const { return heads / kv_heads; }
   int64_t tiles() const { return (seq + kRowTile - 1) / kRowTile; }
@@ -87,7 +90,7 @@ extern "C" int AttentionForward(int nparam, void **params, int *ndims, int64_t *
   float *context = static_cast<float *>(params[6]);
   float *lse = static_cast<float *>(params[7]);
   const int64_t tiles = p.tiles(), tasks = p.batch * p.heads * tiles, d = p.dim;
-#pragma omp parallel
+#pragma omp parallel num_threads(p.threads)
   {
     std::vector<float> s(kRowTile * p.seq);
 #pragma omp for schedule(dynamic)
@@ -141,7 +144,7 @@ extern "C" int AttentionBackward(int nparam, void **params, int *ndims, int64_t 
   const int64_t tiles = p.tiles(), d = p.dim, repeats = p.repeats();
   std::memset(d_k, 0, sizeof(float) * p.batch * p.kv_heads * p.seq * d);
   std::memset(d_v, 0, sizeof(float) * p.batch * p.kv_heads * p.seq * d);
-#pragma omp parallel
+#pragma omp parallel num_threads(p.threads)
   {
     std::vector<float> probs(kRowTile * p.seq), d_scores(kRowTile * p.seq), row_dot(kRowTile);
 #pragma omp for schedule(dynamic)

@@ -41,6 +41,13 @@ def backward_dtypes(*dtypes):
     return dtypes[0], dtypes[1], dtypes[2]
 
 
+def kernel_threads():
+    """The kernel's OpenMP threads: MindSpore's own CPU thread count (context.runtime_num_threads), so that the
+    kernel and MindSpore's kernels share one budget (msrun workers on one host each take their share, not every
+    core); 0 lets OpenMP decide."""
+    return ms.get_context("runtime_num_threads") or 0
+
+
 class CpuFusedAttention(nn.Cell):
     """softmax(scale * q k^T + bias, causal / sliding-window / padding mask) v as one C++ kernel.
 
@@ -53,7 +60,7 @@ class CpuFusedAttention(nn.Cell):
         super().__init__()
         library = build.library(SOURCE)
         self.negative_slopes = negative_slopes
-        self.config = ms.Tensor([scale, float(sliding_window or 0)], ms.float32)
+        self.config = ms.Tensor([scale, float(sliding_window or 0), float(kernel_threads())], ms.float32)
         backward = ops.Custom(f"{library}:AttentionBackward", out_shape=backward_shapes,
                               out_dtype=backward_dtypes, func_type="aot")
 

@@ -161,3 +161,28 @@ def test_kernel_is_compiled_once_into_the_cache(monkeypatch, tmp_path):
         assert build.library(cpu_attention.SOURCE) == path and os.stat(path).st_mtime_ns == built
     finally:
         build.library.cache_clear()
+
+
+def test_fused_kernel_takes_mindspores_thread_count():
+    """The kernel's OpenMP threads follow context.runtime_num_threads (several workers on one host share the cores);
+    the tiles it splits between threads are independent, so one thread gives the very same numbers."""
+    if not cpu_attention.available(ms.float32):
+        pytest.skip("the fused CPU kernel does not build here")
+    default_threads = ms.get_context("runtime_num_threads")
+    x = RNG.standard_normal((2, SEQ, HIDDEN)).astype(np.float32)
+    padding = np.ones((2, SEQ), np.int32)
+    weights = RNG.standard_normal((2, SEQ, HIDDEN)).astype(np.float32)
+    results = []
+    try:
+        for threads in (default_threads, 1):
+            ms.set_context(runtime_num_threads=threads)
+            np.random.seed(0)  # the same initial weights both times
+            _, blockwise = attention_pair(4, 2, None, False, "fused")
+            assert float(blockwise.blockwise.config.asnumpy()[2]) == threads
+            results.append(outputs_and_gradients(blockwise, x, padding, weights))
+    finally:
+        ms.set_context(runtime_num_threads=default_threads)
+    (out_many, grads_many), (out_one, grads_one) = results
+    np.testing.assert_array_equal(out_one, out_many)
+    for one, many in zip(grads_one, grads_many):
+        np.testing.assert_array_equal(one, many)

@@ -4,6 +4,7 @@ in this process, timed in turns (train_throughput.timed_alternately) so that the
 
     python benchmarks/attention_kernel.py                          # seq 2048 and 8192, 8 heads of 64, batch 1
     python benchmarks/attention_kernel.py --seqs 1024 --kv-heads 2 --no-composed
+    python benchmarks/attention_kernel.py --no-composed --baseline-library /tmp/old.so   # a kernel change's effect
 
 Ours run in graph mode (one compiled forward + backward each). Prints ms per forward + backward and the ratios
 (theirs / ours: above 1 ours is faster) per length.
@@ -30,6 +31,9 @@ def parse_args(argv=None):
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--baseline-library", default=None,
+                        help="also time this other build of the kernel (a .so copied from the kernel cache before a "
+                             "change), as 'baseline kernel'")
     parser.add_argument("--no-composed", action="store_true", help="skip the composed path (slow at long lengths)")
     args = parser.parse_args(argv)
     args.threads = args.threads or train_throughput.core_count()
@@ -94,6 +98,9 @@ def main(argv=None):
         inputs += [np.ones((1, seq), np.float32), rng.standard_normal(inputs[0].shape).astype(np.float32)]
         sides = {"fused kernel": ours(cpu_attention.CpuFusedAttention(scale), inputs),
                  "torch SDPA": theirs(inputs, repeats)}
+        if args.baseline_library:
+            sides["baseline kernel"] = ours(cpu_attention.CpuFusedAttention(scale, library=args.baseline_library),
+                                            inputs)
         if not args.no_composed:
             sides["composed"] = ours(BlockwiseAttention(repeats, scale), inputs)
         results = dict(zip(sides, train_throughput.timed_alternately(args.steps, 1, *sides.values())))

@@ -59,10 +59,10 @@ struct Problem {
   int64_t kv_offset(int64_t b, int64_t h) const { return (b * kv_heads + h / repeats()) * seq * dim; }
 };
 
-// Scores of rows i0..i1-1 over keys k0..i1-1 into s (rows, i1 - k0): scaled, biased, blocked ones kBlocked.
-void tile_scores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t i1, int64_t k0, const float *q,
-                 const float *k, float *s) {
-  const int64_t rows = i1 - i0, keys = i1 - k0, d = p.dim;
+// Scores of rows i0..i1-1 over keys k0..k1-1 into s (rows, k1 - k0): scaled, biased, blocked ones kBlocked.
+void tile_scores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t i1, int64_t k0, int64_t k1,
+                 const float *q, const float *k, float *s) {
+  const int64_t rows = i1 - i0, keys = k1 - k0, d = p.dim;
   dnnl_sgemm('N', 'T', rows, keys, d, p.scale, q + i0 * d, d, k + k0 * d, d, 0.f, s, keys);
   const float *keep = p.keep + (p.keep_rows == 1 ? 0 : b) * p.seq + k0;
   const float slope = p.negative_slopes[h];
@@ -92,14 +92,14 @@ extern "C" int AttentionForward(int nparam, void **params, int *ndims, int64_t *
   const int64_t tiles = p.tiles(), tasks = p.batch * p.heads * tiles, d = p.dim;
 #pragma omp parallel num_threads(p.threads)
   {
-    std::vector<float> s(kRowTile * p.seq);
+    std::vector<float> s(kRowTile * p.seq), inverse(kRowTile);
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < tasks; ++task) {
       // the longest (last) tiles first: dynamic scheduling then balances the causal triangle
       const int64_t tile = tiles - 1 - task % tiles, bh = task / tiles, b = bh / p.heads, h = bh % p.heads;
       const int64_t i0 = tile * kRowTile, i1 = std::min(p.seq, i0 + kRowTile), k0 = p.first_key(i0);
       const int64_t rows = i1 - i0, keys = i1 - k0;
-      tile_scores(p, b, h, i0, i1, k0, q + p.q_offset(b, h), k + p.kv_offset(b, h), s.data());
+      tile_scores(p, b, h, i0, i1, k0, i1, q + p.q_offset(b, h), k + p.kv_offset(b, h), s.data());
       for (int64_t r = 0; r < rows; ++r) {
         float *row = s.data() + r * keys;
         float top = kBlocked;
@@ -107,6 +107,7 @@ extern "C" int AttentionForward(int nparam, void **params, int *ndims, int64_t *
         float *row_lse = lse + (b * p.heads + h) * p.seq + i0 + r;
         if (top <= kBlocked) {
           std::fill(row, row + keys, 0.f);
+          inverse[r] = 0.f;
           *row_lse = kNoKeys;
           continue;
         }
@@ -115,70 +116,112 @@ extern "C" int AttentionForward(int nparam, void **params, int *ndims, int64_t *
           row[j] = std::exp(row[j] - top);
           total += row[j];
         }
-        const float inverse = 1.f / total;
-        for (int64_t j = 0; j < keys; ++j) row[j] *= inverse;
+        inverse[r] = 1.f / total;
         *row_lse = top + std::log(total);
       }
-      dnnl_sgemm('N', 'N', rows, d, keys, 1.f, s.data(), keys, v + p.kv_offset(b, h) + k0 * d, d, 0.f,
-                 context + p.q_offset(b, h) + i0 * d, d);
+      // unnormalised probabilities times V, then each context row scaled: d multiplications a row, not keys
+      float *out = context + p.q_offset(b, h) + i0 * d;
+      dnnl_sgemm('N', 'N', rows, d, keys, 1.f, s.data(), keys, v + p.kv_offset(b, h) + k0 * d, d, 0.f, out, d);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < d; ++c) out[r * d + c] *= inverse[r];
     }
   }
   return 0;
 }
 
+namespace {
+
+struct Gradients {
+  const float *q, *k, *v, *d_context, *lse, *row_dot;
+  float *d_k, *d_v;
+};
+
+// Key tile j's share of query head h's gradients: dK, dV rows k0..k1-1 (only this call writes them) and the
+// contributions to dQ of the rows that see the tile (rows k0.. up to the window's end), added into d_q (head h's
+// (s, d) matrix: the output itself, or a thread's private buffer). probs, d_scores: (seq, kRowTile) each.
+void key_tile_gradients(const Problem &p, const Gradients &g, int64_t b, int64_t h, int64_t j, float *d_q,
+                        float *probs, float *d_scores) {
+  const int64_t d = p.dim, qo = p.q_offset(b, h), kvo = p.kv_offset(b, h);
+  const int64_t k0 = j * kRowTile, k1 = std::min(p.seq, k0 + kRowTile), keys = k1 - k0;
+  const int64_t r0 = k0, r1 = p.window > 0 ? std::min(p.seq, k1 - 1 + p.window) : p.seq, rows = r1 - r0;
+  tile_scores(p, b, h, r0, r1, k0, k1, g.q + qo, g.k + kvo, probs);
+  const float *lse = g.lse + (b * p.heads + h) * p.seq + r0;
+  for (int64_t r = 0; r < rows; ++r) {
+    float *row = probs + r * keys;
+    for (int64_t c = 0; c < keys; ++c) row[c] = std::exp(row[c] - lse[r]);
+  }
+  const float *d_o = g.d_context + qo + r0 * d;
+  dnnl_sgemm('T', 'N', keys, d, rows, 1.f, probs, keys, d_o, d, 1.f, g.d_v + kvo + k0 * d, d);
+  dnnl_sgemm('N', 'T', rows, keys, d, 1.f, d_o, d, g.v + kvo + k0 * d, d, 0.f, d_scores, keys);
+  const float *row_dot = g.row_dot + (b * p.heads + h) * p.seq + r0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *row = probs + r * keys;
+    float *d_row = d_scores + r * keys;
+    for (int64_t c = 0; c < keys; ++c) d_row[c] = row[c] * (d_row[c] - row_dot[r]);
+  }
+  dnnl_sgemm('N', 'N', rows, d, keys, p.scale, d_scores, keys, g.k + kvo + k0 * d, d, 1.f, d_q + r0 * d, d);
+  dnnl_sgemm('T', 'N', keys, d, rows, p.scale, d_scores, keys, g.q + qo + r0 * d, d, 1.f, g.d_k + kvo + k0 * d, d);
+}
+
+}  // namespace
+
 // params: q, k, v, keep, negative_slopes, config, context, lse, d_context | d_q, d_k, d_v
-// P = exp(S - lse); dV += P^T dO; dS = P * (dO V^T - rowsum(dO * O)); dQ = scale dS K; dK += scale dS^T Q.
+// P = exp(S - lse); dV += P^T dO; dS = P * (dO V^T - rowsum(dO * O)); dQ += scale dS K; dK += scale dS^T Q.
+// The work goes in key tiles (a tile's dK, dV rows are its own). With enough key/value heads to share out, a task
+// owns a head's whole group (its query heads' dQ too); otherwise (batch 1 with MQA/GQA) query heads go one after
+// another and their key tiles run in parallel, each thread adding dQ into a private (s, d) buffer, summed after.
 extern "C" int AttentionBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                  void *stream, void *extra) {
   if (nparam != 12) return 1;
   const Problem p(params, ndims, shapes);
-  const float *q = static_cast<const float *>(params[0]);
-  const float *k = static_cast<const float *>(params[1]);
-  const float *v = static_cast<const float *>(params[2]);
   const float *context = static_cast<const float *>(params[6]);
-  const float *lse = static_cast<const float *>(params[7]);
-  const float *d_context = static_cast<const float *>(params[8]);
   float *d_q = static_cast<float *>(params[9]);
-  float *d_k = static_cast<float *>(params[10]);
-  float *d_v = static_cast<float *>(params[11]);
-  const int64_t tiles = p.tiles(), d = p.dim, repeats = p.repeats();
-  std::memset(d_k, 0, sizeof(float) * p.batch * p.kv_heads * p.seq * d);
-  std::memset(d_v, 0, sizeof(float) * p.batch * p.kv_heads * p.seq * d);
+  std::vector<float> row_dot(p.batch * p.heads * p.seq);
+  const Gradients g{static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                    static_cast<const float *>(params[2]), static_cast<const float *>(params[8]),
+                    static_cast<const float *>(params[7]), row_dot.data(), static_cast<float *>(params[10]),
+                    static_cast<float *>(params[11])};
+  const int64_t tiles = p.tiles(), d = p.dim, repeats = p.repeats(), rows = p.batch * p.heads * p.seq;
+  std::memset(d_q, 0, sizeof(float) * rows * d);
+  std::memset(g.d_k, 0, sizeof(float) * p.batch * p.kv_heads * p.seq * d);
+  std::memset(g.d_v, 0, sizeof(float) * p.batch * p.kv_heads * p.seq * d);
+#pragma omp parallel for num_threads(p.threads)
+  for (int64_t i = 0; i < rows; ++i) {
+    float dot = 0.f;
+    for (int64_t c = 0; c < d; ++c) dot += context[i * d + c] * g.d_context[i * d + c];
+    row_dot[i] = dot;
+  }
+  const int64_t groups = p.batch * p.kv_heads;
+  if (groups % p.threads == 0 || groups >= 4 * p.threads) {
 #pragma omp parallel num_threads(p.threads)
-  {
-    std::vector<float> probs(kRowTile * p.seq), d_scores(kRowTile * p.seq), row_dot(kRowTile);
+    {
+      std::vector<float> probs(p.seq * kRowTile), d_scores(p.seq * kRowTile);
 #pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < p.batch * p.kv_heads; ++task) {  // a key/value head and its query heads
-      const int64_t b = task / p.kv_heads, g = task % p.kv_heads;
-      for (int64_t h = g * repeats; h < (g + 1) * repeats; ++h) {
-        const int64_t qo = p.q_offset(b, h), kvo = p.kv_offset(b, h);
-        for (int64_t tile = 0; tile < tiles; ++tile) {
-          const int64_t i0 = tile * kRowTile, i1 = std::min(p.seq, i0 + kRowTile), k0 = p.first_key(i0);
-          const int64_t rows = i1 - i0, keys = i1 - k0;
-          tile_scores(p, b, h, i0, i1, k0, q + qo, k + kvo, probs.data());
-          for (int64_t r = 0; r < rows; ++r) {
-            const float row_lse = lse[(b * p.heads + h) * p.seq + i0 + r];
-            float *row = probs.data() + r * keys;
-            for (int64_t j = 0; j < keys; ++j) row[j] = std::exp(row[j] - row_lse);
-            const float *o = context + qo + (i0 + r) * d, *d_o = d_context + qo + (i0 + r) * d;
-            float dot = 0.f;
-            for (int64_t c = 0; c < d; ++c) dot += o[c] * d_o[c];
-            row_dot[r] = dot;
-          }
-          dnnl_sgemm('T', 'N', keys, d, rows, 1.f, probs.data(), keys, d_context + qo + i0 * d, d, 1.f,
-                     d_v + kvo + k0 * d, d);
-          dnnl_sgemm('N', 'T', rows, keys, d, 1.f, d_context + qo + i0 * d, d, v + kvo + k0 * d, d, 0.f,
-                     d_scores.data(), keys);
-          for (int64_t r = 0; r < rows; ++r) {
-            const float *row = probs.data() + r * keys;
-            float *d_row = d_scores.data() + r * keys;
-            for (int64_t j = 0; j < keys; ++j) d_row[j] = row[j] * (d_row[j] - row_dot[r]);
-          }
-          dnnl_sgemm('N', 'N', rows, d, keys, p.scale, d_scores.data(), keys, k + kvo + k0 * d, d, 0.f,
-                     d_q + qo + i0 * d, d);
-          dnnl_sgemm('T', 'N', keys, d, rows, p.scale, d_scores.data(), keys, q + qo + i0 * d, d, 1.f,
-                     d_k + kvo + k0 * d, d);
-        }
+      for (int64_t task = 0; task < groups; ++task) {
+        const int64_t b = task / p.kv_heads, kv = task % p.kv_heads;
+        for (int64_t h = kv * repeats; h < (kv + 1) * repeats; ++h)
+          for (int64_t j = 0; j < tiles; ++j)
+            key_tile_gradients(p, g, b, h, j, d_q + p.q_offset(b, h), probs.data(), d_scores.data());
+      }
+    }
+    return 0;
+  }
+  std::vector<float> buffers(static_cast<size_t>(p.threads) * p.seq * d);
+  for (int64_t bh = 0; bh < p.batch * p.heads; ++bh) {
+    const int64_t b = bh / p.heads, h = bh % p.heads;
+#pragma omp parallel num_threads(p.threads)
+    {
+      float *own = buffers.data() + static_cast<size_t>(omp_get_thread_num()) * p.seq * d;
+      std::fill(own, own + p.seq * d, 0.f);
+      std::vector<float> probs(p.seq * kRowTile), d_scores(p.seq * kRowTile);
+      // ascending: the first key tiles are seen by the most rows, so the longest tasks go first
+#pragma omp for schedule(dynamic)
+      for (int64_t j = 0; j < tiles; ++j) key_tile_gradients(p, g, b, h, j, own, probs.data(), d_scores.data());
+#pragma omp for
+      for (int64_t i = 0; i < p.seq * d; ++i) {
+        float total = 0.f;
+        for (int t = 0; t < omp_get_num_threads(); ++t) total += buffers[static_cast<size_t>(t) * p.seq * d + i];
+        d_q[p.q_offset(b, h) + i] = total;
       }
     }
   }

@@ -56,9 +56,9 @@ class CpuFusedAttention(nn.Cell):
     (b, kv_heads, repeats * s, 1)). `negative_slopes` (1, heads, 1, 1) float32 gives ALiBi's bias
     -slope * (query column - key column). A query row that sees no key gets a zero context."""
 
-    def __init__(self, scale, sliding_window=0, negative_slopes=None):
+    def __init__(self, scale, sliding_window=0, negative_slopes=None, library=None):
         super().__init__()
-        library = build.library(SOURCE)
+        library = library or build.library(SOURCE)  # another build of the kernel: benchmarks compare versions
         self.negative_slopes = negative_slopes
         self.config = ms.Tensor([scale, float(sliding_window or 0), float(kernel_threads())], ms.float32)
         backward = ops.Custom(f"{library}:AttentionBackward", out_shape=backward_shapes,

@@ -186,3 +186,48 @@ def test_fused_kernel_takes_mindspores_thread_count():
     np.testing.assert_array_equal(out_one, out_many)
     for one, many in zip(grads_one, grads_many):
         np.testing.assert_array_equal(one, many)
+
+
+def exact_attention_and_gradients(q, k, v, keep, slopes, scale, window, weights):
+    """context and d(sum(context * weights))/d(q, k, v) in float64 numpy, a row that sees no key giving zeros."""
+    q, k, v, weights = (x.astype(np.float64) for x in (q, k, v, weights))
+    repeats, seq = q.shape[1] // k.shape[1], q.shape[2]
+    k, v = np.repeat(k, repeats, 1), np.repeat(v, repeats, 1)
+    rows, cols = np.arange(seq)[:, None], np.arange(seq)[None, :]
+    seen = (cols <= rows) & ((rows - cols < window) if window else True) & (keep[:, None, None, :] >= 0.5)
+    scores = scale * q @ k.swapaxes(-1, -2) + slopes[None, :, None, None] * (rows - cols)
+    scores = np.where(seen, scores, -np.inf)
+    top = np.max(scores, -1, keepdims=True)
+    probs = np.where(seen, np.exp(scores - np.where(np.isfinite(top), top, 0)), 0)
+    probs /= np.maximum(probs.sum(-1, keepdims=True), 1e-300)
+    d_probs = weights @ v.swapaxes(-1, -2)
+    d_scores = probs * (d_probs - (d_probs * probs).sum(-1, keepdims=True))
+    d_k, d_v = scale * d_scores.swapaxes(-1, -2) @ q, probs.swapaxes(-1, -2) @ weights
+    grouped = (k.shape[0], -1, repeats) + k.shape[2:]
+    return probs @ v, [scale * d_scores @ k, d_k.reshape(grouped).sum(2), d_v.reshape(grouped).sum(2)]
+
+
+@pytest.mark.parametrize("batch,kv_heads,window,alibi,padding", [(1, 1, 0, True, 0), (2, 2, 70, False, 3)],
+                         ids=["mqa-batch1-alibi", "gqa-window-across-tiles-left-padding"])
+def test_fused_kernel_over_several_tiles_matches_exact_attention(batch, kv_heads, window, alibi, padding):
+    """Sequences of several 64-row tiles (the last partial): the key-tile backward (batch 1 MQA: threads share one
+    head's key tiles, summing private dQ buffers; else a task per key/value head) and a window crossing tiles."""
+    if not cpu_attention.available(ms.float32):
+        pytest.skip("the fused CPU kernel does not build here")
+    heads, seq, dim, scale = 4, 150, 8, 8 ** -0.5
+    q = RNG.standard_normal((batch, heads, seq, dim)).astype(np.float32)
+    k, v = (RNG.standard_normal((batch, kv_heads, seq, dim)).astype(np.float32) for _ in range(2))
+    weights = RNG.standard_normal(q.shape).astype(np.float32)
+    keep = np.ones((batch, seq), np.float32)
+    keep[-1, :padding] = 0
+    weights[-1, :, :padding] = 0
+    slopes = -np.linspace(0.1, 0.4, heads).astype(np.float32) if alibi else np.zeros(heads, np.float32)
+    attention = cpu_attention.CpuFusedAttention(
+        scale, window, Tensor(slopes.reshape(1, heads, 1, 1)) if alibi else None)
+    context = attention(Tensor(q), Tensor(k), Tensor(v), Tensor(keep))[0]
+    grads = ms.grad(lambda *qkv: (attention(*qkv, Tensor(keep))[0] * Tensor(weights)).sum(), grad_position=(0, 1, 2))(
+        Tensor(q), Tensor(k), Tensor(v))
+    context_exact, grads_exact = exact_attention_and_gradients(q, k, v, keep, slopes, scale, window, weights)
+    np.testing.assert_allclose(context.asnumpy(), context_exact, atol=1e-5)
+    for mine, theirs in zip(grads, grads_exact):
+        np.testing.assert_allclose(mine.asnumpy(), theirs, atol=1e-5)

@@ -54,6 +54,11 @@ struct Problem {
   int64_t repeats() const { return heads / kv_heads; }
   int64_t tiles() const { return (seq + kRowTile - 1) / kRowTile; }
   int64_t first_key(int64_t first_row) const { return window > 0 ? std::max<int64_t>(0, first_row - window + 1) : 0; }
+  // one past the last row that sees key tile j's keys
+  int64_t last_row(int64_t j) const {
+    const int64_t k1 = std::min(seq, (j + 1) * kRowTile);
+    return window > 0 ? std::min(seq, k1 - 1 + window) : seq;
+  }
   // offsets of head h's (b, h) matrix and of its key/value head's
   int64_t q_offset(int64_t b, int64_t h) const { return (b * heads + h) * seq * dim; }
   int64_t kv_offset(int64_t b, int64_t h) const { return (b * kv_heads + h / repeats()) * seq * dim; }
@@ -66,6 +71,12 @@ void tile_scores(const Problem &p, int64_t b, int64_t h, int64_t i0, int64_t i1,
   dnnl_sgemm('N', 'T', rows, keys, d, p.scale, q + i0 * d, d, k + k0 * d, d, 0.f, s, keys);
   const float *keep = p.keep + (p.keep_rows == 1 ? 0 : b) * p.seq + k0;
   const float slope = p.negative_slopes[h];
+  if (slope == 0.f && p.window == 0 && std::all_of(keep, keep + keys, [](float x) { return x >= 0.5f; })) {
+    // no bias, no window, no padding key (training's usual case): only the keys after a row's own are blocked
+    for (int64_t r = 0; r < rows; ++r)
+      std::fill(s + r * keys + std::clamp<int64_t>(i0 + r - k0 + 1, 0, keys), s + (r + 1) * keys, kBlocked);
+    return;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i = i0 + r;
     const int64_t lo = (p.window > 0 ? std::max<int64_t>(k0, i - p.window + 1) : k0) - k0, hi = i - k0;
@@ -143,7 +154,7 @@ void key_tile_gradients(const Problem &p, const Gradients &g, int64_t b, int64_t
                         float *probs, float *d_scores) {
   const int64_t d = p.dim, qo = p.q_offset(b, h), kvo = p.kv_offset(b, h);
   const int64_t k0 = j * kRowTile, k1 = std::min(p.seq, k0 + kRowTile), keys = k1 - k0;
-  const int64_t r0 = k0, r1 = p.window > 0 ? std::min(p.seq, k1 - 1 + p.window) : p.seq, rows = r1 - r0;
+  const int64_t r0 = k0, r1 = p.last_row(j), rows = r1 - r0;
   tile_scores(p, b, h, r0, r1, k0, k1, g.q + qo, g.k + kvo, probs);
   const float *lse = g.lse + (b * p.heads + h) * p.seq + r0;
   for (int64_t r = 0; r < rows; ++r) {
@@ -168,8 +179,8 @@ void key_tile_gradients(const Problem &p, const Gradients &g, int64_t b, int64_t
 // params: q, k, v, keep, negative_slopes, config, context, lse, d_context | d_q, d_k, d_v
 // P = exp(S - lse); dV += P^T dO; dS = P * (dO V^T - rowsum(dO * O)); dQ += scale dS K; dK += scale dS^T Q.
 // The work goes in key tiles (a tile's dK, dV rows are its own). With enough key/value heads to share out, a task
-// owns a head's whole group (its query heads' dQ too); otherwise (batch 1 with MQA/GQA) query heads go one after
-// another and their key tiles run in parallel, each thread adding dQ into a private (s, d) buffer, summed after.
+// owns a head's whole group (its query heads' dQ too); otherwise (batch 1 with MQA/GQA) the key tiles of every
+// head run in parallel, each task adding its dQ share under per-block locks.
 extern "C" int AttentionBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                  void *stream, void *extra) {
   if (nparam != 12) return 1;
@@ -206,24 +217,32 @@ extern "C" int AttentionBackward(int nparam, void **params, int *ndims, int64_t 
     }
     return 0;
   }
-  std::vector<float> buffers(static_cast<size_t>(p.threads) * p.seq * d);
-  for (int64_t bh = 0; bh < p.batch * p.heads; ++bh) {
-    const int64_t b = bh / p.heads, h = bh % p.heads;
+  // one task per key tile of a key/value head (the tiles seen by the most rows first), over its query heads; its
+  // dQ contributions go through a private (s, d) buffer, added into dQ a 64-row block at a time under that block's
+  // lock (one parallel region: no barrier between heads, where a descheduled thread would hold up the others)
+  std::vector<omp_lock_t> locks(p.batch * p.heads * tiles);
+  for (auto &lock : locks) omp_init_lock(&lock);
 #pragma omp parallel num_threads(p.threads)
-    {
-      float *own = buffers.data() + static_cast<size_t>(omp_get_thread_num()) * p.seq * d;
-      std::fill(own, own + p.seq * d, 0.f);
-      std::vector<float> probs(p.seq * kRowTile), d_scores(p.seq * kRowTile);
-      // ascending: the first key tiles are seen by the most rows, so the longest tasks go first
+  {
+    std::vector<float> own(p.seq * d), probs(p.seq * kRowTile), d_scores(p.seq * kRowTile);
 #pragma omp for schedule(dynamic)
-      for (int64_t j = 0; j < tiles; ++j) key_tile_gradients(p, g, b, h, j, own, probs.data(), d_scores.data());
-#pragma omp for
-      for (int64_t i = 0; i < p.seq * d; ++i) {
-        float total = 0.f;
-        for (int t = 0; t < omp_get_num_threads(); ++t) total += buffers[static_cast<size_t>(t) * p.seq * d + i];
-        d_q[p.q_offset(b, h) + i] = total;
+    for (int64_t task = 0; task < groups * tiles; ++task) {
+      const int64_t j = task / groups, b = task % groups / p.kv_heads, kv = task % p.kv_heads;
+      const int64_t r0 = j * kRowTile, r1 = p.last_row(j), last_tile = (r1 - 1) / kRowTile;
+      for (int64_t h = kv * repeats; h < (kv + 1) * repeats; ++h) {
+        std::fill(own.begin() + r0 * d, own.begin() + r1 * d, 0.f);
+        key_tile_gradients(p, g, b, h, j, own.data(), probs.data(), d_scores.data());
+        for (int64_t t = j; t <= last_tile; ++t) {  // the rows that see the key tile
+          const int64_t i0 = t * kRowTile, i1 = std::min(r1, i0 + kRowTile);
+          omp_lock_t *lock = &locks[(b * p.heads + h) * tiles + t];
+          float *out = d_q + p.q_offset(b, h);
+          omp_set_lock(lock);
+          for (int64_t i = i0 * d; i < i1 * d; ++i) out[i] += own[i];
+          omp_unset_lock(lock);
+        }
       }
     }
   }
+  for (auto &lock : locks) omp_destroy_lock(&lock);
   return 0;
 }

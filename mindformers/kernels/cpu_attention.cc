@@ -26,6 +26,7 @@ extern "C" int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_
 namespace {
 
 constexpr int64_t kRowTile = 64;
+constexpr int64_t kChunk = 512;  // keys (forward) or rows (backward) whose scores a tile holds at once
 constexpr float kBlocked = -1e30f;  // finite: exp(kBlocked - anything finite) is exactly 0
 constexpr float kNoKeys = 1e30f;    // the lse of a row that sees no key: the backward's exp(s - lse) is then 0
 
@@ -103,38 +104,48 @@ extern "C" int AttentionForward(int nparam, void **params, int *ndims, int64_t *
   const int64_t tiles = p.tiles(), tasks = p.batch * p.heads * tiles, d = p.dim;
 #pragma omp parallel num_threads(p.threads)
   {
-    std::vector<float> s(kRowTile * p.seq), inverse(kRowTile);
+    std::vector<float> s(kRowTile * kChunk), top(kRowTile), total(kRowTile);
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < tasks; ++task) {
       // the longest (last) tiles first: dynamic scheduling then balances the causal triangle
       const int64_t tile = tiles - 1 - task % tiles, bh = task / tiles, b = bh / p.heads, h = bh % p.heads;
-      const int64_t i0 = tile * kRowTile, i1 = std::min(p.seq, i0 + kRowTile), k0 = p.first_key(i0);
-      const int64_t rows = i1 - i0, keys = i1 - k0;
-      tile_scores(p, b, h, i0, i1, k0, i1, q + p.q_offset(b, h), k + p.kv_offset(b, h), s.data());
-      for (int64_t r = 0; r < rows; ++r) {
-        float *row = s.data() + r * keys;
-        float top = kBlocked;
-        for (int64_t j = 0; j < keys; ++j) top = std::max(top, row[j]);
-        float *row_lse = lse + (b * p.heads + h) * p.seq + i0 + r;
-        if (top <= kBlocked) {
-          std::fill(row, row + keys, 0.f);
-          inverse[r] = 0.f;
-          *row_lse = kNoKeys;
-          continue;
-        }
-        float total = 0.f;
-        for (int64_t j = 0; j < keys; ++j) {
-          row[j] = std::exp(row[j] - top);
-          total += row[j];
-        }
-        inverse[r] = 1.f / total;
-        *row_lse = top + std::log(total);
-      }
-      // unnormalised probabilities times V, then each context row scaled: d multiplications a row, not keys
+      const int64_t i0 = tile * kRowTile, i1 = std::min(p.seq, i0 + kRowTile), rows = i1 - i0;
       float *out = context + p.q_offset(b, h) + i0 * d;
-      dnnl_sgemm('N', 'N', rows, d, keys, 1.f, s.data(), keys, v + p.kv_offset(b, h) + k0 * d, d, 0.f, out, d);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < d; ++c) out[r * d + c] *= inverse[r];
+      std::fill(top.begin(), top.end(), kBlocked);
+      std::fill(total.begin(), total.end(), 0.f);
+      // online softmax over chunks of keys: each row keeps its running max and sum, its context rescaled as the max
+      // grows, so a tile's scores exist for kChunk keys at a time (in cache) whatever the length
+      for (int64_t c0 = p.first_key(i0); c0 < i1; c0 += kChunk) {
+        const int64_t c1 = std::min(i1, c0 + kChunk), keys = c1 - c0;
+        tile_scores(p, b, h, i0, i1, c0, c1, q + p.q_offset(b, h), k + p.kv_offset(b, h), s.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          float *row = s.data() + r * keys;
+          float high = top[r];
+          for (int64_t j = 0; j < keys; ++j) high = std::max(high, row[j]);
+          if (high <= kBlocked) {  // no key seen yet
+            std::fill(row, row + keys, 0.f);
+            continue;
+          }
+          const float rescale = std::exp(top[r] - high);  // 0 on the first keys seen: out starts from nothing
+          float sum = 0.f;
+          for (int64_t j = 0; j < keys; ++j) {
+            row[j] = std::exp(row[j] - high);
+            sum += row[j];
+          }
+          total[r] = total[r] * rescale + sum;
+          top[r] = high;
+          if (c0 > p.first_key(i0))
+            for (int64_t e = 0; e < d; ++e) out[r * d + e] *= rescale;
+        }
+        dnnl_sgemm('N', 'N', rows, d, keys, 1.f, s.data(), keys, v + p.kv_offset(b, h) + c0 * d, d,
+                   c0 > p.first_key(i0) ? 1.f : 0.f, out, d);
+      }
+      float *row_lse = lse + (b * p.heads + h) * p.seq + i0;
+      for (int64_t r = 0; r < rows; ++r) {  // unnormalised sums times V, then each context row scaled
+        const float inverse = total[r] > 0.f ? 1.f / total[r] : 0.f;
+        for (int64_t e = 0; e < d; ++e) out[r * d + e] *= inverse;
+        row_lse[r] = total[r] > 0.f ? top[r] + std::log(total[r]) : kNoKeys;
+      }
     }
   }
   return 0;
@@ -153,25 +164,28 @@ struct Gradients {
 void key_tile_gradients(const Problem &p, const Gradients &g, int64_t b, int64_t h, int64_t j, float *d_q,
                         float *probs, float *d_scores) {
   const int64_t d = p.dim, qo = p.q_offset(b, h), kvo = p.kv_offset(b, h);
-  const int64_t k0 = j * kRowTile, k1 = std::min(p.seq, k0 + kRowTile), keys = k1 - k0;
-  const int64_t r0 = k0, r1 = p.last_row(j), rows = r1 - r0;
-  tile_scores(p, b, h, r0, r1, k0, k1, g.q + qo, g.k + kvo, probs);
-  const float *lse = g.lse + (b * p.heads + h) * p.seq + r0;
-  for (int64_t r = 0; r < rows; ++r) {
-    float *row = probs + r * keys;
-    for (int64_t c = 0; c < keys; ++c) row[c] = std::exp(row[c] - lse[r]);
+  const int64_t k0 = j * kRowTile, k1 = std::min(p.seq, k0 + kRowTile), keys = k1 - k0, last = p.last_row(j);
+  for (int64_t r0 = k0; r0 < last; r0 += kChunk) {  // (kChunk, kRowTile) scores at a time: they stay in cache
+    const int64_t r1 = std::min(last, r0 + kChunk), rows = r1 - r0;
+    tile_scores(p, b, h, r0, r1, k0, k1, g.q + qo, g.k + kvo, probs);
+    const float *lse = g.lse + (b * p.heads + h) * p.seq + r0;
+    for (int64_t r = 0; r < rows; ++r) {
+      float *row = probs + r * keys;
+      for (int64_t c = 0; c < keys; ++c) row[c] = std::exp(row[c] - lse[r]);
+    }
+    const float *d_o = g.d_context + qo + r0 * d;
+    dnnl_sgemm('T', 'N', keys, d, rows, 1.f, probs, keys, d_o, d, 1.f, g.d_v + kvo + k0 * d, d);
+    dnnl_sgemm('N', 'T', rows, keys, d, 1.f, d_o, d, g.v + kvo + k0 * d, d, 0.f, d_scores, keys);
+    const float *row_dot = g.row_dot + (b * p.heads + h) * p.seq + r0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float *row = probs + r * keys;
+      float *d_row = d_scores + r * keys;
+      for (int64_t c = 0; c < keys; ++c) d_row[c] = row[c] * (d_row[c] - row_dot[r]);
+    }
+    dnnl_sgemm('N', 'N', rows, d, keys, p.scale, d_scores, keys, g.k + kvo + k0 * d, d, 1.f, d_q + r0 * d, d);
+    dnnl_sgemm('T', 'N', keys, d, rows, p.scale, d_scores, keys, g.q + qo + r0 * d, d, 1.f,
+               g.d_k + kvo + k0 * d, d);
   }
-  const float *d_o = g.d_context + qo + r0 * d;
-  dnnl_sgemm('T', 'N', keys, d, rows, 1.f, probs, keys, d_o, d, 1.f, g.d_v + kvo + k0 * d, d);
-  dnnl_sgemm('N', 'T', rows, keys, d, 1.f, d_o, d, g.v + kvo + k0 * d, d, 0.f, d_scores, keys);
-  const float *row_dot = g.row_dot + (b * p.heads + h) * p.seq + r0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *row = probs + r * keys;
-    float *d_row = d_scores + r * keys;
-    for (int64_t c = 0; c < keys; ++c) d_row[c] = row[c] * (d_row[c] - row_dot[r]);
-  }
-  dnnl_sgemm('N', 'N', rows, d, keys, p.scale, d_scores, keys, g.k + kvo + k0 * d, d, 1.f, d_q + r0 * d, d);
-  dnnl_sgemm('T', 'N', keys, d, rows, p.scale, d_scores, keys, g.q + qo + r0 * d, d, 1.f, g.d_k + kvo + k0 * d, d);
 }
 
 }  // namespace
@@ -206,7 +220,7 @@ extern "C" int AttentionBackward(int nparam, void **params, int *ndims, int64_t 
   if (groups % p.threads == 0 || groups >= 4 * p.threads) {
 #pragma omp parallel num_threads(p.threads)
     {
-      std::vector<float> probs(p.seq * kRowTile), d_scores(p.seq * kRowTile);
+      std::vector<float> probs(kChunk * kRowTile), d_scores(kChunk * kRowTile);
 #pragma omp for schedule(dynamic)
       for (int64_t task = 0; task < groups; ++task) {
         const int64_t b = task / p.kv_heads, kv = task % p.kv_heads;
@@ -224,7 +238,7 @@ extern "C" int AttentionBackward(int nparam, void **params, int *ndims, int64_t 
   for (auto &lock : locks) omp_init_lock(&lock);
 #pragma omp parallel num_threads(p.threads)
   {
-    std::vector<float> own(p.seq * d), probs(p.seq * kRowTile), d_scores(p.seq * kRowTile);
+    std::vector<float> own(p.seq * d), probs(kChunk * kRowTile), d_scores(kChunk * kRowTile);
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < groups * tiles; ++task) {
       const int64_t j = task / groups, b = task % groups / p.kv_heads, kv = task % p.kv_heads;

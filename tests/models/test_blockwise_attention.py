@@ -210,11 +210,12 @@ def exact_attention_and_gradients(q, k, v, keep, slopes, scale, window, weights)
 @pytest.mark.parametrize("batch,kv_heads,window,alibi,padding", [(1, 1, 0, True, 0), (2, 2, 70, False, 3)],
                          ids=["mqa-batch1-alibi", "gqa-window-across-tiles-left-padding"])
 def test_fused_kernel_over_several_tiles_matches_exact_attention(batch, kv_heads, window, alibi, padding):
-    """Sequences of several 64-row tiles (the last partial): the key-tile backward (batch 1 MQA: threads share one
-    head's key tiles, summing private dQ buffers; else a task per key/value head) and a window crossing tiles."""
+    """Sequences of several 64-row tiles (the last partial) and 512-key chunks: the key-tile backward (batch 1 MQA:
+    threads share the key tiles, adding dQ under locks; else a task per key/value head), the forward's online softmax
+    across chunks, and a window crossing tiles."""
     if not cpu_attention.available(ms.float32):
         pytest.skip("the fused CPU kernel does not build here")
-    heads, seq, dim, scale = 4, 150, 8, 8 ** -0.5
+    heads, seq, dim, scale = 4, 600, 8, 8 ** -0.5
     q = RNG.standard_normal((batch, heads, seq, dim)).astype(np.float32)
     k, v = (RNG.standard_normal((batch, kv_heads, seq, dim)).astype(np.float32) for _ in range(2))
     weights = RNG.standard_normal(q.shape).astype(np.float32)

@@ -26,7 +26,8 @@ extern "C" int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_
 namespace {
 
 constexpr int64_t kRowTile = 64;
-constexpr int64_t kChunk = 512;  // keys (forward) or rows (backward) whose scores a tile holds at once
+constexpr int64_t kChunk = 512;
+constexpr size_t kCopiesBytes = size_t(1) << 30;  // keys (forward) or rows (backward) whose scores a tile holds at once
 constexpr float kBlocked = -1e30f;  // finite: exp(kBlocked - anything finite) is exactly 0
 constexpr float kNoKeys = 1e30f;    // the lse of a row that sees no key: the backward's exp(s - lse) is then 0
 
@@ -194,7 +195,7 @@ void key_tile_gradients(const Problem &p, const Gradients &g, int64_t b, int64_t
 // P = exp(S - lse); dV += P^T dO; dS = P * (dO V^T - rowsum(dO * O)); dQ += scale dS K; dK += scale dS^T Q.
 // The work goes in key tiles (a tile's dK, dV rows are its own). With enough key/value heads to share out, a task
 // owns a head's whole group (its query heads' dQ too); otherwise (batch 1 with MQA/GQA) the key tiles of every
-// head run in parallel, each task adding its dQ share under per-block locks.
+// head run in parallel, each thread adding dQ into a private copy of it (bounded by kCopiesBytes), summed after.
 extern "C" int AttentionBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                  void *stream, void *extra) {
   if (nparam != 12) return 1;
@@ -217,7 +218,10 @@ extern "C" int AttentionBackward(int nparam, void **params, int *ndims, int64_t 
     row_dot[i] = dot;
   }
   const int64_t groups = p.batch * p.kv_heads;
-  if (groups % p.threads == 0 || groups >= 4 * p.threads) {
+  // the few-head schedule's dQ copies: at most kCopiesBytes (else the head-per-task schedule, whatever its balance)
+  const bool few_heads = groups % p.threads != 0 && groups < 4 * p.threads &&
+                         sizeof(float) * (p.threads - 1) * rows * d <= kCopiesBytes;
+  if (!few_heads) {
 #pragma omp parallel num_threads(p.threads)
     {
       std::vector<float> probs(kChunk * kRowTile), d_scores(kChunk * kRowTile);
@@ -231,32 +235,27 @@ extern "C" int AttentionBackward(int nparam, void **params, int *ndims, int64_t 
     }
     return 0;
   }
-  // one task per key tile of a key/value head (the tiles seen by the most rows first), over its query heads; its
-  // dQ contributions go through a private (s, d) buffer, added into dQ a 64-row block at a time under that block's
-  // lock (one parallel region: no barrier between heads, where a descheduled thread would hold up the others)
-  std::vector<omp_lock_t> locks(p.batch * p.heads * tiles);
-  for (auto &lock : locks) omp_init_lock(&lock);
+  // one task per key tile of a key/value head (the tiles seen by the most rows first), over its query heads, each
+  // thread adding dQ into its own copy (thread 0: dQ itself), summed at the end: one parallel region, no locks
+  const size_t size = static_cast<size_t>(rows) * d;
+  std::vector<float> copies(static_cast<size_t>(p.threads - 1) * size);
 #pragma omp parallel num_threads(p.threads)
   {
-    std::vector<float> own(p.seq * d), probs(kChunk * kRowTile), d_scores(kChunk * kRowTile);
+    const int thread = omp_get_thread_num();
+    float *own = thread == 0 ? d_q : copies.data() + (thread - 1) * size;
+    if (thread > 0) std::fill(own, own + size, 0.f);
+    std::vector<float> probs(kChunk * kRowTile), d_scores(kChunk * kRowTile);
+#pragma omp barrier
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < groups * tiles; ++task) {
       const int64_t j = task / groups, b = task % groups / p.kv_heads, kv = task % p.kv_heads;
-      const int64_t r0 = j * kRowTile, r1 = p.last_row(j), last_tile = (r1 - 1) / kRowTile;
-      for (int64_t h = kv * repeats; h < (kv + 1) * repeats; ++h) {
-        std::fill(own.begin() + r0 * d, own.begin() + r1 * d, 0.f);
-        key_tile_gradients(p, g, b, h, j, own.data(), probs.data(), d_scores.data());
-        for (int64_t t = j; t <= last_tile; ++t) {  // the rows that see the key tile
-          const int64_t i0 = t * kRowTile, i1 = std::min(r1, i0 + kRowTile);
-          omp_lock_t *lock = &locks[(b * p.heads + h) * tiles + t];
-          float *out = d_q + p.q_offset(b, h);
-          omp_set_lock(lock);
-          for (int64_t i = i0 * d; i < i1 * d; ++i) out[i] += own[i];
-          omp_unset_lock(lock);
-        }
-      }
+      for (int64_t h = kv * repeats; h < (kv + 1) * repeats; ++h)
+        key_tile_gradients(p, g, b, h, j, own + p.q_offset(b, h), probs.data(), d_scores.data());
     }
+    const int used = omp_get_num_threads();
+#pragma omp for
+    for (size_t i = 0; i < size; ++i)
+      for (int t = 1; t < used; ++t) d_q[i] += copies[(t - 1) * size + i];
   }
-  for (auto &lock : locks) omp_destroy_lock(&lock);
   return 0;
 }

@@ -165,7 +165,7 @@ def test_kernel_is_compiled_once_into_the_cache(monkeypatch, tmp_path):
 
 def test_fused_kernel_takes_mindspores_thread_count():
     """The kernel's OpenMP threads follow context.runtime_num_threads (several workers on one host share the cores);
-    the tiles it splits between threads are independent, so one thread gives the very same numbers."""
+    one thread gives the same numbers (up to the order in which the few-heads schedule sums the query gradient)."""
     if not cpu_attention.available(ms.float32):
         pytest.skip("the fused CPU kernel does not build here")
     default_threads = ms.get_context("runtime_num_threads")
@@ -183,9 +183,9 @@ def test_fused_kernel_takes_mindspores_thread_count():
     finally:
         ms.set_context(runtime_num_threads=default_threads)
     (out_many, grads_many), (out_one, grads_one) = results
-    np.testing.assert_array_equal(out_one, out_many)
+    np.testing.assert_allclose(out_one, out_many, atol=1e-6)
     for one, many in zip(grads_one, grads_many):
-        np.testing.assert_array_equal(one, many)
+        np.testing.assert_allclose(one, many, atol=1e-6)
 
 
 def exact_attention_and_gradients(q, k, v, keep, slopes, scale, window, weights):

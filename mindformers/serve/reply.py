@@ -3,13 +3,18 @@ growing only at its end.
 
 The text is what the tokens add to the prompt's text (decoded after the prompt's last few tokens, so a leading
 space a tokenizer folds into the first token survives, as in predict), without eos and the template's stop ids.
-It is released only once it can no longer change: not while it ends in half a character (U+FFFD), not the
-beginning of a stop string, and nothing from a stop string on (OpenAI's `stop`: the reply ends before it).
+It is released only once it can no longer change: not while it ends in half a character (U+FFFD), not while the
+last token is a byte piece (sentencepiece's byte fallback, `<0x01>`: a byte that decodes alone may turn into U+FFFD
+once the next bytes join its run), not the beginning of a stop string, and nothing from a stop string on (OpenAI's
+`stop`: the reply ends before it).
 A chat reply drops the whitespace its template puts between the assistant's role tag and the reply.
 """
+import re
+
 from mindformers.trainer.predict import continuation
 
 CONTEXT_TOKENS = 8  # prompt tokens decoded with the reply: enough for any tokenizer's joining of pieces
+BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # byte fallback's pieces (sentencepiece, HF llama-style tokenizers)
 
 
 def cut_at_stop(text, stops):
@@ -46,6 +51,8 @@ class ReplyText:
     def add(self, token):
         """Take a token; returns the text released so far when it grew, else None."""
         self.tokens.append(token)
+        if BYTE_PIECE.fullmatch(str(self.tokenizer.convert_ids_to_tokens(int(token)))):
+            return None  # its run of bytes may still decode differently
         text, stopped = cut_at_stop(self._decoded(), self.stops)
         if not stopped:
             text = text.rstrip("\ufffd")

@@ -86,6 +86,21 @@ def test_reply_text_keeps_the_leading_space_and_stops_before_a_stop_string(sp_mo
     assert chat.final() == full.lstrip()
 
 
+def test_reply_text_holds_byte_pieces_until_their_run_ends(sp_model_file):
+    """A byte piece that decodes alone ('<0x01>' is '\\x01') decodes to U+FFFD once an invalid byte joins its run:
+    nothing is released while the last token is a byte piece, so the streamed text never changes behind the
+    client (a random model generated '▁▁', <0x01>, <0xF2>, <0x2D>, 'an', 't')."""
+    tokenizer = LlamaTokenizer(vocab_file=sp_model_file)
+    prompt = tokenizer.encode("The for statement")
+    byte = {value: tokenizer.convert_tokens_to_ids(f"<0x{value:02X}>") for value in (0x01, 0xF2, 0x2D)}
+    word = tokenizer.encode(" any", add_special_tokens=False)
+    reply = ReplyText(tokenizer, prompt)
+    released = [reply.add(token) for token in [byte[0x01], byte[0xF2], byte[0x2D]] + word]
+    assert released[:3] == [None, None, None]
+    final = reply.final()
+    assert released[-1] == final and final.endswith("any") and "\x01" not in final
+
+
 def test_stop_string_helpers():
     assert cut_at_stop("abc STOP def END", ["END", "STOP"]) == ("abc ", True)
     assert cut_at_stop("abc", ["x"]) == ("abc", False)

@@ -12,7 +12,8 @@ SCRIPT = os.path.join(REPO, "benchmarks", "train_throughput.py")
 def test_benchmark_prints_both_sides_and_a_ratio(tmp_path):
     env = dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore")
     args = ["--layers", "1", "--hidden", "64", "--heads", "4", "--kv-heads", "2", "--vocab", "512", "--seq", "32",
-            "--batch", "2", "--steps", "1", "--warmup", "1", "--gemm-sizes", "128", "--peak-sizes", "128", "--peak-rounds", "1", "--layerwise"]
+            "--batch", "2", "--steps", "1", "--warmup", "1", "--gemm-sizes", "128", "--peak-sizes", "128",
+            "--peak-rounds", "1", "--layerwise"]
     # cwd outside the checkout: MindSpore may drop rank_0/ or kernel_meta/ folders into the working directory.
     result = subprocess.run([sys.executable, SCRIPT] + args, cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)

@@ -39,8 +39,8 @@ class Attention(nn.Cell):
     Full forwards (training, and forwards without a KV cache) attend in one of three ways: `use_flash_attention`,
     MindSpore's fused FlashAttentionScore (Ascend); `blockwise`, memory-efficient exact attention (memory linear
     in the sequence length): on CPU in float32 the fused C++ kernel (mindformers/kernels/cpu_attention.py) when it
-    builds, else blockwise_attention.py's composed primitives (any backend); otherwise exact_attention, which materialises
-    the (seq, seq) scores. Generation steps (with a cache) take the fused or the exact path."""
+    builds, else blockwise_attention.py's composed primitives (any backend); otherwise exact_attention, which
+    materialises the (seq, seq) scores. Generation steps (with a cache) take the fused or the exact path."""
 
     def __init__(self, hidden_size, num_heads, n_kv_heads, seq_length, theta=10000.0, compute_dtype=ms.float32,
                  param_init_type=ms.float32, softmax_compute_type=ms.float32, rotary_dtype=ms.float32,

@@ -7,14 +7,15 @@ mid_dim vector per prefix token), which trains more stably than free vectors; wi
 values are the parameters themselves. The attention cell gains the prefix in place (its class becomes
 PrefixAttention), so every base weight keeps its name and base checkpoints load unchanged.
 """
-import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, nn, ops
 
 from mindformers.models.modules.attention import Attention
+from mindformers.models.modules.deferred_init import host_tensor, normal_values
 
 
 def _normal(shape, std, dtype):
-    return Tensor(np.random.normal(0.0, std, size=shape).astype(np.float32), dtype=dtype)
+    """Drawn as the base model's weights are (a float32 stream per weight from the seeded global RNG)."""
+    return host_tensor(normal_values(std, shape), dtype)
 
 
 class PrefixAttention(Attention):

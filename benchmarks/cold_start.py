@@ -65,20 +65,27 @@ def throughput_args(args, layers):
     return throughput_parse(argv)
 
 
-def run_ours(args):
-    imported = time.perf_counter()
+def set_context(layerwise, threads, cache=None):
+    """MindSpore's context for ours on CPU: graph mode, or PyNative for layerwise compilation; `cache` turns the
+    compile cache on into that folder."""
     import mindspore as ms  # pylint: disable=import-outside-toplevel
-    import train_throughput as bench  # pylint: disable=import-outside-toplevel
-    layerwise = args.mode == "layerwise"
     ms.set_device("CPU")
     if layerwise:  # PyNative on CPU runs ops synchronously, as build_context sets it for training runs
         ms.set_context(mode=ms.PYNATIVE_MODE, pynative_synchronize=True)
     else:
         ms.set_context(mode=ms.GRAPH_MODE)
-    if args.cache:
-        ms.set_context(enable_compile_cache=True, compile_cache_path=args.cache)
+    if cache:
+        ms.set_context(enable_compile_cache=True, compile_cache_path=cache)
+    ms.device_context.cpu.op_tuning.threads_num(threads)
+
+
+def run_ours(args):
+    imported = time.perf_counter()
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    import train_throughput as bench  # pylint: disable=import-outside-toplevel
+    layerwise = args.mode == "layerwise"
     options = throughput_args(args, args.num_layers)
-    ms.device_context.cpu.op_tuning.threads_num(options.threads)
+    set_context(layerwise, options.threads, args.cache)
     config = bench.model_config(options)
     tokens = ms.Tensor(bench.batch_tokens(options))
     start, cpu = time.perf_counter(), time.process_time()

@@ -78,26 +78,33 @@ def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+def pick_attention(config, choice):
+    """Sets `config` (and the config switch's thresholds) to the attention `choice` (--attention) asks for; returns
+    the path the model takes: "exact", "fused kernel" or "blockwise composed"."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    from mindformers.kernels import cpu_attention  # pylint: disable=import-outside-toplevel
+    from mindformers.models.decoder import choices  # pylint: disable=import-outside-toplevel
+    if choice == "composed":
+        os.environ["MINDFORMERS_CPU_KERNELS"] = "0"
+    if choice != "auto":
+        config.use_flash_attention = choice != "exact"
+        choices.BLOCKWISE_MIN_SEQ = 0 if choice != "exact" else choices.BLOCKWISE_MIN_SEQ
+    if not choices.use_blockwise_attention(config, fused=False):
+        return "exact"
+    return "fused kernel" if cpu_attention.available(ms.float32) else "blockwise composed"
+
+
 def run_worker(args):
     """One side at one length in this process; prints a RESULT line of JSON."""
     targs = throughput_args(args, args.seq)
     tokens = train_throughput.batch_tokens(targs)
     if args.worker == "ours":
         import mindspore as ms  # pylint: disable=import-outside-toplevel
-        from mindformers.kernels import cpu_attention  # pylint: disable=import-outside-toplevel
-        from mindformers.models.decoder import choices  # pylint: disable=import-outside-toplevel
         ms.set_device("CPU")
         ms.set_context(mode=ms.GRAPH_MODE)
         ms.device_context.cpu.op_tuning.threads_num(args.threads)
         config = train_throughput.model_config(targs)
-        if args.attention == "composed":
-            os.environ["MINDFORMERS_CPU_KERNELS"] = "0"
-        if args.attention != "auto":
-            config.use_flash_attention = args.attention != "exact"
-            choices.BLOCKWISE_MIN_SEQ = 0 if args.attention != "exact" else choices.BLOCKWISE_MIN_SEQ
-        attention = "exact"
-        if choices.use_blockwise_attention(config, fused=False):
-            attention = "fused kernel" if cpu_attention.available(ms.float32) else "blockwise composed"
+        attention = pick_attention(config, args.attention)
         start = time.perf_counter()
         recompute = {"recompute": True} if args.recompute else None
         # runs the first (compiling) step

@@ -4,7 +4,8 @@ One training step = forward + backward + AdamW update with global-norm clipping 
 sides), batch 1, over sequence lengths 256 .. 8192. Every (side, sequence length) runs in a fresh subprocess so that
 its peak RSS is its own; the subprocesses run one at a time (ours, then theirs, per length), each with the same
 thread count. Ours runs with the attention the model config picks by default (blockwise from
-choices.BLOCKWISE_MIN_SEQ on), or the one forced by --attention.
+choices.FUSED_CPU_MIN_SEQ on with the fused CPU kernel, else from choices.BLOCKWISE_MIN_SEQ), or the one forced by
+--attention.
 
     python benchmarks/long_sequence.py                            # 8 layers, hidden 512, seq 256 .. 8192
     python benchmarks/long_sequence.py --rss-limit-gib 12         # a side passing 12 GiB is stopped, shown failed

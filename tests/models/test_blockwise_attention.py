@@ -91,14 +91,20 @@ def test_blocks_skip_keys_that_no_row_can_see():
     assert block_plan(100, 4, 5, 0)[0] == (0, 20, 0)  # at most 5 blocks: 20 rows each
 
 
-def test_config_switch_picks_blockwise_from_long_sequences_unless_told():
-    def picks(flag, seq, fused=False):
-        return choices.use_blockwise_attention(LlamaConfig(seq_length=seq, use_flash_attention=flag), fused)
-    long, short = choices.BLOCKWISE_MIN_SEQ, choices.BLOCKWISE_MIN_SEQ // 2
+def test_config_switch_picks_blockwise_from_long_sequences_unless_told(path):
+    """Blockwise from FUSED_CPU_MIN_SEQ on where the fused CPU kernel serves the attention (float32), else (kernels
+    off, or float16 compute, which the kernel does not take) from BLOCKWISE_MIN_SEQ."""
+    def picks(flag, seq, fused=False, dtype="float32"):
+        config = LlamaConfig(seq_length=seq, use_flash_attention=flag, compute_dtype=dtype)
+        return choices.use_blockwise_attention(config, fused)
+    assert choices.FUSED_CPU_MIN_SEQ < choices.BLOCKWISE_MIN_SEQ
+    long = choices.FUSED_CPU_MIN_SEQ if path == "fused" else choices.BLOCKWISE_MIN_SEQ
     assert picks(None, long) and picks(True, long) and not picks(False, long)
-    assert not picks(None, short) and not picks(True, short)
+    assert not picks(None, long - 1) and not picks(True, long - 1)
     assert not picks(True, long, fused=True)  # Ascend's fused kernel instead
     assert picks(None, long, fused=True)  # unset: no fused kernel, blockwise still saves the memory
+    assert not picks(None, choices.BLOCKWISE_MIN_SEQ - 1, dtype="float16")
+    assert picks(None, choices.BLOCKWISE_MIN_SEQ, dtype="float16")
 
 
 def test_training_step_in_graph_mode_matches_the_exact_attention(monkeypatch, path):

@@ -3,6 +3,7 @@ layers. A new kind of norm, position encoding, MLP or attention is a new branch 
 copied layer or model class."""
 import mindspore as ms
 
+from mindformers.kernels import cpu_attention
 from mindformers.models.modules.attention import Attention
 from mindformers.models.modules.linear import Linear, NormHead
 from mindformers.models.modules.mlp import FeedForward, GatedFeedForward
@@ -47,19 +48,26 @@ def make_position(config):
                            interleaved=config.rotary_interleaved)
 
 
-# Blockwise attention's default from this many positions on (training's seq_length): below it the exact path's
-# (seq, seq) scores are small and it compiles faster; at and above it blockwise is faster as well as smaller
-# (benchmarks/long_sequence.py).
+# Blockwise attention's default from this many positions on (training's seq_length) on the composed primitives
+# (blockwise_attention.py): below it the exact path's (seq, seq) scores are small and it compiles faster; at and
+# above it blockwise is faster as well as smaller (benchmarks/long_sequence.py).
 BLOCKWISE_MIN_SEQ = 2048
+# The same where the fused CPU kernel serves it (float32 on CPU, kernels/cpu_attention.py): it compiles nothing, and
+# from here on the exact path's scores cost more than the kernel (first-touch page faults, a slower step; measured
+# with benchmarks/first_step.py, README's Performance).
+FUSED_CPU_MIN_SEQ = 1024
 
 
 def use_blockwise_attention(config, fused):
     """model_config.use_flash_attention: False keeps the exact attention; True takes Ascend's fused kernel where
-    there is one, and elsewhere blockwise attention once seq_length reaches BLOCKWISE_MIN_SEQ; unset (None) the
-    same without the fused kernel."""
+    there is one, and elsewhere blockwise attention once seq_length reaches FUSED_CPU_MIN_SEQ when the fused CPU
+    kernel serves it, else BLOCKWISE_MIN_SEQ; unset (None) the same without Ascend's fused kernel."""
     if config.use_flash_attention is False or (config.use_flash_attention and fused):
         return False
-    return config.seq_length >= BLOCKWISE_MIN_SEQ
+    if config.seq_length >= BLOCKWISE_MIN_SEQ:
+        return True
+    return config.seq_length >= FUSED_CPU_MIN_SEQ and cpu_attention.available(
+        config.dtype("compute_dtype"), config.dtype("softmax_compute_type"))
 
 
 def make_attention(config, fused):

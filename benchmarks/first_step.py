@@ -12,7 +12,7 @@ memory, which the first step pays for every buffer it is the first to use):
     optimizer           AdamW's update of every parameter
     rest                the gradient norm, clipping and the step's bookkeeping (the step minus the two above)
 
-and the ratio of the first step to the last one (wall, CPU, faults).
+and the ratio of the first step to the last one (wall, CPU; their page faults side by side).
 
     python benchmarks/first_step.py                                  # 8 layers, seq 256, 3 steps
     python benchmarks/first_step.py --seq 1024 --attention exact     # force a path (long_sequence.py's choices)

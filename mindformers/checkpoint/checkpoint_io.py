@@ -6,8 +6,10 @@ import os
 import re
 
 import mindspore as ms
+from mindspore.common import dtype as mstype
 
 from mindformers.checkpoint.atomic import TMP_PREFIX, temp_path_for
+from mindformers.checkpoint.ckpt_load import NotReadHere, load_ckpt
 from mindformers.checkpoint.integrity import (DamagedCheckpoint, fsync_file, fsync_folder, manifest_path,
                                               remove_quietly, verify_checkpoint, write_manifest)
 from mindformers.tools.errors import ConfigError, RunFault, out_of_space_reason
@@ -208,10 +210,17 @@ def same_save(reference, rank, folder, key="load_checkpoint"):
 
 
 def read_checkpoint(path, key="load_checkpoint"):
-    """The tensors of one checkpoint file, verified first (integrity.verify_checkpoint)."""
+    """The values of one checkpoint file ({name: Tensor}, strings as str), verified (integrity.py): a .ckpt is
+    checked while it is read, in one pass (ckpt_load.py); safetensors are checked first."""
     if not os.path.isfile(path):
         raise ConfigError(f"{key}: checkpoint not found: {path}")
-    if _just_verified.pop(path, None) != _stat_key(path):
+    verified = _just_verified.pop(path, None) == _stat_key(path)
+    if not path.endswith(".safetensors"):
+        try:
+            return load_ckpt(path, key, verified)
+        except NotReadHere:  # verified by now; MindSpore's reader builds the values ours does not
+            verified = True
+    if not verified:
         verify_checkpoint(path, key)
     try:
         return ms.load_checkpoint(path, format="safetensors" if path.endswith(".safetensors") else "ckpt")
@@ -220,20 +229,30 @@ def read_checkpoint(path, key="load_checkpoint"):
         raise ConfigError(f"{key}: cannot read checkpoint {path}: {detail}") from None
 
 
+def same_kind(dtype, other):
+    """Both floating point or both integer: the dtype changes a load makes (MindSpore's load_param_into_net rule)."""
+    return any(dtype in kinds and other in kinds for kinds in (mstype.float_type, mstype.int_type + mstype.uint_type))
+
+
 def load_weights(cell, param_dict, path, require_all=True, key="load_checkpoint"):
-    """Load parameters into `cell` after checking names and shapes, so a mismatch is one clear line."""
+    """Load parameters into `cell` after checking names, shapes and dtypes, so a mismatch is one clear line. Each
+    parameter takes its tensor's memory as it is (Parameter.set_data shares it): no copy of the weights is made."""
     expected = {p.name: p for p in cell.get_parameters()}
     for name, param in expected.items():
         if name not in param_dict:
             if require_all:
                 raise ConfigError(f"{key}: {path} has no tensor '{name}' (expected shape {tuple(param.shape)})")
             continue
-        got = tuple(param_dict[name].shape)
+        value = param_dict[name]
+        got = tuple(value.shape)
         if got != tuple(param.shape):
             raise ConfigError(f"{key}: {path}: tensor '{name}' has shape {got}, the model expects "
                               f"{tuple(param.shape)}")
-    usable = {name: value for name, value in param_dict.items() if name in expected}
-    ms.load_param_into_net(cell, usable, strict_load=False)
+        if value.dtype != param.dtype and not same_kind(value.dtype, param.dtype):
+            raise ConfigError(f"{key}: {path}: tensor '{name}' is {value.dtype}, the model expects {param.dtype}")
+    usable = [name for name in param_dict if name in expected]
+    for name in usable:
+        expected[name].set_data(param_dict[name])  # a float32 tensor into a float16 model is cast
     # generation's transposed weight copies must follow; imported here: generation imports the models, which
     # import this module
     from mindformers.generation.transposed_weights import weights_may_change  # pylint: disable=import-outside-toplevel

@@ -12,12 +12,13 @@ import binascii
 import hashlib
 import os
 
-from mindformers.checkpoint.integrity import CRC_TRAILER, write_manifest
+from mindformers.checkpoint.integrity import CRC_TRAILER, crc_trailer, write_manifest
 from mindformers.checkpoint.tensor_dtypes import CKPT_TYPE, FROM_CKPT_TYPE, ITEMSIZE
 from mindformers.checkpoint.tensor_store import TensorInfo
 from mindformers.tools.errors import ConfigError
 
 SLICE_BYTES = 256 << 20  # below protobuf's 2 GB message limit, like MindSpore's own 512 MB slices
+_SKIP_CHUNK = 16 << 20
 
 
 def _varint(value):
@@ -90,111 +91,147 @@ class CkptWriter:
         self.handle.close()
 
 
-class _Cursor:
-    """Reads protobuf keys and varints from a file, seeking over payloads it does not need."""
+MAP_TENSOR = "MapTensor"  # the type walk_values reports for a map tensor's payload (not a TensorProto)
 
-    def __init__(self, handle, path):
-        self.handle, self.path = handle, path
 
-    def varint(self):
-        result, shift = 0, 0
-        while True:
-            byte = self.handle.read(1)
-            if not byte:
-                raise ConfigError(f"{self.path}: truncated checkpoint file (ends inside a record)")
-            result |= (byte[0] & 0x7F) << shift
-            if byte[0] < 0x80:
-                return result
-            shift += 7
+class ProtobufReader:
+    """Reads protobuf keys, varints and payloads from a file in order. With `seen`, every byte read is passed to
+    it (an integrity check) and skipped payloads are read too; without it they are seeked over."""
+
+    def __init__(self, handle, path, seen=None):
+        self.handle, self.path, self.seen = handle, path, seen
+
+    def truncated(self):
+        return ConfigError(f"{self.path}: truncated checkpoint file (ends inside a record)")
 
     def take(self, size):
         data = self.handle.read(size)
         if len(data) != size:
-            raise ConfigError(f"{self.path}: truncated checkpoint file (ends inside a record)")
+            raise self.truncated()
+        if self.seen is not None:
+            self.seen(data)
         return data
+
+    def take_into(self, view):
+        """Fill the writable byte memoryview `view` from the file."""
+        if self.handle.readinto(view) != len(view):
+            raise self.truncated()
+        if self.seen is not None:
+            self.seen(view)
+
+    def skip(self, size):
+        if self.seen is None:
+            self.handle.seek(size, os.SEEK_CUR)
+            return
+        while size > 0:
+            size -= len(self.take(min(size, _SKIP_CHUNK)))
 
     def tell(self):
         return self.handle.tell()
 
-    def skip(self, size):
-        self.handle.seek(size, os.SEEK_CUR)
+    def varint(self):
+        result, shift = 0, 0
+        while True:
+            byte = self.take(1)[0]
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result
+            shift += 7
 
-    def skip_field(self, wire_type):
+    def length(self, end):
+        """A length-delimited field's length, checked to fit before byte `end` (its record's end): a damaged length
+        must not make the reader ask for more than the file holds."""
+        size = self.varint()
+        if self.tell() + size > end:
+            raise ConfigError(f"{self.path}: not a MindSpore checkpoint (a field overruns its record at byte "
+                              f"{self.tell()})")
+        return size
+
+    def skip_field(self, wire_type, end):
         if wire_type == 0:
             self.varint()
         elif wire_type == 2:
-            self.skip(self.varint())
+            self.skip(self.length(end))
         elif wire_type in (1, 5):
             self.skip(8 if wire_type == 1 else 4)
         else:
             raise ConfigError(f"{self.path}: not a MindSpore checkpoint (unexpected protobuf wire type)")
 
 
-def _read_tensor_proto(cursor, end):
-    dims, dtype, content = [], None, None
-    while cursor.tell() < end:
-        key = cursor.varint()
+def data_end(path):
+    """Where a .ckpt's protobuf values end: before MindSpore's CRC32 trailer when the file has one."""
+    size = os.path.getsize(path)
+    return size - CRC_TRAILER if crc_trailer(path) is not None else size
+
+
+def _tensor_proto(reader, end, name):
+    dims, type_name = [], None
+    while reader.tell() < end:
+        key = reader.varint()
         number, wire = key >> 3, key & 7
         if number == 1 and wire == 2:  # packed dims
-            stop = cursor.varint() + cursor.tell()
-            while cursor.tell() < stop:
-                dims.append(cursor.varint())
+            stop = reader.length(end) + reader.tell()
+            while reader.tell() < stop:
+                dims.append(reader.varint())
         elif number == 1 and wire == 0:
-            dims.append(cursor.varint())
+            dims.append(reader.varint())
         elif number == 2 and wire == 2:
-            dtype = cursor.take(cursor.varint()).decode("utf-8")
+            type_name = reader.take(reader.length(end)).decode("utf-8")
         elif number == 3 and wire == 2:
-            size = cursor.varint()
-            content = (cursor.tell(), size)
-            cursor.skip(size)
+            yield name, [] if dims == [0] else dims, type_name, reader.length(end)
         else:
-            cursor.skip_field(wire)
-    return dims, dtype, content
+            reader.skip_field(wire, end)
+
+
+def walk_values(reader, end):
+    """Every value of a .ckpt up to byte `end` (data_end): yields (name, dims, type name, size) with the reader at the
+    first of the `size` bytes of a tensor's content, which the caller must read or skip before going on (type
+    MAP_TENSOR: a map tensor's whole payload). MindSpore writes a TensorProto's content after its dims and type."""
+    while reader.tell() < end:
+        start = reader.tell()
+        if reader.varint() != (1 << 3 | 2):
+            raise ConfigError(f"{reader.path}: not a MindSpore checkpoint (unexpected data at byte {start})")
+        record_end = reader.varint() + reader.tell()
+        if record_end > end:
+            raise ConfigError(f"{reader.path}: truncated checkpoint file (a record needs {record_end} bytes, its "
+                              f"data ends at {end})")
+        name = None
+        while reader.tell() < record_end:
+            key = reader.varint()
+            if key == (1 << 3 | 2):
+                name = reader.take(reader.length(record_end)).decode("utf-8")
+            elif key == (2 << 3 | 2):
+                yield from _tensor_proto(reader, reader.length(record_end) + reader.tell(), name)
+            elif key == (3 << 3 | 2):
+                yield name, None, MAP_TENSOR, reader.length(record_end)
+            else:
+                reader.skip_field(key & 7, record_end)
+        if reader.tell() != record_end:
+            raise ConfigError(f"{reader.path}: not a MindSpore checkpoint (a record overruns its length)")
 
 
 def read_ckpt(path):
     """name -> TensorInfo for every numeric tensor in a .ckpt (strings and map tensors are skipped)."""
-    size = os.path.getsize(path)
     tensors = {}
     with open(path, "rb") as handle:
-        cursor = _Cursor(handle, path)
-        while cursor.tell() < size:
-            start = cursor.tell()
-            if size - start == CRC_TRAILER and handle.read(7) == b"crc_num":
-                break
-            handle.seek(start)
-            if cursor.varint() != (1 << 3 | 2):
-                raise ConfigError(f"{path}: not a MindSpore checkpoint (unexpected data at byte {start})")
-            end = cursor.varint() + cursor.tell()
-            if end > size:
-                raise ConfigError(f"{path}: truncated checkpoint file (a record needs {end} bytes, file has {size})")
-            name, tensor = None, None
-            while cursor.tell() < end:
-                key = cursor.varint()
-                if key == (1 << 3 | 2):
-                    name = cursor.take(cursor.varint()).decode("utf-8")
-                elif key == (2 << 3 | 2):
-                    stop = cursor.varint() + cursor.tell()
-                    tensor = _read_tensor_proto(cursor, stop)
-                else:
-                    cursor.skip_field(key & 7)
-            handle.seek(end)
-            _add_slice(tensors, path, name, tensor)
+        reader = ProtobufReader(handle, path)
+        for name, dims, type_name, size in walk_values(reader, data_end(path)):
+            _add_slice(tensors, path, name, dims, type_name, (reader.tell(), size))
+            reader.skip(size)
     for info in tensors.values():
         if sum(seg[2] for seg in info.segments) != info.nbytes:
             raise ConfigError(f"{path}: tensor '{info.name}' holds fewer bytes than its shape {info.shape} needs")
     return tensors
 
 
-def _add_slice(tensors, path, name, tensor):
-    if name is None or tensor is None or tensor[1] not in FROM_CKPT_TYPE or tensor[2] is None:
+def _add_slice(tensors, path, name, dims, type_name, content):
+    if name is None or type_name not in FROM_CKPT_TYPE:
         return
-    dims, type_name, (offset, nbytes) = tensor
     dtype = FROM_CKPT_TYPE[type_name]
     if dtype not in ITEMSIZE:
         return
-    shape = [] if dims == [0] else dims
+    offset, nbytes = content
     if name in tensors:
         tensors[name].segments.append((path, offset, nbytes))
     else:
-        tensors[name] = TensorInfo(name, dtype, shape, segments=[(path, offset, nbytes)])
+        tensors[name] = TensorInfo(name, dtype, dims, segments=[(path, offset, nbytes)])

@@ -6,9 +6,10 @@ will be (sha256sum's format: `sha256sum -c <name>.sha256` checks it by hand), an
 checkpoint into place. So a checkpoint of ours is never visible without its manifest; a manifest whose checkpoint
 is missing, and every temporary file, are what an interrupted save leaves, and are removed at the next start.
 
-Loading verifies first: with a manifest, the file's sha256 must match it; without one, MindSpore checks the CRC32
-trailer when there is one; a checkpoint with neither (written by an earlier version of this project, converted,
-or brought from MindFormers or elsewhere) loads with a warning that it cannot be verified.
+Loading verifies (IntegrityCheck): with a manifest, the file's sha256 must match it; without one, the CRC32
+trailer MindSpore wrote must, when there is one; a checkpoint with neither (written by an earlier version of this
+project, converted, or brought from MindFormers or elsewhere) loads with a warning that it cannot be verified. A
+.ckpt is checked as it is loaded, in one pass, and nothing read is used before the check has passed (ckpt_load.py).
 """
 import binascii
 import hashlib
@@ -106,18 +107,6 @@ def crc_trailer(path):
     return int.from_bytes(trailer[7:], "big") if trailer[:7] == b"crc_num" else None
 
 
-def file_crc32(path, length):
-    crc = 0
-    with open(path, "rb") as stream:
-        while length > 0:
-            chunk = stream.read(min(_HASH_CHUNK, length))
-            if not chunk:
-                break
-            crc = binascii.crc32(chunk, crc)
-            length -= len(chunk)
-    return crc
-
-
 class DamagedCheckpoint(ConfigError):
     """A checkpoint whose bytes are not the ones that were saved."""
 
@@ -126,31 +115,71 @@ class DamagedCheckpoint(ConfigError):
         self.reason = reason
 
 
+class IntegrityCheck:
+    """How one checkpoint file is verified, fed its bytes in file order by whoever reads them (verify_checkpoint, or
+    a loader that checks while it reads, so the file is read once): against its manifest's sha256 when there is
+    one, else against its CRC32 trailer, else not at all (a warning says so). A manifest that does not list the file
+    raises DamagedCheckpoint here, before anything is read; `finish` raises it when the bytes fed do not match."""
+
+    def __init__(self, path, key="load_checkpoint", warn=True):
+        self.path, self.key = path, key
+        self.manifest = manifest_path(path)
+        self.sha256, self.crc, self.crc_left = None, 0, 0
+        if os.path.exists(self.manifest):
+            entries = read_manifest(self.manifest)
+            name = os.path.basename(path)
+            if entries is None or name not in entries:
+                raise self.damaged(f"its manifest {os.path.basename(self.manifest)} is unreadable or does not list "
+                                   "it")
+            self.kind, self.expected, self.sha256 = VERIFIED, entries[name], hashlib.sha256()
+            return
+        self.expected = crc_trailer(path)
+        if self.expected is not None:
+            self.kind, self.crc_left = CRC, os.path.getsize(path) - CRC_TRAILER  # the trailer itself is not covered
+            return
+        self.kind = UNVERIFIED
+        if warn:
+            logger.warning("%s: %s has no manifest (%s) and no CRC, so it cannot be verified (written by an earlier "
+                           "version, converted, or from another tool); loading it as it is", key, path,
+                           os.path.basename(self.manifest))
+
+    def damaged(self, reason):
+        return DamagedCheckpoint(self.path, self.key, reason)
+
+    def update(self, data):
+        """The next bytes of the file."""
+        if self.sha256 is not None:
+            self.sha256.update(data)
+        elif self.crc_left > 0:
+            covered = data if len(data) <= self.crc_left else memoryview(data)[:self.crc_left]
+            self.crc = binascii.crc32(covered, self.crc)
+            self.crc_left -= len(covered)
+
+    def update_to_end(self, stream):
+        """Feed the rest of an open file, from where it stands to its end."""
+        if self.kind == UNVERIFIED:
+            return
+        for chunk in iter(lambda: stream.read(_HASH_CHUNK), b""):
+            self.update(chunk)
+
+    def finish(self):
+        """How the file was verified (VERIFIED, CRC or UNVERIFIED), once every byte was fed."""
+        if self.kind == VERIFIED and self.sha256.hexdigest() != self.expected:
+            raise self.damaged(f"sha256 differs from {os.path.basename(self.manifest)}: the file changed after it "
+                               "was saved")
+        if self.kind == CRC and (self.crc_left > 0 or self.crc != self.expected):
+            raise self.damaged("CRC32 differs from the one saved in the file")
+        return self.kind
+
+
 def verify_checkpoint(path, key="load_checkpoint", warn=True):
     """Check `path` before it is used: against its manifest, else against its CRC32 trailer; returns how it was
     verified (VERIFIED, CRC or UNVERIFIED: neither exists, a warning says so). A mismatch raises DamagedCheckpoint,
     one line naming the file."""
-    manifest = manifest_path(path)
-    if os.path.exists(manifest):
-        entries = read_manifest(manifest)
-        name = os.path.basename(path)
-        if entries is None or name not in entries:
-            raise DamagedCheckpoint(path, key, f"its manifest {os.path.basename(manifest)} is unreadable or does not "
-                                               "list it")
-        if file_sha256(path) != entries[name]:
-            raise DamagedCheckpoint(path, key, f"sha256 differs from {os.path.basename(manifest)}: the file changed "
-                                               "after it was saved")
-        return VERIFIED
-    expected_crc = crc_trailer(path)
-    if expected_crc is not None:
-        if file_crc32(path, os.path.getsize(path) - CRC_TRAILER) != expected_crc:
-            raise DamagedCheckpoint(path, key, "CRC32 differs from the one saved in the file")
-        return CRC
-    if warn:
-        logger.warning("%s: %s has no manifest (%s) and no CRC, so it cannot be verified (written by an earlier "
-                       "version, converted, or from another tool); loading it as it is", key, path,
-                       os.path.basename(manifest))
-    return UNVERIFIED
+    check = IntegrityCheck(path, key, warn)
+    with open(path, "rb") as stream:
+        check.update_to_end(stream)
+    return check.finish()
 
 
 def remove_quietly(path):

@@ -6,9 +6,9 @@ target, and one split of the tensor (one group of pieces of the same split) is e
 import itertools
 
 import numpy as np
-import mindspore as ms
 
-from mindformers.checkpoint.tensor_dtypes import NUMPY, cast
+from mindformers.checkpoint.ckpt_load import as_tensor
+from mindformers.checkpoint.tensor_dtypes import NUMPY
 from mindformers.checkpoint.tensor_pieces import Piece, copy_overlap, overlap
 from mindformers.tools.errors import ConfigError
 
@@ -66,15 +66,8 @@ def assemble(source, name, target):
                       f"{source.expected_holders(name, lacking)}")
 
 
-def as_parameter(name, array, dtype):
-    """What ms.load_checkpoint returns for a tensor (load_param_into_net takes only Parameters)."""
-    if dtype == "BF16":
-        return ms.Parameter(ms.Tensor(cast(array, "BF16", "F32"), ms.bfloat16), name=name)
-    return ms.Parameter(ms.Tensor(array), name=name)
-
-
 def reshard_for(source, target, params, progress=True):
-    """{name: Parameter} for a rank whose layout is `target`: every parameter (name -> Parameter) its stage holds
+    """{name: Tensor} for a rank whose layout is `target`: every parameter (name -> Parameter) its stage holds
     and the source has, as the piece `target` wants, plus the source's other tensors (step counters, loss scale)."""
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     loaded = {}
@@ -84,11 +77,11 @@ def reshard_for(source, target, params, progress=True):
             continue
         assembled = assemble(source, name, piece)
         if assembled is not None:
-            loaded[name] = as_parameter(name, *assembled)
+            loaded[name] = as_tensor(*assembled)
     for name in source.names():
         if name in params:
             continue
         whole = [(piece, info) for piece, info in source.holders(name) if piece.whole]
         if whole:
-            loaded[name] = as_parameter(name, whole[0][1].read(), whole[0][1].dtype)
+            loaded[name] = as_tensor(whole[0][1].read(), whole[0][1].dtype)
     return loaded

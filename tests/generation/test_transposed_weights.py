@@ -7,6 +7,7 @@ from mindspore import Tensor
 
 from mindformers.checkpoint.checkpoint_io import load_weights
 from mindformers.core.optim import AdamW
+from mindformers.generation.transposed_weights import contiguous_transpose
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 from mindformers.models.modules import Linear
 from mindformers.wrapper import MFTrainOneStepCell
@@ -86,3 +87,10 @@ def test_copies_follow_a_checkpoint_load():
     load_weights(model, changed, "changed.ckpt")
     assert generate(model) != before
     assert_follows_weights(model)
+
+
+def test_the_banded_transpose_is_the_transpose():
+    values = np.random.default_rng(1).standard_normal((2500, 7)).astype(np.float32)  # 2 whole bands and a part
+    out = contiguous_transpose(values)
+    assert out.flags["C_CONTIGUOUS"] and out.dtype == np.float32
+    np.testing.assert_array_equal(out, values.T)

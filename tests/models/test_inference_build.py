@@ -2,10 +2,11 @@
 fills them, the layers share one copy of the rotary tensors, and the model then generates what the model that saved
 the weights does."""
 import numpy as np
+from mindspore import Tensor
 
 from mindformers import LlamaConfig, LlamaForCausalLM
 from mindformers.checkpoint.checkpoint_io import load_weights
-from mindformers.models.modules.shape_only import weights_loaded_after_build
+from mindformers.models.modules.shape_only import parameter_sharing, weights_loaded_after_build
 
 
 def tiny_config():
@@ -28,3 +29,12 @@ def test_weights_stay_unallocated_until_the_checkpoint_fills_them():
     assert first.cos is second.cos  # one copy of the rotary tensors for every layer
     prompts = [[5, 6, 7], [9, 3]]
     assert built.generate(prompts, max_new_tokens=3) == source.generate(prompts, max_new_tokens=3)
+
+
+def test_a_parameter_made_for_host_values_holds_their_memory():
+    """What generation's transposed weight copies are made with: no second copy of the values."""
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    param = parameter_sharing(Tensor.from_numpy(values), "copy", requires_grad=False)
+    assert (param.name, param.requires_grad, param.shape, param.has_init) == ("copy", False, (2, 3), False)
+    values[0, 1] = 7.0
+    np.testing.assert_array_equal(param.asnumpy(), values)

@@ -46,8 +46,13 @@ def flipped(source, target, offset):
         stream.write(bytes(data))
 
 
+# Both ways a file is checked: alone, and while it is loaded in one pass (ckpt_load.py).
+CHECKS = pytest.mark.parametrize("check", [verify_checkpoint, read_checkpoint], ids=["verify", "one-pass-load"])
+
+
+@CHECKS
 @pytest.mark.parametrize("with_manifest", [True, False], ids=["manifest", "crc-only"])
-def test_flipping_any_byte_of_tensor_data_is_refused(tmp_path, with_manifest):
+def test_flipping_any_byte_of_tensor_data_is_refused(tmp_path, with_manifest, check):
     """Every position of every tensor's data, one at a time: the manifest's sha256 (or, without it, MindSpore's CRC32)
     refuses each one, with one line naming the file; the intact file verifies and loads as saved."""
     original = save(tmp_path / "good.ckpt")
@@ -61,7 +66,7 @@ def test_flipping_any_byte_of_tensor_data_is_refused(tmp_path, with_manifest):
     for offset in offsets:
         flipped(original, target, offset)
         with pytest.raises(DamagedCheckpoint) as caught:
-            verify_checkpoint(target)
+            check(target)
         assert str(caught.value).startswith(f"load_checkpoint: {target}: damaged checkpoint")
         assert "\n" not in str(caught.value)
     shutil.copy(original, target)
@@ -70,16 +75,19 @@ def test_flipping_any_byte_of_tensor_data_is_refused(tmp_path, with_manifest):
     np.testing.assert_array_equal(loaded["model.w"].asnumpy(), tensors()[0]["data"].asnumpy())
 
 
-def test_any_byte_of_the_file_is_covered_by_the_manifest(tmp_path):
+@CHECKS
+def test_any_byte_of_the_file_is_covered_by_the_manifest(tmp_path, check):
+    """Headers, names, shapes and the CRC trailer too: a changed byte that also breaks the file's structure is
+    reported as the damage it is, not as an unreadable file."""
     original = save(tmp_path / "good.ckpt")
     target = str(tmp_path / "good.ckpt.copy")
     shutil.copy(f"{original}.sha256", f"{target}.sha256")
     with open(f"{target}.sha256", "w", encoding="utf-8") as stream:
         stream.write(open(f"{original}.sha256", encoding="utf-8").read().replace("good.ckpt", "good.ckpt.copy"))
-    for offset in range(os.path.getsize(original)):  # headers, names, shapes and the CRC trailer too
+    for offset in range(os.path.getsize(original)):
         flipped(original, target, offset)
         with pytest.raises(DamagedCheckpoint):
-            verify_checkpoint(target)
+            check(target)
 
 
 def test_checkpoints_of_earlier_versions_and_other_tools_load_with_a_warning(tmp_path, caplog):

@@ -5,6 +5,8 @@ Inside `shape_only()`, layers create their weights through MindSpore's lazy `ini
 """
 import contextlib
 
+from mindspore import Parameter
+from mindspore.common.initializer import initializer
 from mindspore.nn.utils import no_init_parameters
 
 _ACTIVE = [False]
@@ -55,3 +57,12 @@ def initial_values_deferred():
     a model-parallel rank's parallelize draws only its slices, then the rest (`materialize`)."""
     with _raised(_DEFERRED), no_init_parameters():
         yield
+
+
+def parameter_sharing(tensor, name, requires_grad=True):
+    """A Parameter holding `tensor`'s memory. Parameter(tensor) copies the data (MindSpore 2.10 shares it only when
+    the tensor's reference count is exactly 4, which Python 3.11 never gives there); an unallocated Parameter given
+    the tensor with set_data shares it."""
+    with no_init_parameters():
+        param = Parameter(initializer("zeros", tensor.shape, tensor.dtype), name=name, requires_grad=requires_grad)
+    return param.set_data(tensor)

@@ -1,14 +1,15 @@
-"""The key/value cache: step inputs built on the host, in-place writes, beam reordering, and a decoder layer fed
+"""The key/value cache: step inputs built on the host and in a graph, in-place writes, beam reordering, and a decoder layer fed
 through the cache computing what its full forward computes. PyNative, tiny shapes."""
 import itertools
 
 import numpy as np
 import pytest
-from mindspore import Tensor
+import mindspore as ms
+from mindspore import Tensor, nn
 
 from mindformers.models.llama import LlamaConfig
 from mindformers.models.decoder import DecoderLayer
-from mindformers.models.modules.kv_cache import KVCache, layer_cache, step_inputs
+from mindformers.models.modules.kv_cache import KVCache, layer_cache, step_inputs, step_inputs_in_graph
 
 
 def reference_inputs(start, first_columns, seq, length, kv_heads, max_position, window):
@@ -24,11 +25,29 @@ def reference_inputs(start, first_columns, seq, length, kv_heads, max_position, 
     return positions, blocked, slots, columns
 
 
+class InGraph(nn.Cell):
+    def __init__(self, cache, seq, window):
+        super().__init__()
+        self.cache, self.seq, self.window = cache, seq, window
+
+    def construct(self, start, first_columns):
+        return step_inputs_in_graph(start, first_columns, self.seq, self.cache, 7, self.window)
+
+
+@pytest.mark.parametrize("where", ["host", "graph"])
 @pytest.mark.parametrize("start,seq,window", [(0, 6, None), (6, 1, None), (9, 1, 3), (0, 10, 3)])
-def test_step_inputs_match_their_definition(start, seq, window):
+def test_step_inputs_match_their_definition(start, seq, window, where):
+    """PyNative's host-built step inputs and the compiled step's (graph mode) are the same arrays."""
     first_columns = np.array([0, 4], np.int32)  # the second row is left padded by 4
     cache = KVCache(1, batch=2, kv_heads=3, length=10, head_dim=2)
-    got = step_inputs(start, first_columns, seq, cache, 7, window)
+    if where == "host":
+        got = step_inputs(start, first_columns, seq, cache, 7, window)
+    else:
+        ms.set_context(mode=ms.GRAPH_MODE)
+        try:
+            got = [t.asnumpy() for t in InGraph(cache, seq, window)(Tensor([start], ms.int32), Tensor(first_columns))]
+        finally:
+            ms.set_context(mode=ms.PYNATIVE_MODE)
     expected = reference_inputs(start, first_columns, seq, 10, 3, 7, window)
     for name, value, want in zip(("positions", "blocked", "slots", "columns"), got, expected):
         assert value.dtype == (np.float32 if name == "blocked" else np.int32), name

@@ -9,14 +9,17 @@ with the cache. Every step, a prompt's chunk as much as one new token, attends o
 it must not see are blocked), so a long prompt can run in chunks of a fixed size (see
 mindformers/generation/decoding_state.py).
 
-Masks, positions and write slots are built on the host in numpy from the first new column and each row's first
-real column (rows are left padded) and sent as four small tensors: built inside the step they were ~15 small
-kernels, 3-4 ms of a PyNative decode step run op by op against ~0.02 ms in numpy. Positions count from a row's first
-real token, so a padded row decodes exactly as it would alone.
+Masks, positions and write slots follow from the first new column and each row's first real column (rows are left
+padded). PyNative builds them on the host in numpy (step_inputs) and sends four small tensors: as ~15 small ops run
+one by one they took 3-4 ms of a decode step, ~0.02 ms in numpy. A compiled graph derives them itself from those two
+(step_inputs_in_graph): there the kernels cost less than four more graph inputs (~1-3 ms a step, measured in one
+process). Positions count from a row's first real token, so a padded row decodes exactly as it would alone.
 """
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, nn, ops
+
+from mindformers.models.modules.index_constants import int_range
 
 
 class KVCache(nn.Cell):
@@ -59,7 +62,7 @@ def layer_cache(cache, index):
 def causally_blocked(queries, keys, window):
     """True where a query at column `queries` must not see a key at column `keys` (int32 tensors or numpy arrays
     that broadcast): a later key, or with a sliding window one `window` or more columns back. The one rule for
-    training forwards (Attention.blocked_positions) and generation steps (step_inputs)."""
+    training forwards (Attention.blocked_positions) and generation steps (both step_inputs)."""
     blocked = keys > queries
     if window:
         either = np.logical_or if isinstance(blocked, np.ndarray) else ops.logical_or
@@ -85,6 +88,20 @@ def step_inputs(start, first_columns, seq, cache, max_position, window):
     rows = np.arange(0, batch * cache.kv_heads * cache.length, cache.length, dtype=np.int32)
     slots = (rows[:, None] + columns[None, :]).reshape(-1)
     return positions, blocked.astype(np.float32), slots, columns
+
+
+def step_inputs_in_graph(start, first_columns, seq, cache, max_position, window):
+    """step_inputs as tensors computed in a graph, from start (1,) and first_columns (batch,) int32 tensors."""
+    batch = first_columns.shape[0]
+    columns = int_range(0, seq, (seq,)) + start
+    first = ops.reshape(first_columns, (batch, 1))
+    positions = ops.clip_by_value(ops.reshape(columns, (1, seq)) - first, 0, max_position)
+    queries = ops.reshape(columns, (1, 1, seq, 1))
+    keys = int_range(0, cache.length, (1, 1, 1, cache.length))
+    blocked = ops.logical_or(causally_blocked(queries, keys, window), keys < ops.reshape(first, (batch, 1, 1, 1)))
+    rows = int_range(0, batch * cache.kv_heads * cache.length, (-1, 1), cache.length)
+    slots = ops.reshape(rows + ops.reshape(columns, (1, seq)), (-1,))
+    return positions, ops.cast(blocked, ms.float32), slots, columns
 
 
 def positions_of(cache):

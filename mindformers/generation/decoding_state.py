@@ -4,7 +4,8 @@
 Rows are left padded to P prompt columns, so every row writes its next token into the same column. With use_past
 the prompt runs first (prefill) and each new token then runs alone against the cache; without it, every step reruns
 the whole grid (right-padded to L, so shapes stay static) and reads the logits of the current column. Per step the
-host sends the new tokens and the step's positions, mask and cache slots (DecodingStep.inputs).
+host sends the new tokens and where they go: in PyNative their positions, mask and cache slots, in graph mode two
+small index tensors the step derives those from (DecodingStep.inputs).
 
 Memory follows the prompts, not seq_length. A compiled graph keeps memory in proportion to the tensors it computes
 for as long as it lives (MindSpore's CPU kernels hold buffers per node), so a prefill of the whole grid at once would

@@ -4,7 +4,8 @@
 Rows are left padded to P prompt columns, so every row writes its next token into the same column. With use_past
 the prompt runs first (prefill) and each new token then runs alone against the cache; without it, every step reruns
 the whole grid (right-padded to L, so shapes stay static) and reads the logits of the current column. Per step the
-host sends the new tokens and three small index tensors; masks and positions are derived inside the step.
+host sends the new tokens and where they go: in PyNative their positions, mask and cache slots, in graph mode two
+small index tensors the step derives those from (DecodingStep.inputs).
 
 Memory follows the prompts, not seq_length. A compiled graph keeps memory in proportion to the tensors it computes
 for as long as it lives (MindSpore's CPU kernels hold buffers per node), so a prefill of the whole grid at once would
@@ -19,7 +20,6 @@ from collections import OrderedDict
 
 import numpy as np
 import mindspore as ms
-from mindspore import Tensor
 
 from mindformers.core.context.compile_cache import compile_cache_on
 from mindformers.generation.decoding_cells import DecodingStep
@@ -69,10 +69,6 @@ def prefill_columns(batch, longest, config, graph_mode=False):
     return min(round_up(longest, config.length_bucket), max(1, config.prefill_chunk_tokens // batch))
 
 
-def _index(value):
-    return Tensor(np.array([value], np.int32))
-
-
 class DecodingState:
     def __init__(self, model, rows, new_columns, config):
         """`rows` of prompt ids, room for `new_columns` tokens after the longest; `config` a GenerationConfig."""
@@ -87,14 +83,11 @@ class DecodingState:
         self.first_columns = np.array([self.prompt_columns - len(row) for row in rows], np.int32)
         for row, tokens in enumerate(rows):
             self.ids[row, self.first_columns[row]:self.prompt_columns] = tokens
-        self.first_columns_tensor = Tensor(self.first_columns)  # made once: input tensors cost per step too
-        self.select_first = _index(0)
         self.times = generation_times(model)
         self.decodes = new_columns > 1
 
     def _inputs(self, ids, start, select):
-        select = self.select_first if select == 0 else _index(select)
-        return Tensor(ids), _index(start), self.first_columns_tensor, select
+        return self.step.inputs(ids, start, self.first_columns, select)
 
     def _run(self, ids, start, select, phase):
         """Logits of one step; its seconds (compilation apart) are added to the model's `phase` total."""
@@ -122,7 +115,7 @@ class DecodingState:
         return logits
 
     def _chunk(self, start):
-        return np.ascontiguousarray(self.ids[:, start:start + self.chunk])
+        return self.ids[:, start:start + self.chunk]
 
     def next_logits(self, tokens, column):
         """Place `tokens` (batch,) at `column`; logits (batch, vocab) for the token after it."""
@@ -130,11 +123,10 @@ class DecodingState:
         self.times.decode_tokens += len(tokens)
         if not self.use_past:
             return self._run(self.ids, 0, column, "decode")
-        return self._run(np.ascontiguousarray(self.ids[:, column:column + 1]), column, 0, "decode")
+        return self._run(self.ids[:, column:column + 1], column, 0, "decode")
 
     def reorder(self, sources):
         """Beam search: row r continues from row sources[r] (its tokens, padding and cache)."""
         self.ids, self.first_columns = self.ids[sources], self.first_columns[sources]
-        self.first_columns_tensor = Tensor(self.first_columns)
         if self.use_past:
             self.step.cache.reorder(sources)

@@ -9,10 +9,13 @@ with the cache. Every step, a prompt's chunk as much as one new token, attends o
 it must not see are blocked), so a long prompt can run in chunks of a fixed size (see
 mindformers/generation/decoding_state.py).
 
-Masks, positions and write slots are built inside the compiled step from three small tensors (the first new
-column, each row's first real column, as rows are left padded), so the host sends O(batch) numbers per step.
-Positions count from a row's first real token, so a padded row decodes exactly as it would alone.
+Masks, positions and write slots follow from the first new column and each row's first real column (rows are left
+padded). PyNative builds them on the host in numpy (step_inputs) and sends four small tensors: as ~15 small ops run
+one by one they took 3-4 ms of a decode step, ~0.02 ms in numpy. A compiled graph derives them itself from those two
+(step_inputs_in_graph): there the kernels cost less than four more graph inputs (~1-3 ms a step, measured in one
+process). Positions count from a row's first real token, so a padded row decodes exactly as it would alone.
 """
+import numpy as np
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, nn, ops
 
@@ -57,23 +60,38 @@ def layer_cache(cache, index):
 
 
 def causally_blocked(queries, keys, window):
-    """True where a query at column `queries` must not see a key at column `keys` (int32 tensors that broadcast):
-    a later key, or with a sliding window one `window` or more columns back. The one rule for training forwards
-    (Attention.blocked_positions) and generation steps (step_inputs)."""
+    """True where a query at column `queries` must not see a key at column `keys` (int32 tensors or numpy arrays
+    that broadcast): a later key, or with a sliding window one `window` or more columns back. The one rule for
+    training forwards (Attention.blocked_positions) and generation steps (both step_inputs)."""
     blocked = keys > queries
     if window:
-        blocked = ops.logical_or(blocked, queries - keys >= window)
+        either = np.logical_or if isinstance(blocked, np.ndarray) else ops.logical_or
+        blocked = either(blocked, queries - keys >= window)
     return blocked
 
 
 def step_inputs(start, first_columns, seq, cache, max_position, window):
-    """For `seq` new tokens per row at columns start .. start+seq-1 (start: (1,) int32) of rows whose real tokens
-    begin at first_columns (batch,) int32:
-      positions (batch, seq) for the rotary tables (clamped to the table),
+    """For `seq` new tokens per row at columns start .. start+seq-1 of rows whose real tokens begin at
+    first_columns (batch,), as numpy arrays:
+      positions (batch, seq) int32 for the rotary tables (clamped to the table),
       blocked (batch, 1, seq, length) float32, 1 where a query must not see a key column of the table (the future,
       left padding, beyond the sliding window),
-      slots (batch * kv_heads * seq,) the table rows the new keys and values go to,
-      columns (seq,) the new tokens' columns (ALiBi's distances are between columns)."""
+      slots (batch * kv_heads * seq,) int32 the table rows the new keys and values go to,
+      columns (seq,) int32 the new tokens' columns (ALiBi's distances are between columns)."""
+    batch = len(first_columns)
+    columns = np.arange(start, start + seq, dtype=np.int32)
+    first = np.asarray(first_columns, np.int32).reshape(batch, 1)
+    positions = np.clip(columns[None, :] - first, 0, max_position).astype(np.int32)
+    queries = columns.reshape(1, 1, seq, 1)
+    keys = np.arange(cache.length, dtype=np.int32).reshape(1, 1, 1, cache.length)
+    blocked = causally_blocked(queries, keys, window) | (keys < first.reshape(batch, 1, 1, 1))
+    rows = np.arange(0, batch * cache.kv_heads * cache.length, cache.length, dtype=np.int32)
+    slots = (rows[:, None] + columns[None, :]).reshape(-1)
+    return positions, blocked.astype(np.float32), slots, columns
+
+
+def step_inputs_in_graph(start, first_columns, seq, cache, max_position, window):
+    """step_inputs as tensors computed in a graph, from start (1,) and first_columns (batch,) int32 tensors."""
     batch = first_columns.shape[0]
     columns = int_range(0, seq, (seq,)) + start
     first = ops.reshape(first_columns, (batch, 1))

@@ -48,6 +48,8 @@ def parse_args(argv=None):
     add("--mode", choices=("graph", "pynative", "layerwise"), default="graph",
         help="MindSpore mode of our side (layerwise: PyNative with context.layerwise_compile's layer graphs)")
     add("--tie-word-embeddings", action="store_true", help="the head multiplies by the embedding table (SmolLM2)")
+    add("--without-transposed", action="store_true",
+        help="also time ours with GenerationConfig.transposed_weights False (no (in, out) weight copies)")
     return parser.parse_args(argv)
 
 
@@ -115,8 +117,8 @@ def main(argv=None):
         torch_prompts = torch.tensor(prompts)
         mask = torch.ones_like(torch_prompts)
 
-        def run_ours(new, prompts=prompts):
-            return ours.generate(prompts.tolist(), max_new_tokens=new, eos_token_id=[])
+        def run_ours(new, prompts=prompts, transposed=True):
+            return ours.generate(prompts.tolist(), max_new_tokens=new, eos_token_id=[], transposed_weights=transposed)
 
         def run_theirs(new, torch_prompts=torch_prompts, mask=mask):
             with torch.no_grad():
@@ -128,7 +130,12 @@ def main(argv=None):
         run_theirs(args.new)
         same = [row[args.prompt:] for row in run_ours(min(args.new, 8))] == \
             run_theirs(min(args.new, 8))[:, args.prompt:].tolist()
-        timings = measure({"ours": run_ours, "theirs": run_theirs}, batch, args.new, args.repeat)
+        sides = {"ours": run_ours, "theirs": run_theirs}
+        if args.without_transposed:
+            sides["ours without copies"] = lambda new, prompts=prompts: run_ours(new, prompts, transposed=False)
+            for new in (1, args.new):  # its own decoding graphs compile here, outside the timed runs
+                sides["ours without copies"](new)
+        timings = measure(sides, batch, args.new, args.repeat)
         (ours_ttft, ours_rate), (theirs_ttft, theirs_rate) = timings["ours"], timings["theirs"]
         print(f"ours   batch {batch}: time to first token {ours_ttft * 1000:.1f} ms, decode {ours_rate:.1f} tokens/s "
               f"(warm-up with graph compiles {warm_up:.1f} s)")
@@ -137,6 +144,11 @@ def main(argv=None):
         print(f"same greedy tokens batch {batch}: {same}")
         print(f"ratio ttft theirs/ours batch {batch}: {theirs_ttft / ours_ttft:.2f}")
         print(f"ratio decode ours/theirs batch {batch}: {ours_rate / theirs_rate:.2f}", flush=True)
+        if args.without_transposed:
+            plain_ttft, plain_rate = timings["ours without copies"]
+            print(f"ours without copies batch {batch}: time to first token {plain_ttft * 1000:.1f} ms, decode "
+                  f"{plain_rate:.1f} tokens/s; ratio decode with/without copies: {ours_rate / plain_rate:.2f}",
+                  flush=True)
     return 0
 
 

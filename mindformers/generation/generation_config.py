@@ -6,7 +6,7 @@ from mindformers.tools.errors import ConfigError
 
 # model_config keys that set generation defaults (MindFormers' YAML spells them this way).
 _FROM_MODEL_CONFIG = ("max_decode_length", "max_new_tokens", "do_sample", "top_k", "top_p", "repetition_penalty",
-                      "temperature", "num_beams", "use_past", "eos_token_id", "pad_token_id")
+                      "temperature", "num_beams", "use_past", "eos_token_id", "pad_token_id", "transposed_weights")
 
 
 @dataclasses.dataclass

@@ -23,11 +23,11 @@ def mode(request):
     ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
-def tiny_model(tie_word_embeddings=False):
+def tiny_model(tie_word_embeddings=False, **config):
     np.random.seed(3)
     return LlamaForCausalLM(LlamaConfig(seq_length=16, hidden_size=32, num_layers=2, num_heads=4, n_kv_heads=2,
                                         vocab_size=VOCAB, intermediate_size=64, compute_dtype="float32",
-                                        initializer_range=0.2, tie_word_embeddings=tie_word_embeddings))
+                                        initializer_range=0.2, tie_word_embeddings=tie_word_embeddings, **config))
 
 
 def greedy_by_full_forwards(model, prompt, new):
@@ -63,6 +63,16 @@ def test_copies_give_the_same_tokens_and_stay_outside_the_model(tied):
     # a tied head multiplies by the embedding table: generation keeps its (hidden, vocab) copy too
     assert ("model.tok_embeddings.embedding_weight.transposed" in copied) == tied
     assert model.weight_t is None
+
+
+def test_model_config_turns_the_copies_off():
+    """model_config.transposed_weights (a YAML key, as predict reads it) is generate()'s default: False makes no
+    copies (their memory and, for some shapes, a slower decode: README's Performance) and gives the same tokens."""
+    model = tiny_model(transposed_weights=False)
+    assert assert_follows_weights(model)
+    assert "_transposed_weights" not in model.__dict__
+    generate(model, transposed_weights=True)  # a call's own option still wins over the config
+    assert "_transposed_weights" in model.__dict__
 
 
 def test_copies_follow_training_steps():

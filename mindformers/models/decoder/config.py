@@ -91,9 +91,9 @@ class DecoderConfig:
                  tie_word_embeddings=False, final_logit_softcapping=None, initializer_range=0.02,
                  scaling_factor=1.0, extend_method="None", offset=0, fine_grain_interleave=1, pp_interleave_num=1,
                  checkpoint_name_or_path="", repetition_penalty=1.0, max_decode_length=1024, max_new_tokens=None,
-                 top_k=5, top_p=1.0, do_sample=False, temperature=1.0, num_beams=1, use_rope_slice=False,
-                 block_size=16, num_blocks=512, is_dynamic=False, parallel_config=None, moe_config=None,
-                 sliding_window=None, model_name=None, pet_config=None, position_embedding_type="rope",
+                 top_k=5, top_p=1.0, do_sample=False, temperature=1.0, num_beams=1, transposed_weights=True,
+                 use_rope_slice=False, block_size=16, num_blocks=512, is_dynamic=False, parallel_config=None,
+                 moe_config=None, sliding_window=None, model_name=None, pet_config=None, position_embedding_type="rope",
                  rotary_interleaved=False, normalization="RMSNorm", layer_norm_epsilon=1e-5, embedding_norm=False,
                  gated_mlp=True, mlp_has_bias=False, norm_head=False):
         self.batch_size = batch_size
@@ -147,6 +147,7 @@ class DecoderConfig:
         self.do_sample = do_sample
         self.temperature = temperature
         self.num_beams = num_beams
+        self.transposed_weights = transposed_weights
         self.use_rope_slice = use_rope_slice
         self.block_size = block_size
         self.num_blocks = num_blocks

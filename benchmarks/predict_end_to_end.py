@@ -64,6 +64,9 @@ def parse_args(argv=None):
                         help="where the converted models are kept between runs")
     parser.add_argument("--skip-pynative", action="store_true")
     parser.add_argument("--skip-graph", action="store_true", help="only the PyNative runs (plain and layerwise)")
+    parser.add_argument("--with-transposed", action="store_true",
+                        help="one more layerwise run with model_config.transposed_weights True (generation's weight "
+                             "copies; SmolLM2's predict YAML turns them off)")
     return parser.parse_args(argv)
 
 
@@ -130,12 +133,14 @@ def tiny_models(work):
     return ckpt, yaml, os.path.join(hf, "tokenizer.json"), hf
 
 
-def ours(args, ckpt, config, tokenizer, work, name, mode, cache, layerwise=False):
+def ours(args, ckpt, config, tokenizer, work, name, mode, cache, layerwise=False, transposed=None):
     """One predict CLI run: (wall, peak RSS MiB, result record, timing line)."""
     overlay = os.path.join(work, f"run_{name}.yaml")
     with open(overlay, "w", encoding="utf-8") as stream:
         stream.write(f"base_config: ['{config}']\ncontext:\n  mode: {mode}\n  layerwise_compile: {layerwise}\n"
                      f"  enable_compile_cache: {bool(cache)}\n  compile_cache_path: '{cache or ''}'\n")
+        if transposed is not None:  # else the config's choice
+            stream.write(f"model:\n  model_config:\n    transposed_weights: {transposed}\n")
     output = os.path.join(work, f"out_{name}")
     wall, rss, stdout, stderr = run_child_mib([
         sys.executable, os.path.join(REPO, "run_mindformer.py"), "--config", overlay, "--run_mode", "predict",
@@ -167,10 +172,13 @@ def main(argv=None):
         if not args.skip_pynative:
             runs += [("PyNative", "pynative", 1, None, False),
                      ("PyNative, layerwise_compile", "pynative_layerwise", 1, None, True)]
+        if args.with_transposed:
+            runs.append(("PyNative, layerwise_compile, weight copies", "pynative_layerwise_copies", 1, None, True,
+                         True))
         results = []
-        for label, name, mode, cache_path, *layerwise in runs:
+        for label, name, mode, cache_path, *options in runs:
             wall, rss, record, timing = ours(args, ckpt, config, tokenizer, args.work, name, mode, cache_path,
-                                             *layerwise)
+                                             *options)
             same = record["input_ids"] == theirs["input_ids"] and record["output_ids"] == theirs["output_ids"]
             print(f"ours, {label}: wall {wall:.2f} s, peak RSS {rss:.0f} MiB; tokens "
                   f"{'identical to theirs' if same else 'DIFFER from theirs'} ({len(record['output_ids'])} new)\n"

@@ -15,6 +15,7 @@ Prints per run: import, build, compile and first-step seconds and their total (b
 wait before training starts; imports listed apart) with the CPU seconds of that total (less sensitive to other
 load on a shared machine than wall time), then the lines
 `ratio ours/theirs to first step, N layers: X.XX`, `ratio ours 32/8 layers: compile X.XX, to first step Y.YY (CPU Z.ZZ)`
+(layerwise: `..., beyond one steady step W.WW`, the ratio of the waits less one steady step each)
 and `ratio second/first run with compile cache, N layers: X.XX` (< 1: the cache saves that share), with a `layerwise`
 after `ours` for that mode. Layerwise compiles while its first step runs (its compile column is 0; the traced layer
 graphs' seconds, trace + compile + first run, are printed beside it), its run also times a second step (steady
@@ -180,9 +181,15 @@ def main(argv=None):
             low, high = min(args.layers), max(args.layers)
             compile_ratio = (f"compile {by_layers[high]['ours']['compile'] / by_layers[low]['ours']['compile']:.2f}, "
                              if mode == "graph" else "")
+            high_run, low_run = by_layers[high]["ours"], by_layers[low]["ours"]
+            # Layerwise: the wait beyond one steady step, i.e. what tracing and first touches add, apart from the
+            # step's own compute (which grows with the layer count however little is compiled)
+            overhead = ""
+            if "second_step" in low_run:
+                beyond = [run["total"] - run["second_step"] for run in (high_run, low_run)]
+                overhead = f", beyond one steady step {beyond[0] / beyond[1]:.2f}"
             print(f"ratio {ours} {high}/{low} layers: {compile_ratio}to first step "
-                  f"{by_layers[high]['ours']['total'] / by_layers[low]['ours']['total']:.2f} (CPU "
-                  f"{by_layers[high]['ours']['cpu'] / by_layers[low]['ours']['cpu']:.2f})")
+                  f"{high_run['total'] / low_run['total']:.2f} (CPU {high_run['cpu'] / low_run['cpu']:.2f}){overhead}")
         for layers, runs in by_layers.items():
             if "second" not in runs:
                 continue

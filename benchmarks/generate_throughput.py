@@ -14,6 +14,11 @@ Graph compilation is excluded by warm-up calls with the same shapes; timed runs 
 
 Prints a line per side and batch, and `ratio decode ours/theirs batch B: X.XX` (> 1: we are faster). PyNative runs
 ops one after the other (pynative_synchronize), as build_context sets it on CPU.
+
+A decode step reads every weight once whatever the batch, so at small batches its speed is bounded by how fast the
+machine streams memory: the script also prints the bytes of weights a step reads, the rate each side reads them at
+(steps/s x bytes), and the rate of a matrix-vector product over as many bytes (PyTorch, same threads, best of
+several): `decode ceiling batch B: X.XX x theirs` is the most any fp32 decode could gain over theirs.
 """
 import argparse
 import os
@@ -75,6 +80,20 @@ def timed(fn):
     return time.perf_counter() - start
 
 
+def streaming_rate(nbytes, threads, hidden, repeat=7):
+    """Bytes/s of the fastest of `repeat` float32 matrix-vector products over a matrix of about `nbytes`: the
+    rate a decode step streaming that many bytes of weights cannot beat."""
+    import torch  # pylint: disable=import-outside-toplevel
+    torch.set_num_threads(threads)
+    matrix = torch.randn(max(1, nbytes // (4 * hidden)), hidden)
+    vector = torch.randn(1, hidden)
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeat + 1):  # the first run warms up
+            best = min(best, timed(lambda: vector @ matrix.T))
+    return matrix.numel() * 4 / best
+
+
 def measure(runs, batch, new, repeat):
     """For each side in `runs`: (ttft seconds, decode tokens/s). A 1-token run gives the first-token time, a full
     run the rest; the sides take turns within each repeat, so a change in machine load hits both alike."""
@@ -111,6 +130,13 @@ def main(argv=None):
     if args.mode == "layerwise":
         from mindformers.models.decoder.layerwise import compile_layerwise  # noqa: E501 pylint: disable=import-outside-toplevel
         compile_layerwise(ours)
+    # The embedding table gives a step one row per token, unless the head multiplies by it (tied: counted once)
+    table = theirs.get_input_embeddings().weight
+    weight_bytes = sum(p.numel() * p.element_size() for p in theirs.parameters()) - (
+        0 if args.tie_word_embeddings else table.numel() * table.element_size())
+    stream = streaming_rate(weight_bytes, args.threads, args.hidden)
+    print(f"a decode step reads {weight_bytes / 2**20:.1f} MiB of weights; a matrix-vector product over as many "
+          f"bytes streams {stream / 1e9:.2f} GB/s")
     rng = np.random.default_rng(0)
     for batch in args.batches:
         prompts = rng.integers(3, args.vocab, size=(batch, args.prompt))
@@ -144,6 +170,9 @@ def main(argv=None):
         print(f"same greedy tokens batch {batch}: {same}")
         print(f"ratio ttft theirs/ours batch {batch}: {theirs_ttft / ours_ttft:.2f}")
         print(f"ratio decode ours/theirs batch {batch}: {ours_rate / theirs_rate:.2f}", flush=True)
+        print(f"weights read batch {batch}: ours {ours_rate / batch * weight_bytes / 1e9:.2f} GB/s, theirs "
+              f"{theirs_rate / batch * weight_bytes / 1e9:.2f} GB/s; decode ceiling batch {batch}: "
+              f"{stream / (theirs_rate / batch * weight_bytes):.2f} x theirs", flush=True)
         if args.without_transposed:
             plain_ttft, plain_rate = timings["ours without copies"]
             print(f"ours without copies batch {batch}: time to first token {plain_ttft * 1000:.1f} ms, decode "

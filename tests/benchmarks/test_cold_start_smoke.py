@@ -25,3 +25,13 @@ def test_cold_start_prints_each_run_and_the_ratios(tmp_path):
     assert re.search(r"^ratio ours/theirs to first step, 1 layers: \d+\.\d\d$", out, re.M), out
     assert re.search(r"^ratio second/first run with compile cache, 1 layers: \d+\.\d\d", out, re.M), out
     assert re.search(r"^ratio ours layerwise/theirs to first step, 1 layers: \d+\.\d\d$", out, re.M), out
+
+
+def test_cold_start_compares_layer_counts_beyond_one_steady_step(tmp_path):
+    args = ["--layers", "1", "2", "--hidden", "64", "--heads", "4", "--vocab", "512", "--seq", "16", "--batch", "1",
+            "--modes", "layerwise"]
+    result = subprocess.run([sys.executable, SCRIPT] + args, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=900, env=dict(os.environ, GLOG_v="3", PYTHONWARNINGS="ignore"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"^ratio ours layerwise 2/1 layers: to first step \d+\.\d\d \(CPU \d+\.\d\d\), beyond one "
+                     r"steady step \d+\.\d\d$", result.stdout, re.M), result.stdout

@@ -22,5 +22,9 @@ def test_generate_benchmark_smoke(tmp_path):
     assert re.search(r"^theirs batch 2: time to first token [\d.]+ ms, decode [\d.]+ tokens/s", out, re.M), out
     assert "same greedy tokens batch 2: True" in out
     assert re.search(r"^ratio decode ours/theirs batch 2: \d+\.\d+$", out, re.M), out
+    assert re.search(r"^a decode step reads [\d.]+ MiB of weights; a matrix-vector product over as many bytes streams "
+                     r"[\d.]+ GB/s$", out, re.M), out
+    assert re.search(r"^weights read batch 2: ours [\d.]+ GB/s, theirs [\d.]+ GB/s; decode ceiling batch 2: "
+                     r"[\d.]+ x theirs$", out, re.M), out
     assert re.search(r"^ours without copies batch 2: .* decode [\d.]+ tokens/s; ratio decode with/without copies: "
                      r"\d+\.\d+$", out, re.M), out

@@ -2,11 +2,14 @@
 fills them, the layers share one copy of the rotary tensors, and the model then generates what the model that saved
 the weights does."""
 import numpy as np
+import mindspore as ms
 from mindspore import Tensor
+from mindspore.common.initializer import Normal, initializer
 
 from mindformers import LlamaConfig, LlamaForCausalLM
 from mindformers.checkpoint.checkpoint_io import load_weights
-from mindformers.models.modules.shape_only import parameter_sharing, weights_loaded_after_build
+from mindformers.models.modules.shape_only import (parameter_of, parameter_sharing, shape_only,
+                                                   weights_loaded_after_build)
 
 
 def tiny_config():
@@ -38,3 +41,13 @@ def test_a_parameter_made_for_host_values_holds_their_memory():
     assert (param.name, param.requires_grad, param.shape, param.has_init) == ("copy", False, (2, 3), False)
     values[0, 1] = 7.0
     np.testing.assert_array_equal(param.asnumpy(), values)
+
+
+def test_a_parameter_of_a_lazy_initializer_stays_unallocated():
+    with shape_only():
+        param = parameter_of(initializer(Normal(0.02), (4, 2), ms.float32), "lazy")
+    assert param.has_init and param.shape == (4, 2)
+    values = np.ones((2, 2), np.float32)
+    shared = parameter_of(Tensor.from_numpy(values), "shared")
+    values[1, 1] = 5.0
+    assert float(shared.asnumpy()[1, 1]) == 5.0

@@ -54,6 +54,41 @@ def test_initial_values_are_reproducible_float32_normals():
     assert abs(float(first.std()) - 0.02) < 0.001 and abs(float(first.mean())) < 0.001
 
 
+def test_draws_in_background_give_the_values_of_draws_in_line():
+    shapes = [(300, 40), (7,), (64, 64, 3)]
+    np.random.seed(5)
+    in_line = [deferred_init.normal_values(0.02, shape) for shape in shapes]
+    np.random.seed(5)
+    with deferred_init.draws_in_background():
+        with deferred_init.draws_in_background():  # a nested use joins the outer one
+            drawn = [deferred_init.normal_values(0.02, shape, in_background=True) for shape in shapes]
+    for ours, theirs in zip(drawn, in_line):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_failed_background_draw_raises_when_the_build_ends(monkeypatch):
+    def broken(seed, std, values):
+        raise MemoryError("no room")
+    monkeypatch.setattr(deferred_init, "_draw_normal", broken)
+    with pytest.raises(MemoryError, match="no room"):
+        with deferred_init.draws_in_background():
+            deferred_init.normal_values(0.02, (3, 3), in_background=True)
+
+
+def test_a_model_built_twice_from_one_seed_has_the_same_weights_drawn_in_order():
+    """Its weights draw in the background; the seeds still follow the build order (the embedding table first)."""
+    def build():
+        np.random.seed(3)
+        return LlamaForCausalLM(LlamaConfig(seq_length=16, hidden_size=32, num_layers=2, num_heads=4,
+                                            intermediate_size=48, vocab_size=64))
+    first, second = build(), build()
+    for ours, theirs in zip(first.get_parameters(), second.get_parameters()):
+        np.testing.assert_array_equal(ours.asnumpy(), theirs.asnumpy())
+    np.random.seed(3)
+    embedding = deferred_init.normal_values(first.config.initializer_range, (64, 32))
+    np.testing.assert_array_equal(first.model.tok_embeddings.embedding_weight.asnumpy(), embedding)
+
+
 @pytest.mark.parametrize("shape,splits", [((6, 4), [(0, 2, 1)]), ((6, 4), [(1, 2, 0)]),
                                           ((4, 6, 2), [(0, 2, 1), (1, 3, 2)]), ((5,), [])])
 def test_deferred_values_are_the_eager_values_cut(monkeypatch, shape, splits):

@@ -13,6 +13,7 @@ from mindspore.common.initializer import initializer
 from mindspore.nn.optim.adam import _check_param_value
 
 from mindformers.models.modules.deferred_init import host_tensor
+from mindformers.models.modules.shape_only import parameter_of
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 from mindformers.tools.register.value_spec import FLOAT, LIST, NON_NEGATIVE_NUMBER, POSITIVE_NUMBER, Value
 
@@ -39,12 +40,12 @@ def weight_decay_groups(params, weight_decay):
 
 
 def zero_moment(shape, name, dtype):
-    """Zeros of `shape` in `dtype`. float32 ones are written now (np.full, wrapped without a copy): a moment from the
+    """Zeros of `shape` in `dtype`. float32 ones are written now (np.full, held without a copy): a moment from the
     "zeros" initializer took two page faults a page in its first update (np.zeros' untouched pages as many, when
     wrapped), a written one takes one, here; the first layerwise step of the 8-layer benchmark model has 226k faults
     fewer, its build 120k more (README: first_step.py). Other dtypes keep the initializer (converting would copy)."""
     if dtype == ms.float32:
-        return Parameter(host_tensor(np.full(shape, 0, np.float32), dtype), name=name)
+        return parameter_of(host_tensor(np.full(shape, 0, np.float32), dtype), name)
     return Parameter(initializer("zeros", shape, dtype), name=name)
 
 

@@ -18,6 +18,7 @@ from mindformers.models.decoder.choices import make_lm_head, make_norm, use_fuse
 from mindformers.models.decoder.config import DecoderConfig
 from mindformers.models.decoder.layer import DecoderLayer
 from mindformers.models.modules import Embedding
+from mindformers.models.modules.deferred_init import draws_in_background
 from mindformers.models.modules.index_constants import int_range
 from mindformers.models.modules.kv_cache import layer_cache, positions_of
 from mindformers.models.modules.layout import parameter_layouts
@@ -145,11 +146,12 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
     def __init__(self, config: DecoderConfig, recompute_config=None):
         super().__init__()
         self.config = config
-        self.model = DecoderModel(config)
+        with draws_in_background():  # the initial weights draw on every core while the layers build
+            self.model = DecoderModel(config)
+            if not config.tie_word_embeddings:
+                self.lm_head = make_lm_head(config, gather_output=vocab_emb_dp(config))
         # With vocab_emb_dp the lm_head's split outputs (CPU model parallelism) are gathered into whole logits.
         self.vocab_split_logits = self.copies_to_head = False
-        if not config.tie_word_embeddings:
-            self.lm_head = make_lm_head(config, gather_output=vocab_emb_dp(config))
         self.loss = CrossEntropyLoss()
         self.pad_token_id = config.pad_token_id
         self.real_tokens = RealTokenMask(config.pad_token_id)

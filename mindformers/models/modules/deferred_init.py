@@ -10,8 +10,15 @@ single-process model's size. Inside `initial_values_deferred()` (shape_only.py) 
 (MindSpore's `no_init_parameters`) with a `DeferredNormal` that takes the weight's seed where the eager build would
 have drawn it (so everything drawn later sees the same global stream); `draw` replays that weight's stream later, in
 bounded chunks, and keeps only the requested slice.
+
+A model's build draws its weights on worker threads (`draws_in_background`): numpy lets go of the GIL while it
+draws, so the draws use every core and overlap the rest of the build; the seeds are still taken in build order, so
+the values are those of a draw in line.
 """
+import contextlib
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import mindspore as ms
@@ -42,11 +49,43 @@ def normal_rows(seed, std, shape, rows):
         yield first, block
 
 
-def normal_values(std, shape):
-    """A whole weight's initial values (float32), from the next seed of the global RNG."""
-    values = np.empty(shape, np.float32)  # drawn in place in one go: the same values as normal_rows' chunks
-    np.random.default_rng(weight_seed()).standard_normal(dtype=np.float32, out=values)
+_BACKGROUND = []  # (worker pool, pending draws) of the draws_in_background() in force, if one is
+
+
+def _draw_normal(seed, std, values):
+    np.random.default_rng(seed).standard_normal(dtype=np.float32, out=values)  # the same values as normal_rows'
     values *= np.float32(std)
+
+
+@contextlib.contextmanager
+def draws_in_background():
+    """Inside, normal_values(..., in_background=True) hands its draw to a worker thread and returns the array it
+    will fill; leaving waits for every draw (and raises the first failure). Nested uses join the outermost."""
+    if _BACKGROUND:
+        yield
+        return
+    pending = []
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        _BACKGROUND.append((pool, pending))
+        try:
+            yield
+        finally:
+            _BACKGROUND.clear()
+    for draw in pending:
+        draw.result()
+
+
+def normal_values(std, shape, in_background=False):
+    """A whole weight's initial values (float32), from the next seed of the global RNG. With `in_background`,
+    inside draws_in_background() the values are drawn on a worker thread: the caller must not read them (nor copy
+    them) before that context ends."""
+    values = np.empty(shape, np.float32)
+    seed = weight_seed()
+    if in_background and _BACKGROUND:
+        pool, pending = _BACKGROUND[0]
+        pending.append(pool.submit(_draw_normal, seed, std, values))
+    else:
+        _draw_normal(seed, std, values)
     return values
 
 

@@ -7,7 +7,7 @@ from mindspore.common.initializer import Normal, initializer
 from mindformers.models.modules.deferred_init import DeferredNormal, host_tensor, normal_values
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS
 from mindformers.models.modules.shape_only import (building_shapes_only, initial_values_are_deferred,
-                                                   initial_values_skipped)
+                                                   initial_values_skipped, parameter_of)
 from mindformers.parallel.sequence_parallel import ReduceScatterToSequenceParallel
 from mindformers.parallel.tensor_parallel import (CopyToModelParallel, GatherFromModelParallel,
                                                   ReduceFromModelParallel, keep_local_shards, local_size)
@@ -29,7 +29,13 @@ def normal_init(shape, std, dtype):
         return host_tensor(np.zeros(shape, np.float32), dtype)
     if initial_values_are_deferred():  # a model-parallel rank draws only its slice, when it splits the layer
         return initializer(DeferredNormal(shape, std), shape, dtype)
-    return host_tensor(normal_values(std, shape), dtype)
+    # float32 values are wrapped without a copy, so they may still be drawing (draws_in_background)
+    return host_tensor(normal_values(std, shape, in_background=dtype == ms.float32), dtype)
+
+
+def normal_parameter(shape, std, dtype, name):
+    """A weight Parameter of N(0, std) initial values (normal_init), holding their memory, not a copy of it."""
+    return parameter_of(normal_init(shape, std, dtype), name)
 
 
 class Linear(nn.Cell):
@@ -44,7 +50,7 @@ class Linear(nn.Cell):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = Parameter(normal_init((out_features, in_features), init_std, param_init_type), name="weight")
+        self.weight = normal_parameter((out_features, in_features), init_std, param_init_type, "weight")
         self.has_bias = has_bias
         if has_bias:
             self.bias = Parameter(Tensor(np.zeros(out_features, np.float32), dtype=param_init_type), name="bias")
@@ -137,8 +143,7 @@ class ExpertLinear(nn.Cell):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = Parameter(normal_init((experts, out_features, in_features), init_std, param_init_type),
-                                name="weight")
+        self.weight = normal_parameter((experts, out_features, in_features), init_std, param_init_type, "weight")
         self.param_layout = {"weight": {EXPERT_AXIS: 0, MODEL_AXIS: 1 if parallel == "column" else 2}}
         self.compute_dtype = compute_dtype
         self.matmul = ops.BatchMatMul(transpose_b=True)  # batch dims equal on both sides (CPU has no broadcast)

@@ -66,3 +66,11 @@ def parameter_sharing(tensor, name, requires_grad=True):
     with no_init_parameters():
         param = Parameter(initializer("zeros", tensor.shape, tensor.dtype), name=name, requires_grad=requires_grad)
     return param.set_data(tensor)
+
+
+def parameter_of(data, name, requires_grad=True):
+    """A Parameter of `data`: a lazy initializer stays lazy (unallocated under no_init_parameters), a tensor's
+    memory is shared (parameter_sharing), not copied as Parameter(tensor) would."""
+    if data.has_init:
+        return Parameter(data, name=name, requires_grad=requires_grad)
+    return parameter_sharing(data, name, requires_grad)

@@ -8,7 +8,9 @@ memory, which the first step pays for every buffer it is the first to use):
     imports             MindSpore and mindformers' modules (before the build)
     build               the model, AdamW and the train cell (before step 1)
     forward+backward    the loss and the gradients (value_and_grad), the layer graph's trace included
-      trace             tracing, compiling and first running the layer graph (step 1 only, when it works)
+      layer forwards    the decoder layers' forward calls (their graphs; the trace in step 1)
+        trace           tracing, compiling and first running the layer graph (step 1 only, when it works)
+      head+loss         the head and the loss (the chunked head computes its gradients here too)
     optimizer           AdamW's update of every parameter
     rest                the gradient norm, clipping and the step's bookkeeping (the step minus the two above)
 
@@ -35,8 +37,10 @@ import cold_start  # noqa: E402  pylint: disable=wrong-import-position,import-er
 import long_sequence  # noqa: E402  pylint: disable=wrong-import-position,import-error
 import train_throughput  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
-# (label, piece): the trace runs inside the forward (and is part of forward+backward's figures).
-PIECES = (("  forward+backward", "forward+backward"), ("    of which trace", "trace"), ("  optimizer", "optimizer"))
+# (label, piece): the layer forwards (the trace among them) and the head + loss run inside forward+backward; what
+# forward+backward has beyond them is mostly the backward.
+PIECES = (("  forward+backward", "forward+backward"), ("    of which layer forwards", "layers"),
+          ("      of which trace", "trace"), ("    of which head+loss", "head+loss"), ("  optimizer", "optimizer"))
 
 
 def parse_args(argv=None):
@@ -107,13 +111,15 @@ def metered_train_cell(args, meter):
     cell, model = train_throughput.build_train_cell(options, config)
     train_throughput.use_layerwise(cell, model)
     LayerGraph._trace_and_run = meter.wrap("trace", LayerGraph._trace_and_run)  # pylint: disable=protected-access
+    LayerGraph.__call__ = meter.wrap("layers", LayerGraph.__call__)
+    model.head_loss = meter.wrap("head+loss", model.head_loss)
     cell.pynative_loss_and_grads = meter.wrap("forward+backward", cell.pynative_loss_and_grads)
     cell.optimizer.construct = meter.wrap("optimizer", cell.optimizer.construct)
     return cell, ms.Tensor(train_throughput.batch_tokens(options)), attention
 
 
 def line(name, wall, cpu, faults):
-    return f"{name:<22} wall {wall:7.2f} s | CPU {cpu:7.2f} s | minor faults {faults:9d}"
+    return f"{name:<28} wall {wall:7.2f} s | CPU {cpu:7.2f} s | minor faults {faults:9d}"
 
 
 def main(argv=None):

@@ -1,6 +1,7 @@
 """The first-step benchmark runs end to end on tiny shapes (no timing asserted): every step prints its pieces with
-wall seconds, CPU seconds and page faults, the layer graph is traced in the first step only, the loss falls, and the
-first step is compared with the last."""
+wall seconds, CPU seconds and page faults (the layer forwards, the trace among them, and the head + loss inside
+forward+backward), the layer graph is traced in the first step only, the loss falls, and the first step is compared
+with the last."""
 import os
 import re
 import subprocess
@@ -30,11 +31,14 @@ def test_first_step_prints_each_step_by_piece(tmp_path):
     for block, (_, wall, cpu, _, _) in zip(blocks, steps):
         pieces = {name.strip(): (float(w), float(c), int(f))
                   for name, w, c, f in re.findall(rf"^( +[a-z+ ]+?) +{FIGURES}$", block, re.M)}
-        assert set(pieces) == {"forward+backward", "of which trace", "optimizer", "rest"}, block
-        # The pieces lie inside the step (to the printed digits), the trace inside the forward.
+        assert set(pieces) == {"forward+backward", "of which layer forwards", "of which trace", "of which head+loss",
+                               "optimizer", "rest"}, block
+        # The pieces lie inside the step (to the printed digits), the trace inside the layer forwards.
         assert pieces["forward+backward"][0] + pieces["optimizer"][0] <= float(wall) + 0.02, block
         assert pieces["forward+backward"][1] + pieces["optimizer"][1] <= float(cpu) + 0.02, block
-        assert pieces["of which trace"][0] <= pieces["forward+backward"][0], block
+        assert pieces["of which trace"][0] <= pieces["of which layer forwards"][0], block
+        assert (pieces["of which layer forwards"][0] + pieces["of which head+loss"][0]
+                <= pieces["forward+backward"][0] + 0.02), block
         traces.append(pieces["of which trace"])
     assert traces[0][0] > 0 and traces[1] == (0.0, 0.0, 0), out  # traced once, then the compiled graph runs
     assert re.search(r"^ratio first/step 2: wall \d+\.\d\d, CPU \d+\.\d\d \(minor faults \d+ vs \d+\)$", out, re.M), out

@@ -13,8 +13,10 @@ choices.FUSED_CPU_MIN_SEQ on with the fused CPU kernel, else from choices.BLOCKW
     python benchmarks/long_sequence.py --seqs 8192 --layerwise    # ours with context.layerwise_compile
     python benchmarks/long_sequence.py --seqs 64 128 --layers 1 --hidden 64 --heads 4 --vocab 512 --steps 1
 
-Prints one line per side and length (ms/step, tokens/s, first step incl. compile, peak RSS), then a table of
-ratios (tokens/s ours/theirs, peak RSS ours/theirs) per length.
+Prints one line per side and length (ms/step and the process' CPU seconds per step, tokens/s, first step incl.
+compile, peak RSS), then a table of ratios (tokens/s ours/theirs, peak RSS ours/theirs, CPU seconds per step
+theirs/ours: the work each step costs, which other load on a shared machine stretches less than wall time; with
+both cores busy it is about twice the wall time) per length.
 """
 import argparse
 import json
@@ -120,9 +122,11 @@ def run_worker(args):
         step, attention = train_throughput.build_theirs(targs, config, tokens, attn_implementation="sdpa")
         step()
         first_seconds = time.perf_counter() - start
-    [(seconds, losses)] = train_throughput.timed_alternately(args.steps, args.warmup, step)
+    recorder = train_throughput.CpuSecondsRecorder(step)
+    [(seconds, losses)] = train_throughput.timed_alternately(args.steps, args.warmup, recorder)
     print(RESULT_PREFIX + json.dumps({
         "side": args.worker, "seq": args.seq, "attention": attention, "step_seconds": seconds,
+        "step_cpu_seconds": recorder.median(args.steps),
         "tokens_per_second": args.batch * args.seq / seconds, "first_step_seconds": first_seconds,
         "peak_rss_bytes": peak_rss_bytes(), "last_loss": losses[-1]}), flush=True)
 
@@ -156,7 +160,8 @@ def describe(result):
     if "error" in result:
         return f"{result['side']:6s} seq {result['seq']:5d}: FAILED ({result['error']})"
     return (f"{result['side']:6s} seq {result['seq']:5d} ({result['attention']}): "
-            f"{result['step_seconds'] * 1e3:.0f} ms/step, {result['tokens_per_second']:.1f} tokens/s, first step "
+            f"{result['step_seconds'] * 1e3:.0f} ms/step ({result['step_cpu_seconds']:.2f} CPU-s), "
+            f"{result['tokens_per_second']:.1f} tokens/s, first step "
             f"{result['first_step_seconds']:.1f} s (build+compile+run), peak RSS "
             f"{result['peak_rss_bytes'] / 2 ** 30:.2f} GiB, loss {result['last_loss']:.3f}")
 
@@ -179,15 +184,16 @@ def main(argv=None):
             rows.append((seq, results["ours"], results["theirs"]))
     ratios = {}
     if rows:
-        print("seq    tokens/s ours/theirs   peak RSS ours/theirs (GiB)")
+        print("seq    tokens/s ours/theirs   peak RSS ours/theirs (GiB)   CPU-s/step theirs/ours")
     for seq, ours, theirs in rows:
         if "error" in ours or "error" in theirs:
             print(f"{seq:<6d} n/a ({'ours' if 'error' in ours else 'theirs'} failed)")
             continue
         ratio = ours["tokens_per_second"] / theirs["tokens_per_second"]
         ratios[seq] = ratio
+        cpu_ratio = theirs["step_cpu_seconds"] / ours["step_cpu_seconds"]
         print(f"{seq:<6d} {ratio:.2f}                   {ours['peak_rss_bytes'] / 2 ** 30:.2f} / "
-              f"{theirs['peak_rss_bytes'] / 2 ** 30:.2f}")
+              f"{theirs['peak_rss_bytes'] / 2 ** 30:.2f}              {cpu_ratio:.2f}")
     return ratios
 
 

@@ -1,6 +1,6 @@
 """Fused exact attention on CPU: cpu_attention.cc as MindSpore "aot" Custom ops (forward and backward), in graph
-and PyNative mode. The same inputs, outputs and results as blockwise_attention.BlockwiseAttention, which stays the
-path wherever this kernel cannot run (another device, another dtype, no compiler)."""
+and PyNative mode. The same results as blockwise_attention.BlockwiseAttention, which stays the path wherever this
+kernel cannot run (another device, another dtype, no compiler), in another layout: tokens before heads."""
 import mindspore as ms
 from mindspore import nn, ops
 
@@ -25,8 +25,8 @@ def float32s(*dtypes):
 
 
 def forward_shapes(query, key, value, keep, slopes, config):  # pylint: disable=unused-argument
-    """context like the queries; the log-sum-exp as blockwise attention returns it, (b, kv_heads, repeats * s, 1)."""
-    return query, [query[0], key[1], query[1] // key[1] * query[2], 1]
+    """context like the queries; the log-sum-exp (b, heads, s, 1)."""
+    return query, [query[0], query[2], query[1], 1]
 
 
 def forward_dtypes(*dtypes):
@@ -51,10 +51,12 @@ def kernel_threads():
 class CpuFusedAttention(nn.Cell):
     """softmax(scale * q k^T + bias, causal / sliding-window / padding mask) v as one C++ kernel.
 
-    Inputs: query (b, heads, s, d), key and value (b, kv_heads, s, d) float32 (GQA: heads a multiple of
-    kv_heads), keep (b or 1, s) float: 0 where a key is padding. Output (context (b, heads, s, d), log-sum-exp
-    (b, kv_heads, repeats * s, 1)). `negative_slopes` (1, heads, 1, 1) float32 gives ALiBi's bias
-    -slope * (query column - key column). A query row that sees no key gets a zero context."""
+    Inputs: query (b, s, heads, d), key and value (b, s, kv_heads, d) float32 (GQA: heads a multiple of
+    kv_heads), keep (b or 1, s) float: 0 where a key is padding. Output (context (b, s, heads, d), log-sum-exp
+    (b, heads, s, 1)). Tokens come before heads (unlike BlockwiseAttention's layout), as the projections give them
+    and the output projection takes them: no transposes around the op, forward or backward (the kernel lays its
+    GEMMs' operands out itself, cheaper than MindSpore's transposes). `negative_slopes` (1, heads, 1, 1) float32
+    gives ALiBi's bias -slope * (query column - key column). A query row that sees no key gets a zero context."""
 
     def __init__(self, scale, sliding_window=0, negative_slopes=None, library=None):
         super().__init__()
@@ -72,7 +74,7 @@ class CpuFusedAttention(nn.Cell):
                                   out_dtype=forward_dtypes, func_type="aot", bprop=bprop)
 
     def construct(self, query, key, value, keep):
-        heads = query.shape[1]
+        heads = query.shape[2]
         if self.negative_slopes is None:
             slopes = ops.zeros((heads,), ms.float32)
         else:

@@ -220,9 +220,9 @@ def exact_attention_and_gradients(q, k, v, keep, slopes, scale, window, weights)
 @pytest.mark.parametrize("batch,kv_heads,window,alibi,padding", [(1, 1, 0, True, 0), (2, 2, 70, False, 3)],
                          ids=["mqa-batch1-alibi", "gqa-window-across-tiles-left-padding"])
 def test_fused_kernel_over_several_tiles_matches_exact_attention(batch, kv_heads, window, alibi, padding):
-    """Sequences of several 64-row tiles (the last partial) and 512-key chunks: the key-tile backward (batch 1 MQA:
-    threads share the key tiles, adding dQ under locks; else a task per key/value head), the forward's online softmax
-    across chunks, and a window crossing tiles."""
+    """Sequences of several 64-row tiles (the last partial) and 512-key chunks, in the kernel's layout (tokens before
+    heads): the key-tile backward (batch 1 MQA: threads share the key tiles, each adding dQ into its own copy; else a
+    task per key/value head), the forward's online softmax across chunks, and a window crossing tiles."""
     if not cpu_attention.available(ms.float32):
         pytest.skip("the fused CPU kernel does not build here")
     heads, seq, dim, scale = 4, 600, 8, 8 ** -0.5
@@ -235,10 +235,11 @@ def test_fused_kernel_over_several_tiles_matches_exact_attention(batch, kv_heads
     slopes = -np.linspace(0.1, 0.4, heads).astype(np.float32) if alibi else np.zeros(heads, np.float32)
     attention = cpu_attention.CpuFusedAttention(
         scale, window, Tensor(slopes.reshape(1, heads, 1, 1)) if alibi else None)
-    context = attention(Tensor(q), Tensor(k), Tensor(v), Tensor(keep))[0]
-    grads = ms.grad(lambda *qkv: (attention(*qkv, Tensor(keep))[0] * Tensor(weights)).sum(), grad_position=(0, 1, 2))(
-        Tensor(q), Tensor(k), Tensor(v))
+    tokens_first = [Tensor(np.ascontiguousarray(x.swapaxes(1, 2))) for x in (q, k, v, weights)]  # the kernel's layout
+    context = attention(*tokens_first[:3], Tensor(keep))[0]
+    grads = ms.grad(lambda *qkv: (attention(*qkv, Tensor(keep))[0] * tokens_first[3]).sum(), grad_position=(0, 1, 2))(
+        *tokens_first[:3])
     context_exact, grads_exact = exact_attention_and_gradients(q, k, v, keep, slopes, scale, window, weights)
-    np.testing.assert_allclose(context.asnumpy(), context_exact, atol=1e-5)
+    np.testing.assert_allclose(context.asnumpy().swapaxes(1, 2), context_exact, atol=1e-5)
     for mine, theirs in zip(grads, grads_exact):
-        np.testing.assert_allclose(mine.asnumpy(), theirs, atol=1e-5)
+        np.testing.assert_allclose(mine.asnumpy().swapaxes(1, 2), theirs, atol=1e-5)

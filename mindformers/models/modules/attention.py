@@ -140,6 +140,8 @@ class Attention(nn.Cell):
         place, and every step (a chunk of a prompt or one new token) attends over all L cached columns."""
         batch, seq, _ = x.shape
         query, key, value = self.project_qkv(x)
+        if cache is None and isinstance(self.blockwise, cpu_attention.CpuFusedAttention):
+            return self.attend_tokens_first(query, key, value, attention_mask, batch, seq)
         query = self.split_heads(query, self.num_heads)
         key = self.split_heads(key, self.n_kv_heads)
         value = self.split_heads(value, self.n_kv_heads)
@@ -159,6 +161,20 @@ class Attention(nn.Cell):
             key, value = kv_cache.write(cache, key, value)
         bias = self.position.score_bias(tables, key.shape[2])
         return self.output(self.attend(query, key, value, blocked, bias), batch, seq)
+
+    def attend_tokens_first(self, query, key, value, attention_mask, batch, seq):
+        """A full forward through the fused CPU kernel, which takes q, k, v and gives its context as (b, s, heads, d):
+        the projections' (b, s, width) reshaped, no transposes (forward or backward). The rotary tables (s, d)
+        broadcast over the heads as (s, 1, d)."""
+        query = ops.reshape(query, (batch, seq, self.num_heads, self.head_dim))
+        key = ops.reshape(key, (batch, seq, self.n_kv_heads, self.head_dim))
+        value = ops.reshape(value, (batch, seq, self.n_kv_heads, self.head_dim))
+        tables = self.position.first(seq)
+        if isinstance(self.position, RotaryEmbedding):
+            tables = tuple(ops.expand_dims(table, 1) for table in tables)
+        query, key = self.position.rotate(query, tables), self.position.rotate(key, tables)
+        context, _ = self.blockwise(query, key, value, self.kept_keys(seq, attention_mask))
+        return self.wo(ops.reshape(context, (batch, seq, self.num_heads * self.head_dim)))
 
     def attend(self, query, key, value, blocked, bias=None):
         """(b, heads, s, d) context of queries over keys/values (b, kv_heads, k, d); blocked (b|1, 1, s, k); bias

@@ -62,6 +62,9 @@ def add_prefix(attention, prefix_tokens, mid_dim=0, dropout=0.0, init_std=0.02):
     dtype = attention.param_dtype
     kv_size = attention.n_kv_heads * attention.head_dim
     attention.__class__ = PrefixAttention
+    # The blockwise and fused-kernel paths (long sequences) take keys from the sequence alone and never call
+    # `attend`: a prefixed layer attends exactly at every length, or its prefixes would be silently dropped.
+    attention.blockwise = None
     attention.prefix_tokens = prefix_tokens
     attention.prefix_projection = mid_dim > 0
     attention.prefix_matmul = ops.MatMul(transpose_b=True)

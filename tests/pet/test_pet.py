@@ -6,6 +6,7 @@ from mindspore import Tensor, ops
 
 from mindformers.core.loss import CrossEntropyLoss
 from mindformers.core.optim import AdamW
+from mindformers.models.decoder import choices
 from mindformers.models.llama import LlamaConfig, LlamaForCausalLM
 from mindformers.pet import apply_pet, is_pet_parameter
 from mindformers.pet.checkpoint import load_finetune_weights, trainable_checkpoint_items
@@ -149,6 +150,21 @@ def test_prefix_tuning_trains_only_prefix_parameters(mid_dim):
         changed = not np.array_equal(after[name], base[name])
         assert changed == ("prefix_" in name), name
     assert losses[-1] < losses[0]
+
+
+def test_prefixes_are_attended_where_long_sequences_take_blockwise_attention(monkeypatch):
+    """At lengths where the plain model attends blockwise (or through the fused CPU kernel), a prefixed layer still
+    attends to its prefixes: its logits are those of the exact path."""
+    pet = {"pet_type": "prefixtuning", "prefix_token_num": 3, "mid_dim": 0}
+    ids = Tensor(labelled_batch()[0].asnumpy()[:, :-1])
+    exact = tiny_model(pet=pet)
+    exact.set_train(False)
+    monkeypatch.setattr(choices, "FUSED_CPU_MIN_SEQ", 2)
+    monkeypatch.setattr(choices, "BLOCKWISE_MIN_SEQ", 2)
+    assert tiny_model().model.layers[0].attention.blockwise is not None  # this length now takes blockwise
+    long_path = tiny_model(pet=pet)
+    long_path.set_train(False)
+    np.testing.assert_allclose(long_path(ids).asnumpy(), exact(ids).asnumpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_pet_config_errors():

@@ -7,7 +7,7 @@ build or write."""
 import numpy as np
 import pytest
 import mindspore as ms
-from mindspore import Tensor
+from mindspore import Tensor, nn, ops
 
 from mindformers import ConfigError
 from mindformers.models import GemmaConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config
@@ -94,6 +94,38 @@ def test_partial_rotary_rotates_the_leading_features_only():
     one_token = Tensor(x[:, :, 3:4])
     step = rotary.rotate(one_token, rotary.at(Tensor(np.array([[3]], np.int32))))
     np.testing.assert_allclose(step.asnumpy(), expected[:, :, 3:4], atol=1e-6)
+
+
+class PartnerScore(nn.Cell):
+    """sum(x[..., partners] * weights), reading the partners as the rotary embedding does or by a gather of them."""
+
+    def __init__(self, rotary, weights, by_gather):
+        super().__init__()
+        self.rotary, self.weights, self.by_gather = rotary, weights, by_gather
+
+    def construct(self, x):
+        partners = ops.gather(x, self.rotary.partners, 3) if self.by_gather else self.rotary.partner_features(x)
+        return (partners * self.weights).sum()
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
+@pytest.mark.parametrize("rotary_dim, interleaved", [(8, False), (4, False), (4, True)],
+                         ids=["half_split", "half_split_partial", "interleaved_partial"])
+def test_rotary_partners_and_their_gradient_equal_a_gather_of_them(mode, rotary_dim, interleaved):
+    """The half-split layout swaps its halves by slices and a concat, not a gather (a cheaper backward): the values
+    and the gradient are the gather's, exactly."""
+    rng = np.random.default_rng(4)
+    x, weights = (Tensor(rng.normal(size=(2, 3, 5, 8)).astype(np.float32)) for _ in range(2))
+    rotary = RotaryEmbedding(8, 5, rotary_dim=rotary_dim, interleaved=interleaved)
+    ms.set_context(mode=mode)
+    try:
+        results = [ms.value_and_grad(PartnerScore(rotary, weights, by_gather))(x) for by_gather in (False, True)]
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    (value, grad), (gathered_value, gathered_grad) = ((v.asnumpy(), g.asnumpy()) for v, g in results)
+    assert value == gathered_value
+    np.testing.assert_array_equal(grad, gathered_grad)
+    assert np.abs(grad).min() > 0  # every feature is some feature's partner
 
 
 def test_final_logit_softcapping_squashes_the_logits():

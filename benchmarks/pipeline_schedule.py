@@ -52,7 +52,10 @@ def parse_args(argv=None):
 def setup(args):
     import numpy as np
     import mindspore as ms
-    ms.set_context(mode=ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE, device_target="CPU")
+    # PyNative runs its ops one after the other, as build_context sets it on CPU (the asynchronous pipeline's
+    # queues spin waiting for each other)
+    ms.set_context(mode=ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE, device_target="CPU",
+                   pynative_synchronize=args.mode == "pynative")
     rows = np.random.default_rng(0).integers(0, args.vocab, (args.rows, args.seq + 1)).astype(np.int32)
     return ms.Tensor(rows)
 

@@ -13,8 +13,7 @@ Graph compilation is excluded by warm-up calls with the same shapes; timed runs 
     python benchmarks/generate_throughput.py --mode layerwise --new 32 --batches 1  # PyNative, layer graphs
 
 Prints a line per side and batch, and `ratio decode ours/theirs batch B: X.XX` (> 1: we are faster). PyNative runs
-ops one after the other (pynative_synchronize), and layerwise runs its layer graphs in the calling thread
-(MS_DEV_RUNTIME_CONF graph_pipeline:False), as build_context sets them on CPU for a predict.
+ops one after the other (pynative_synchronize), as build_context sets it on CPU.
 
 A decode step reads every weight once whatever the batch, so at small batches its speed is bounded by how fast the
 machine streams memory: the script also prints the bytes of weights a step reads, the rate each side reads them at
@@ -120,10 +119,6 @@ def main(argv=None):
         ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU", jit_config={"jit_level": "O0"})
     else:
         ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU", pynative_synchronize=True)
-    if args.mode == "layerwise":  # as build_context sets it for a layerwise predict on CPU
-        from mindformers.core.context.build_context import (  # pylint: disable=import-outside-toplevel
-            run_graphs_in_calling_thread)
-        run_graphs_in_calling_thread()
     from mindformers import LlamaForCausalLM  # pylint: disable=import-outside-toplevel
     print(f"threads: {args.threads}; ours in {args.mode} mode")
     print(f"model: {args.layers} layers, hidden {args.hidden}, heads {args.heads}, vocab {args.vocab}"

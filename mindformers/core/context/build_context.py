@@ -20,8 +20,6 @@ _DEVICE_ONLY_KEYS = ("max_device_memory", "mempool_block_size", "variable_memory
                      "enable_graph_kernel", "graph_kernel_flags", "memory_optimize_level", "affinity_cpu_list")
 
 _ANY_DEVICE_KEYS = ("runtime_num_threads", "inter_op_parallel_num", "pynative_synchronize")
-TRAINING_RUN_MODES = ("train", "finetune")
-RUNTIME_CONF = "MS_DEV_RUNTIME_CONF"
 
 
 def device_available(target):
@@ -52,18 +50,6 @@ def use_device(device_target, device_id):
                               f"cannot switch to {device_target}") from None
 
 
-def run_graphs_in_calling_thread():
-    """Have MindSpore run compiled graphs in the thread that calls them, not handed to its runtime's queue thread
-    (MS_DEV_RUNTIME_CONF graph_pipeline:False; a value the user set for it is kept). Layerwise inference runs 30
-    layer graphs per generated token on SmolLM2-135M; with the queue, the caller and the queue thread spin while
-    the kernels run: 47% of the CPU samples of a loop over its 30 decode layer graphs (perf) against 24% without
-    it, and on 2 cores the spinning takes time from the kernels. MindSpore reads the setting once, at the first
-    op the process runs."""
-    current = os.environ.get(RUNTIME_CONF, "")
-    if "graph_pipeline" not in current:
-        os.environ[RUNTIME_CONF] = f"{current},graph_pipeline:False" if current else "graph_pipeline:False"
-
-
 def set_seed(seed):
     """Seed every RNG a run touches: Python, numpy (weight init), MindSpore ops and the dataset engine."""
     random.seed(seed)
@@ -78,7 +64,7 @@ def build_context(config):
     mode = context.pop("mode", 0)
     if mode not in _MODES:
         raise ConfigError(f"context.mode: expected 0 (GRAPH_MODE) or 1 (PYNATIVE_MODE), got {mode!r}")
-    layerwise = layerwise_enabled(config)  # a layerwise_compile the run cannot have fails before anything starts
+    layerwise_enabled(config)  # a layerwise_compile the run cannot have fails before anything starts
     device_target = resolve_device_target(context.pop("device_target", None))
     device_id = int(context.pop("device_id", 0) or 0)
     if device_target != "CPU" and os.environ.get("DEVICE_ID") is not None and config.get("use_parallel"):
@@ -103,8 +89,6 @@ def build_context(config):
         # the kernels' own fight over the cores, and a decode step of SmolLM2-135M (hundreds of small ops) ran
         # ~10x slower than with ops run one after the other. MindSpore reads this once, before the first op.
         settings["pynative_synchronize"] = True
-    if device_target == "CPU" and layerwise and config.get("run_mode") not in TRAINING_RUN_MODES:
-        run_graphs_in_calling_thread()
     settings.update(compile_cache_settings(config))  # so does the compile cache, in a folder per config
     if context.get("deterministic") or config.get("deterministic"):
         settings["deterministic"] = "ON"

@@ -93,10 +93,8 @@ def child(args):
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     from mindformers import LlamaConfig, LlamaForCausalLM  # pylint: disable=import-outside-toplevel
     from mindformers.evaluation import run_benchmark_task  # pylint: disable=import-outside-toplevel
-    # PyNative runs its ops one after the other, as build_context sets it on CPU (the asynchronous pipeline's
-    # queues spin waiting for each other)
-    ms.set_context(mode=ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE, device_target="CPU",
-                   pynative_synchronize=args.mode == "pynative")
+    from mindformers.core.context.build_context import cpu_run_settings  # pylint: disable=import-outside-toplevel
+    ms.set_context(device_target="CPU", **cpu_run_settings(ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE))
     np.random.seed(0)
     model = LlamaForCausalLM(LlamaConfig(
         compute_dtype="float32", seq_length=args.seq_length, hidden_size=args.hidden, num_layers=args.layers,

@@ -54,10 +54,8 @@ def run_side(args):
     from mindformers.pet import apply_pet
     from mindformers.wrapper import MFTrainOneStepCell
 
-    # PyNative runs its ops one after the other, as build_context sets it on CPU (the asynchronous pipeline's
-    # queues spin waiting for each other)
-    ms.set_context(mode=ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE, device_target="CPU",
-                   pynative_synchronize=args.mode == "pynative")
+    from mindformers.core.context.build_context import cpu_run_settings  # pylint: disable=import-outside-toplevel
+    ms.set_context(device_target="CPU", **cpu_run_settings(ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE))
     if args.mode == "graph":
         ms.set_context(jit_config={"jit_level": "O0"})
     np.random.seed(0)

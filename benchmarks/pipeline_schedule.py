@@ -52,10 +52,8 @@ def parse_args(argv=None):
 def setup(args):
     import numpy as np
     import mindspore as ms
-    # PyNative runs its ops one after the other, as build_context sets it on CPU (the asynchronous pipeline's
-    # queues spin waiting for each other)
-    ms.set_context(mode=ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE, device_target="CPU",
-                   pynative_synchronize=args.mode == "pynative")
+    from mindformers.core.context.build_context import cpu_run_settings  # pylint: disable=import-outside-toplevel
+    ms.set_context(device_target="CPU", **cpu_run_settings(ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE))
     rows = np.random.default_rng(0).integers(0, args.vocab, (args.rows, args.seq + 1)).astype(np.int32)
     return ms.Tensor(rows)
 

@@ -58,6 +58,15 @@ def set_seed(seed):
     ms.dataset.config.set_seed(seed)
 
 
+def cpu_run_settings(mode):
+    """MindSpore context settings of a run on CPU in `mode` (the trainer's defaults, which benchmarks share).
+    PyNative runs its ops one after the other: MindSpore's asynchronous pipeline hands each op to runtime threads,
+    which on a CPU fight the kernels' own for the cores (their queues spin waiting for each other), and a decode
+    step of SmolLM2-135M (hundreds of small ops) ran ~10x slower with it. MindSpore reads this once, before the
+    first op."""
+    return {"mode": mode, "pynative_synchronize": True} if mode == ms.PYNATIVE_MODE else {"mode": mode}
+
+
 def build_context(config):
     """Apply config.context and config.seed; returns the device target in use."""
     context = dict(config.get("context") or {})
@@ -84,11 +93,8 @@ def build_context(config):
     for key in _ANY_DEVICE_KEYS:  # thread counts mean the same on every device
         if context.get(key) is not None:
             settings[key] = context[key]
-    if device_target == "CPU" and settings["mode"] == ms.PYNATIVE_MODE and context.get("pynative_synchronize") is None:
-        # MindSpore's asynchronous PyNative pipeline hands each op to runtime threads; on a CPU those threads and
-        # the kernels' own fight over the cores, and a decode step of SmolLM2-135M (hundreds of small ops) ran
-        # ~10x slower than with ops run one after the other. MindSpore reads this once, before the first op.
-        settings["pynative_synchronize"] = True
+    if device_target == "CPU" and context.get("pynative_synchronize") is None:
+        settings.update(cpu_run_settings(settings["mode"]))
     settings.update(compile_cache_settings(config))  # so does the compile cache, in a folder per config
     if context.get("deterministic") or config.get("deterministic"):
         settings["deterministic"] = "ON"

@@ -64,14 +64,14 @@ def library(source_name):
     """The path of the compiled `source_name` (a .cc file in this folder), building it when not cached; or None."""
     cxx, lib = compiler(), onednn_dir()
     if cxx is None or lib is None:
-        logger.warning("%s: %s; using the composed-primitive attention", source_name,
+        logger.warning("%s: %s; using MindSpore's own operators instead", source_name,
                        "no C++ compiler (g++ or $CXX) found" if cxx is None else "MindSpore's oneDNN not found")
         return None
     try:
         with open(os.path.join(SOURCE_DIR, source_name), "rb") as source:
             code = source.read()
     except OSError as missing:
-        logger.warning("%s: %s; using the composed-primitive attention", source_name, missing)
+        logger.warning("%s: %s; using MindSpore's own operators instead", source_name, missing)
         return None
     link = [f"-L{lib}", "-l:libdnnl.so.3", f"-Wl,-rpath,{lib}"]
     try:
@@ -90,7 +90,7 @@ def library(source_name):
             if result.returncode != 0:
                 raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed")
     except (OSError, RuntimeError) as failure:
-        logger.warning("%s: building the kernel failed (%s); using the composed-primitive attention",
+        logger.warning("%s: building the kernel failed (%s); using MindSpore's own operators instead",
                        source_name, failure)
         return None
     return path

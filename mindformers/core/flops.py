@@ -34,26 +34,61 @@ def best_matmul_flops(run_matmul, size, min_seconds=0.5, min_trials=5):
 
 
 def mindspore_gemm_flops(sizes=GEMM_SIZES, min_seconds=0.5, dtype="float32"):
-    """{size: best FLOP/s} of square MindSpore matmuls on the current device, with the thread setting in force
-    (measure after the context is set, as training runs)."""
+    """{size: best FLOP/s} of square matmuls on the current device, with the thread setting in force (measure after
+    the context is set, as training runs): MindSpore's MatMul, or the faster product dense layers use on CPU in
+    float32 (kernels/cpu_linear.py) where it serves."""
     import mindspore as ms  # pylint: disable=import-outside-toplevel
     from mindspore import ops  # pylint: disable=import-outside-toplevel
+    from mindformers.kernels import cpu_linear  # pylint: disable=import-outside-toplevel
+    products = [ops.MatMul(transpose_b=True)]
+    if cpu_linear.available(getattr(ms, dtype)):
+        products.append(cpu_linear.CpuLinearProduct())
     results = {}
     for size in sizes:
         a = ms.Tensor(np.random.default_rng(0).standard_normal((size, size)).astype(dtype))
         b = ms.Tensor(np.random.default_rng(1).standard_normal((size, size)).astype(dtype))
-        results[size] = best_matmul_flops(lambda a=a, b=b: ops.matmul(a, b).asnumpy(), size, min_seconds)
+        results[size] = max(best_matmul_flops(lambda a=a, b=b, product=product: product(a, b).asnumpy(), size,
+                                              min_seconds) for product in products)
     return results
 
 
-def per_core_gemm_flops(sizes=(1024, 2048), trials=5):
-    """{size: best FLOP/s of one core} for square fp32 matmuls, timed by the CPU time of the calling thread.
+def thread_time_flops(run_matmul, size, trials):
+    """Best FLOP/s of `run_matmul()` (a size^3 matmul on the calling thread) by that thread's CPU time."""
+    run_matmul()  # warm up: first-call allocation and kernel selection
+    best = float("inf")
+    for _ in range(trials):
+        start = time.thread_time()
+        run_matmul()
+        best = min(best, time.thread_time() - start)
+    return 2.0 * size ** 3 / max(best, 1e-9)
 
-    torch's matmul with one thread runs in the calling thread, so time.thread_time() counts only the cycles the
-    matmul itself ran: another process holding the core stretches the wall time but not this figure (a
-    two-thread wall-clock peak is bimodal on a shared 2-core machine: one slow thread holds the other back).
-    The machine's peak is this times the cores training uses. Needs torch (the benchmarks' reference)."""
+
+def onednn_sgemm():
+    """oneDNN's sgemm from the library MindSpore ships (single-threaded in that build) through ctypes, or None."""
+    import ctypes  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+    from mindformers.kernels import build  # pylint: disable=import-outside-toplevel
+    folder = build.onednn_dir()
+    if folder is None:
+        return None
+    sgemm = ctypes.CDLL(os.path.join(folder, "libdnnl.so.3")).dnnl_sgemm
+    size_t, pointer, scalar = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+    sgemm.argtypes = [ctypes.c_char, ctypes.c_char, size_t, size_t, size_t, scalar, pointer, size_t, pointer, size_t,
+                      scalar, pointer, size_t]
+    return sgemm
+
+
+def per_core_gemm_flops(sizes=(1024, 2048), trials=5):
+    """{size: best FLOP/s of one core} for square fp32 matmuls, timed by the CPU time of the calling thread: the
+    better of torch's matmul on one thread and oneDNN's sgemm (what dense layers run on CPU, kernels/cpu_linear.py;
+    torch's library reached half of its rate on an AMD host).
+
+    Both run in the calling thread, so time.thread_time() counts only the cycles the matmul itself ran: another
+    process holding the core stretches the wall time but not this figure (a two-thread wall-clock peak is bimodal
+    on a shared 2-core machine: one slow thread holds the other back). The machine's peak is this times the cores
+    training uses. Needs torch (the benchmarks' reference)."""
     import torch  # pylint: disable=import-outside-toplevel
+    sgemm = onednn_sgemm()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -62,13 +97,12 @@ def per_core_gemm_flops(sizes=(1024, 2048), trials=5):
             generator = torch.Generator().manual_seed(size)
             a = torch.randn(size, size, generator=generator)
             b = torch.randn(size, size, generator=generator)
-            torch.mm(a, b)  # warm up: first-call allocation and kernel selection
-            best = float("inf")
-            for _ in range(trials):
-                start = time.thread_time()
-                torch.mm(a, b)
-                best = min(best, time.thread_time() - start)
-            results[size] = 2.0 * size ** 3 / max(best, 1e-9)
+            results[size] = thread_time_flops(lambda a=a, b=b: torch.mm(a, b), size, trials)
+            if sgemm is not None:
+                c = torch.empty(size, size)
+                results[size] = max(results[size], thread_time_flops(
+                    lambda a=a, b=b, c=c: sgemm(b"N", b"N", size, size, size, 1.0, a.data_ptr(), size, b.data_ptr(),
+                                                size, 0.0, c.data_ptr(), size), size, trials))
         return results
     finally:
         torch.set_num_threads(threads)

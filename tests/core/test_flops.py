@@ -1,7 +1,7 @@
 """The MFU denominator: one core's measured GEMM rate turned into a peak that does not follow the host's clock."""
 import pytest
 
-from mindformers.core.flops import flops_per_cycle, nominal_clock_hz, per_core_gemm_flops
+from mindformers.core.flops import flops_per_cycle, nominal_clock_hz, onednn_sgemm, per_core_gemm_flops
 
 
 @pytest.mark.parametrize("measured_gflops", [118.0, 142.3, 145.0, 167.6, 180.0])
@@ -35,3 +35,16 @@ def test_per_core_gemm_restores_torch_threads():
     rates = per_core_gemm_flops(sizes=(64, 128), trials=2)
     assert set(rates) == {64, 128} and all(rate > 0 for rate in rates.values())
     assert torch.get_num_threads() == threads
+
+
+def test_onednn_sgemm_through_ctypes_multiplies():
+    """The per-core peak times oneDNN's sgemm through ctypes: the arguments it passes give the real product."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    sgemm = onednn_sgemm()
+    if sgemm is None:
+        pytest.skip("MindSpore's oneDNN is not there")
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 5)).astype(np.float32), rng.standard_normal((5, 4)).astype(np.float32)
+    c = np.empty((3, 4), np.float32)
+    sgemm(b"N", b"N", 3, 4, 5, 1.0, a.ctypes.data, 5, b.ctypes.data, 4, 0.0, c.ctypes.data, 4)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-6)

@@ -9,6 +9,7 @@ their features over model_parallel): their squares are summed over the expert-mo
 import mindspore as ms
 from mindspore import nn, ops
 
+from mindformers.kernels import cpu_square_sum
 from mindformers.models.modules.layout import EXPERT_AXIS, MODEL_AXIS, declared_splits
 from mindformers.parallel.groups import ParallelGroups
 
@@ -29,10 +30,12 @@ def global_norm(grads):
 class GlobalGradNorm(nn.Cell):
     """construct(grads) -> the norm of the full model's gradients; `splits` gives each gradient's parameter's
     split (its param_layout declaration: a model-parallel dimension, None, or {mesh axis: dimension}), in the order
-    of `grads`."""
+    of `grads`; `dtypes` their dtypes, where known: all float32 on CPU, one kernel reads every gradient once
+    (kernels/cpu_square_sum.py)."""
 
-    def __init__(self, splits, groups=ParallelGroups()):
+    def __init__(self, splits, groups=ParallelGroups(), dtypes=()):
         super().__init__()
+        self.fused_square_sum = cpu_square_sum.CpuSquareSum() if dtypes and cpu_square_sum.available(dtypes) else None
         axes = [declared_splits(split) for split in splits]
         self.expert_split = tuple(i for i, a in enumerate(axes) if EXPERT_AXIS in a and groups.experts_sharded)
         self.split = tuple(i for i, a in enumerate(axes) if i not in self.expert_split and MODEL_AXIS in a
@@ -47,20 +50,25 @@ class GlobalGradNorm(nn.Cell):
         if self.expert_communicate:
             self.expert_all_reduce = ops.AllReduce(group=groups.expert_model_group)
 
+    def square_sum(self, grads):
+        if self.fused_square_sum is not None:
+            return self.fused_square_sum(grads)
+        return ops.addn([square_sum(g) for g in grads])
+
     def construct(self, grads):
         if not self.split_across_ranks:
-            return global_norm(grads)
+            return ops.sqrt(self.square_sum(grads))
         total = ops.zeros((), ms.float32)
         if self.split:
-            split = ops.addn([square_sum(grads[i]) for i in self.split])
+            split = self.square_sum(tuple(grads[i] for i in self.split))
             if self.model_communicate:
                 split = self.all_reduce(split)
             total = total + split
         if self.expert_split:
-            experts = ops.addn([square_sum(grads[i]) for i in self.expert_split])
+            experts = self.square_sum(tuple(grads[i] for i in self.expert_split))
             if self.expert_communicate:
                 experts = self.expert_all_reduce(experts)
             total = total + experts
         if self.whole:
-            total = total + ops.addn([square_sum(grads[i]) for i in self.whole])
+            total = total + self.square_sum(tuple(grads[i] for i in self.whole))
         return ops.sqrt(total)

@@ -49,7 +49,8 @@ class PipelineTrainOneStepCell(MFTrainOneStepCell):
         # The norm counts a tied embedding once: on the first stage.
         self.counted = [i for i in range(len(names)) if not (i == self.tied_index and not self.first)]
         splits = parameter_splits(network)
-        self.grad_norm = GlobalGradNorm([splits.get(names[i]) for i in self.counted], parallel_groups_of(network))
+        self.grad_norm = GlobalGradNorm([splits.get(names[i]) for i in self.counted], parallel_groups_of(network),
+                                        [self.weights[i].dtype for i in self.counted])
         self.placeholder = Tensor(np.zeros((1,), np.float32))
 
     def compile(self, *args, **kwargs):

@@ -42,7 +42,8 @@ class MFTrainOneStepCell(nn.Cell):
         groups = parallel_groups_of(network)
         # Identity in a single process.
         self.data_parallel = DataParallelReducer(groups, [EXPERT_AXIS in splits.get(p.name, {}) for p in self.weights])
-        self.grad_norm = GlobalGradNorm([splits.get(p.name) for p in self.weights], groups)
+        self.grad_norm = GlobalGradNorm([splits.get(p.name) for p in self.weights], groups,
+                                        [p.dtype for p in self.weights])
         self.returns_step_metrics = bool(getattr(network, "returns_step_metrics", False))
         self.accumulation = int(gradient_accumulation_steps)
         self.use_clip_grad = use_clip_grad

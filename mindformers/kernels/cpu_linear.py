@@ -37,9 +37,9 @@ def first_dtype(*dtypes):
 
 
 @functools.lru_cache(maxsize=None)
-def product_op(library):
-    """The forward Custom op of `library` with its bprop: one per library, shared by every Linear (each op made
-    costs ~0.4 ms, hundreds of Linears in a deep model)."""
+def custom_ops(library):
+    """(x W^T with its bprop, dy W, dy^T x) as Custom ops of `library`: one set per library, shared by every Linear
+    (each op made costs ~0.4 ms, hundreds of Linears in a deep model)."""
     input_grad = ops.Custom(f"{library}:LinearInputGrad", out_shape=input_grad_shape, out_dtype=first_dtype,
                             func_type="aot")
     weight_grad = ops.Custom(f"{library}:LinearWeightGrad", out_shape=weight_grad_shape, out_dtype=first_dtype,
@@ -48,17 +48,27 @@ def product_op(library):
     def bprop(x, weight, config, out, dout):  # pylint: disable=unused-argument
         return input_grad(dout, weight, config), weight_grad(dout, x, config), ops.zeros_like(config)
 
-    return ops.Custom(f"{library}:LinearForward", out_shape=product_shape, out_dtype=first_dtype, func_type="aot",
-                      bprop=bprop)
+    product = ops.Custom(f"{library}:LinearForward", out_shape=product_shape, out_dtype=first_dtype,
+                         func_type="aot", bprop=bprop)
+    return product, input_grad, weight_grad
 
 
 class CpuLinearProduct(nn.Cell):
-    """x (rows, in) W^T for W (out, in), both float32: (rows, out)."""
+    """x (rows, in) W^T for W (out, in), both float32: (rows, out); and, for a cell that computes its gradients
+    itself (core/loss/head_loss.py), the gradient products by name."""
 
     def __init__(self, library=None):
         super().__init__()
         self.config = ms.Tensor([float(kernel_threads())], ms.float32)
-        self.product = product_op(library or build.library(SOURCE))
+        self.product, self.input_grad_product, self.weight_grad_product = custom_ops(library or build.library(SOURCE))
 
     def construct(self, x, weight):
         return self.product(x, weight, self.config)
+
+    def input_grad(self, d_y, weight):
+        """d_y (rows, out) W (out, in): (rows, in)."""
+        return self.input_grad_product(d_y, weight, self.config)
+
+    def weight_grad(self, d_y, x):
+        """d_y^T (out, rows) x (rows, in): (out, in)."""
+        return self.weight_grad_product(d_y, x, self.config)

@@ -2,6 +2,8 @@
 numpy does, for shapes that split into panels along either side and for ones too small to split, with MindSpore's
 thread count or one thread, in PyNative and graph mode; Linear uses it where it can and gives the same outputs and
 gradients as through MindSpore's MatMul (the path with kernels turned off)."""
+import os
+
 import numpy as np
 import mindspore as ms
 import pytest
@@ -77,3 +79,16 @@ def test_linear_through_the_kernel_matches_matmul_in_graph_mode(monkeypatch):
         ms.set_context(mode=ms.PYNATIVE_MODE)
     for mine, theirs in zip(with_kernel, without):
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", [{}, {"OMP_WAIT_POLICY": "active"}, {"GOMP_SPINCOUNT": "infinity"}])
+def test_openmp_waits_are_shortened_unless_the_user_chose(monkeypatch, preset):
+    """The package shortens libgomp's busy-wait (kernels/openmp_waits.py) only where no policy was set."""
+    from mindformers.kernels import openmp_waits  # pylint: disable=import-outside-toplevel
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in preset.items():
+        monkeypatch.setenv(name, value)
+    openmp_waits.quiet_openmp_waits()
+    expected = preset.get("GOMP_SPINCOUNT", None if preset else openmp_waits.SPIN_COUNT)
+    assert os.environ.get("GOMP_SPINCOUNT") == expected

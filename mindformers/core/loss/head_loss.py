@@ -15,6 +15,8 @@ elementwise op that broadcasts an operand implicitly keeps it alive to the end o
 import mindspore as ms
 from mindspore import nn, ops
 
+from mindformers.kernels import cpu_linear
+
 # Rows per chunk: (rows, vocab) float32 temporaries of 128 MiB at a 32000 vocabulary. More rows go in chunks of
 # rows / MAX_CHUNKS so that the unrolled loop (graph mode) stays short.
 CHUNK_ROWS = 1024
@@ -46,6 +48,26 @@ class HeadWeightedNll(nn.Cell):
         self.logits_matmul = ops.MatMul(transpose_b=True)
         self.hidden_matmul = ops.MatMul()
         self.weight_matmul = ops.MatMul(transpose_a=True)
+        # in float32 on CPU the products go through oneDNN's sgemm, as dense layers' do (kernels/cpu_linear.py)
+        self.cpu_products = cpu_linear.CpuLinearProduct() if cpu_linear.available(ms.float32) else None
+
+    def on_cpu_kernel(self, weight):
+        return self.cpu_products is not None and weight.dtype == ms.float32
+
+    def chunk_logits(self, rows, weight):
+        if self.on_cpu_kernel(weight):
+            return self.cpu_products(rows, weight)
+        return self.logits_matmul(rows, weight)
+
+    def chunk_d_hidden(self, d_logits, weight):
+        if self.on_cpu_kernel(weight):
+            return self.cpu_products.input_grad(d_logits, weight)
+        return self.hidden_matmul(d_logits, weight)
+
+    def chunk_d_weight(self, d_logits, rows):
+        if self.on_cpu_kernel(rows):
+            return self.cpu_products.weight_grad(d_logits, rows)
+        return self.weight_matmul(d_logits, rows)
 
     def construct(self, hidden, weight, labels, weights):
         loss = ops.zeros((), ms.float32)
@@ -56,14 +78,14 @@ class HeadWeightedNll(nn.Cell):
             rows = ops.depend(hidden[start:end], done)
             index = ops.expand_dims(labels[start:end], -1)
             row_weights = ops.expand_dims(weights[start:end], -1)
-            log_probs = ops.log_softmax(ops.cast(self.logits_matmul(rows, weight), ms.float32), -1)
+            log_probs = ops.log_softmax(ops.cast(self.chunk_logits(rows, weight), ms.float32), -1)
             loss = loss - ops.sum(ops.gather_elements(log_probs, 1, index) * row_weights)
             probs = ops.exp(log_probs)
             d_logits = ops.tensor_scatter_elements(probs, index, ops.gather_elements(probs, 1, index) - 1.0, axis=1)
             d_logits = ops.cast(d_logits, weight.dtype)
-            d_hidden_chunk = ops.cast(self.hidden_matmul(d_logits, weight), ms.float32) * row_weights
+            d_hidden_chunk = ops.cast(self.chunk_d_hidden(d_logits, weight), ms.float32) * row_weights
             d_hidden.append(d_hidden_chunk)
-            d_weight = d_weight + ops.cast(self.weight_matmul(d_logits, rows * ops.cast(row_weights, rows.dtype)),
+            d_weight = d_weight + ops.cast(self.chunk_d_weight(d_logits, rows * ops.cast(row_weights, rows.dtype)),
                                            ms.float32)
             # the next chunk waits for this one's d_hidden and loss too: else the graph puts them at their first use
             # (the backward, the end), keeping every chunk's (rows, vocab) gradient or log-probabilities until then

@@ -14,6 +14,7 @@ from mindformers.core.loss import CrossEntropyLoss
 from mindformers.core.loss.head_loss import worth_chunking
 from mindformers.core.loss.padding_mask import RealTokenMask
 from mindformers.generation.generation_mixin import GenerationMixin
+from mindformers.kernels import cpu_linear
 from mindformers.models.decoder.choices import make_lm_head, make_norm, use_fused_kernels
 from mindformers.models.decoder.config import DecoderConfig
 from mindformers.models.decoder.layer import DecoderLayer
@@ -159,7 +160,9 @@ class DecoderForCausalLM(PreTrainedMixin, GenerationMixin, nn.Cell):
         self.tie_word_embeddings = config.tie_word_embeddings
         self.compute_dtype = config.dtype("compute_dtype")
         self.softcap = float(config.final_logit_softcapping or 0.0)
-        self.head_matmul = ops.MatMul(transpose_b=True)
+        # the tied head's product: in float32 on CPU oneDNN's sgemm, as Linear's (kernels/cpu_linear.py)
+        self.head_matmul = (cpu_linear.CpuLinearProduct() if cpu_linear.available(self.compute_dtype)
+                            else ops.MatMul(transpose_b=True))
         # The tied head's (hidden, vocab) copy that generation on CPU attaches while it runs, as it does each
         # Linear's (mindformers/generation/transposed_weights.py): at SmolLM2's 49152 x 576 table the head is the
         # largest matrix a decode step streams, and the (out, in) layout streams at about half the speed.

@@ -1,6 +1,7 @@
 """The global gradient norm's one-pass CPU kernel (kernels/cpu_square_sum.py) sums the squares that numpy does, over
 tensors of many shapes (blocks of 4096 elements that straddle tensors, a 0-d one, an empty one), in PyNative and
-graph mode; GlobalGradNorm takes it for float32 gradients and gives the composed ops' norm, also split over groups."""
+graph mode; GlobalGradNorm takes it for float32 gradients and gives the composed ops' norm, also split over groups
+(an empty gradient counting 0 on both paths)."""
 import numpy as np
 import mindspore as ms
 import pytest

@@ -59,6 +59,22 @@ def kernels_enabled():
     return os.environ.get("MINDFORMERS_CPU_KERNELS", "1") != "0"
 
 
+def serves(source_name, dtypes):
+    """Whether the kernel of `source_name` can compute in `dtypes` here: not turned off (MINDFORMERS_CPU_KERNELS=0),
+    on CPU, float32 only, and its library built (compiling it on first use)."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    return (kernels_enabled() and ms.get_context("device_target") == "CPU"
+            and all(dtype == ms.float32 for dtype in dtypes) and library(source_name) is not None)
+
+
+def kernel_threads():
+    """The kernels' OpenMP threads: MindSpore's own CPU thread count (context.runtime_num_threads), so that the
+    kernels and MindSpore's kernels share one budget (msrun workers on one host each take their share, not every
+    core); 0 lets OpenMP decide."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    return ms.get_context("runtime_num_threads") or 0
+
+
 @functools.lru_cache(maxsize=None)
 def library(source_name):
     """The path of the compiled `source_name` (a .cc file in this folder), building it when not cached; or None."""

@@ -10,10 +10,8 @@ SOURCE = "cpu_attention.cc"
 
 
 def available(*dtypes):
-    """Whether the fused kernel can serve attention computed in `dtypes` here: not turned off
-    (MINDFORMERS_CPU_KERNELS=0), on CPU, float32 only, and its library built (compiling it on first use)."""
-    return (build.kernels_enabled() and ms.get_context("device_target") == "CPU"
-            and all(dtype == ms.float32 for dtype in dtypes) and build.library(SOURCE) is not None)
+    """Whether the fused kernel can serve attention computed in `dtypes` here (build.serves)."""
+    return build.serves(SOURCE, dtypes)
 
 
 def same_shapes(*shapes):
@@ -41,13 +39,6 @@ def backward_dtypes(*dtypes):
     return dtypes[0], dtypes[1], dtypes[2]
 
 
-def kernel_threads():
-    """The kernel's OpenMP threads: MindSpore's own CPU thread count (context.runtime_num_threads), so that the
-    kernel and MindSpore's kernels share one budget (msrun workers on one host each take their share, not every
-    core); 0 lets OpenMP decide."""
-    return ms.get_context("runtime_num_threads") or 0
-
-
 class CpuFusedAttention(nn.Cell):
     """softmax(scale * q k^T + bias, causal / sliding-window / padding mask) v as one C++ kernel.
 
@@ -62,7 +53,7 @@ class CpuFusedAttention(nn.Cell):
         super().__init__()
         library = library or build.library(SOURCE)  # another build of the kernel: benchmarks compare versions
         self.negative_slopes = negative_slopes
-        self.config = ms.Tensor([scale, float(sliding_window or 0), float(kernel_threads())], ms.float32)
+        self.config = ms.Tensor([scale, float(sliding_window or 0), float(build.kernel_threads())], ms.float32)
         backward = ops.Custom(f"{library}:AttentionBackward", out_shape=backward_shapes,
                               out_dtype=backward_dtypes, func_type="aot")
 

@@ -8,16 +8,13 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from mindformers.kernels import build
-from mindformers.kernels.cpu_attention import kernel_threads
 
 SOURCE = "cpu_linear.cc"
 
 
 def available(*dtypes):
-    """Whether the kernel can serve a product computed in `dtypes` here: not turned off (MINDFORMERS_CPU_KERNELS=0),
-    on CPU, float32 only, and its library built (compiling it on first use)."""
-    return (build.kernels_enabled() and ms.get_context("device_target") == "CPU"
-            and all(dtype == ms.float32 for dtype in dtypes) and build.library(SOURCE) is not None)
+    """Whether the kernel can serve a product computed in `dtypes` here (build.serves)."""
+    return build.serves(SOURCE, dtypes)
 
 
 def product_shape(x, weight, config):  # pylint: disable=unused-argument
@@ -59,7 +56,7 @@ class CpuLinearProduct(nn.Cell):
 
     def __init__(self, library=None):
         super().__init__()
-        self.config = ms.Tensor([float(kernel_threads())], ms.float32)
+        self.config = ms.Tensor([float(build.kernel_threads())], ms.float32)
         self.product, self.input_grad_product, self.weight_grad_product = custom_ops(library or build.library(SOURCE))
 
     def construct(self, x, weight):

@@ -4,16 +4,13 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from mindformers.kernels import build
-from mindformers.kernels.cpu_attention import kernel_threads
 
 SOURCE = "cpu_square_sum.cc"
 
 
 def available(dtypes):
-    """Whether the kernel can sum tensors of `dtypes` here: not turned off (MINDFORMERS_CPU_KERNELS=0), on CPU, all
-    float32, and its library built (compiling it on first use)."""
-    return (build.kernels_enabled() and ms.get_context("device_target") == "CPU"
-            and all(dtype == ms.float32 for dtype in dtypes) and build.library(SOURCE) is not None)
+    """Whether the kernel can sum tensors of `dtypes` here (build.serves)."""
+    return build.serves(SOURCE, dtypes)
 
 
 def one_value(*shapes):  # pylint: disable=unused-argument
@@ -29,7 +26,7 @@ class CpuSquareSum(nn.Cell):
 
     def __init__(self, library=None):
         super().__init__()
-        self.config = ms.Tensor([float(kernel_threads())], ms.float32)
+        self.config = ms.Tensor([float(build.kernel_threads())], ms.float32)
         self.square_sum = ops.Custom(f"{library or build.library(SOURCE)}:SquareSum", out_shape=one_value,
                                      out_dtype=float32, func_type="aot")
 

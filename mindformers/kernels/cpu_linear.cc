@@ -65,37 +65,33 @@ void run(const Product &p, const float *config) {
   }
 }
 
+// C = op(A) op(B), (m, n), for the op's inputs A, B, config and its output C
+int product(int nparam, void **params, char transa, char transb, int64_t m, int64_t n, int64_t k) {
+  if (nparam != 4) return 1;
+  const auto *a = static_cast<const float *>(params[0]);
+  const auto *b = static_cast<const float *>(params[1]);
+  const int64_t lda = transa == 'N' ? k : m, ldb = transb == 'N' ? n : k;
+  run({transa, transb, m, n, k, a, lda, b, ldb, static_cast<float *>(params[3]), n},
+      static_cast<const float *>(params[2]));
+  return 0;
+}
+
 }  // namespace
 
-// params: x (m, k), W (n, k), config | y (m, n)
+// params: x (m, k), W (n, k), config | y = x W^T (m, n)
 extern "C" int LinearForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                              void *stream, void *extra) {
-  if (nparam != 4) return 1;
-  const int64_t m = shapes[0][0], k = shapes[0][1], n = shapes[1][0];
-  const auto *x = static_cast<const float *>(params[0]);
-  const auto *w = static_cast<const float *>(params[1]);
-  run({'N', 'T', m, n, k, x, k, w, k, static_cast<float *>(params[3]), n}, static_cast<const float *>(params[2]));
-  return 0;
+  return product(nparam, params, 'N', 'T', shapes[0][0], shapes[1][0], shapes[0][1]);
 }
 
-// params: dy (m, n), W (n, k), config | dx (m, k)
+// params: dy (m, n), W (n, k), config | dx = dy W (m, k)
 extern "C" int LinearInputGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                void *stream, void *extra) {
-  if (nparam != 4) return 1;
-  const int64_t m = shapes[0][0], n = shapes[0][1], k = shapes[1][1];
-  const auto *dy = static_cast<const float *>(params[0]);
-  const auto *w = static_cast<const float *>(params[1]);
-  run({'N', 'N', m, k, n, dy, n, w, k, static_cast<float *>(params[3]), k}, static_cast<const float *>(params[2]));
-  return 0;
+  return product(nparam, params, 'N', 'N', shapes[0][0], shapes[1][1], shapes[0][1]);
 }
 
-// params: dy (m, n), x (m, k), config | dW (n, k)
+// params: dy (m, n), x (m, k), config | dW = dy^T x (n, k)
 extern "C" int LinearWeightGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                 void *stream, void *extra) {
-  if (nparam != 4) return 1;
-  const int64_t m = shapes[0][0], n = shapes[0][1], k = shapes[1][1];
-  const auto *dy = static_cast<const float *>(params[0]);
-  const auto *x = static_cast<const float *>(params[1]);
-  run({'T', 'N', n, k, m, dy, n, x, k, static_cast<float *>(params[3]), k}, static_cast<const float *>(params[2]));
-  return 0;
+  return product(nparam, params, 'T', 'N', shapes[0][1], shapes[1][1], shapes[0][0]);
 }

@@ -26,8 +26,13 @@ def square_sum(x):
     return ops.sum(squares)
 
 
+def square_sums(grads):
+    """The sum of square_sum over `grads`, composed of MindSpore's ops (any dtype, any device)."""
+    return ops.addn([square_sum(g) for g in grads])
+
+
 def global_norm(grads):
-    return ops.sqrt(ops.addn([square_sum(g) for g in grads]))
+    return ops.sqrt(square_sums(grads))
 
 
 class GlobalGradNorm(nn.Cell):
@@ -56,7 +61,7 @@ class GlobalGradNorm(nn.Cell):
     def square_sum(self, grads):
         if self.fused_square_sum is not None:
             return self.fused_square_sum(grads)
-        return ops.addn([square_sum(g) for g in grads])
+        return square_sums(grads)
 
     def construct(self, grads):
         if not self.split_across_ranks:

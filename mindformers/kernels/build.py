@@ -67,6 +67,17 @@ def serves(source_name, dtypes):
             and all(dtype == ms.float32 for dtype in dtypes) and library(source_name) is not None)
 
 
+def one_value(*shapes):  # pylint: disable=unused-argument
+    """out_shape of a Custom op whose output is one value (the sum kernel's result, the update kernel's token)."""
+    return [1]
+
+
+def float32(*dtypes):  # pylint: disable=unused-argument
+    """out_dtype of a Custom op whose output is float32 whatever its inputs."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    return ms.float32
+
+
 def kernel_threads():
     """The kernels' OpenMP threads: MindSpore's own CPU thread count (context.runtime_num_threads), so that the
     kernels and MindSpore's kernels share one budget (msrun workers on one host each take their share, not every

@@ -13,22 +13,14 @@ def available(dtypes):
     return build.serves(SOURCE, dtypes)
 
 
-def one_value(*shapes):  # pylint: disable=unused-argument
-    return [1]
-
-
-def float32(*dtypes):  # pylint: disable=unused-argument
-    return ms.float32
-
-
 class CpuSquareSum(nn.Cell):
     """construct(tensors) -> sum of the squares of all their elements, a float32 scalar."""
 
     def __init__(self, library=None):
         super().__init__()
         self.config = ms.Tensor([float(build.kernel_threads())], ms.float32)
-        self.square_sum = ops.Custom(f"{library or build.library(SOURCE)}:SquareSum", out_shape=one_value,
-                                     out_dtype=float32, func_type="aot")
+        self.square_sum = ops.Custom(f"{library or build.library(SOURCE)}:SquareSum", out_shape=build.one_value,
+                                     out_dtype=build.float32, func_type="aot")
 
     def construct(self, tensors):
         return ops.reshape(self.square_sum(*tensors, self.config), ())

@@ -36,6 +36,7 @@ class MFTrainOneStepCell(nn.Cell):
         super().__init__(auto_prefix=False)
         self.network = network
         self.optimizer = optimizer
+        self.optimizer_takes_scale = getattr(optimizer, "takes_grad_scale", False)
         self.weights = optimizer.parameters
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
         splits = parameter_splits(network)
@@ -97,9 +98,11 @@ class MFTrainOneStepCell(nn.Cell):
         factor = 1.0 / divisor
         if self.use_clip_grad:
             factor = factor * ops.minimum(1.0, self.max_grad_norm / (grad_norm + 1e-6))
-        grads = tuple(g * ops.cast(factor, g.dtype) for g in grads)
         if not overflow:
-            loss = ops.depend(loss, self.optimizer(grads))
+            if self.optimizer_takes_scale:  # it multiplies in its own pass over the gradients
+                loss = ops.depend(loss, self.optimizer(grads, factor))
+            else:
+                loss = ops.depend(loss, self.optimizer(tuple(g * ops.cast(factor, g.dtype) for g in grads)))
         return loss, overflow
 
     def micro_batch(self, data, index):

@@ -12,6 +12,7 @@ from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.common.initializer import initializer
 from mindspore.nn.optim.adam import _check_param_value
 
+from mindformers.kernels import cpu_adamw
 from mindformers.models.modules.deferred_init import host_tensor
 from mindformers.models.modules.shape_only import parameter_of
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
@@ -64,6 +65,7 @@ class AdamWeightDecay(nn.AdamWeightDecay):
     the whole model (~1 s of building the 8-layer benchmark model); here they are made as zeros."""
 
     moment_dtype = None  # the parameter's
+    takes_grad_scale = True  # construct(gradients, grad_scale): the train step passes its factor (train_one_step.py)
 
     def __init__(self, params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0):
         nn.Optimizer.__init__(self, learning_rate, weight_decay_groups(list(params), float(weight_decay)))
@@ -76,6 +78,33 @@ class AdamWeightDecay(nn.AdamWeightDecay):
         self.moments2 = zero_moments(self._parameters, "adam_v", self.moment_dtype)
         self.fused_opt = ops.AdamWeightDecay()
         self.use_fused_opt = True
+        self.cpu_update = self.one_update_on_cpu(beta1, beta2, eps)
+
+    def one_update_on_cpu(self, beta1, beta2, eps):
+        """The update of all parameters as one CPU kernel (kernels/cpu_adamw.py) where it serves: float32 weights
+        and moments, a fixed weight decay, one learning rate, no parallel optimizer; else None."""
+        dtypes = [p.dtype for p in self._parameters] + [m.dtype for m in self.moments1 + self.moments2]
+        if (self.dynamic_weight_decay or self.is_group_lr or self.use_parallel or not all(self.optim_filter)
+                or not cpu_adamw.available(dtypes)):
+            return None
+        rates = self.weight_decay if self.is_group else (self.weight_decay,) * len(self._parameters)
+        decay_rates = [float(rate) if flag else 0.0 for rate, flag in zip(rates, self.decay_flags)]
+        return cpu_adamw.CpuAdamW(len(self._parameters), decay_rates, beta1, beta2, eps)
+
+    def construct(self, gradients, grad_scale=None):
+        """Updates the parameters with `gradients`, each multiplied by `grad_scale` first when given (the train
+        step's unscaling and clipping factor, which the CPU kernel applies in the same pass)."""
+        if self.cpu_update is not None:
+            lr = self.get_lr()
+            self.assignadd(self.global_step, self.global_step_increase_tensor)
+            scale = ops.ones((), ms.float32) if grad_scale is None else grad_scale
+            return self.cpu_update(self._parameters, self.moments1, self.moments2, gradients, lr, scale)
+        if grad_scale is not None:
+            gradients = tuple(g * ops.cast(grad_scale, g.dtype) for g in gradients)
+        return self.update_per_parameter(gradients)
+
+    # MindSpore's update, an AdamWeightDecay operator per parameter (jit-compiled; layerwise runs it op by op)
+    update_per_parameter = nn.AdamWeightDecay.construct
 
 
 @MindFormerRegister.register(MindFormerModuleType.OPTIMIZER, value_specs=ADAM_VALUES)

@@ -1,8 +1,10 @@
-"""RMSNorm (composed from primitives on every backend, or MindSpore's fused kernel on Ascend) and LayerNorm."""
+"""RMSNorm (our kernel on CPU in float32, MindSpore's fused kernel on Ascend, else composed from primitives) and
+LayerNorm."""
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from mindformers.kernels import cpu_rms_norm
 from mindformers.parallel.tensor_parallel import CopyToModelParallel
 
 
@@ -30,7 +32,8 @@ class RMSNorm(Norm):
 
     The scale is the weight, or with `unit_offset` (Gemma) 1 + weight, the weight then starting at zero as in
     Gemma's checkpoints. The fused RmsNorm kernel is registered only on Ascend (MindSpore 2.10 has no CPU kernel for
-    it in pynative mode), so `use_fused` is set by the model from the device target.
+    it in pynative mode), so `use_fused` is set by the model from the device target. On CPU a float32 norm runs our
+    kernel (kernels/cpu_rms_norm.py) where it is built.
     """
 
     def __init__(self, dim, eps=1e-5, compute_type=ms.float32, param_init_type=ms.float32, use_fused=False,
@@ -43,6 +46,8 @@ class RMSNorm(Norm):
         self.compute_type = compute_type
         self.use_fused = use_fused
         self.offset = 1.0 if unit_offset else 0.0
+        serves = not use_fused and compute_type == ms.float32 and cpu_rms_norm.available(ms.float32)
+        self.cpu_kernel = cpu_rms_norm.CpuRmsNorm(eps) if serves else None
 
     def scale(self):
         weight = ops.cast(self.shared(self.weight), self.compute_type)
@@ -54,6 +59,8 @@ class RMSNorm(Norm):
             out = ops.rms_norm(ops.cast(x, self.compute_type), self.scale(), self.eps)[0]
             return ops.cast(out, original_type)
         x = ops.cast(x, self.compute_type)
+        if self.cpu_kernel is not None:
+            return ops.cast(self.cpu_kernel(x, self.scale()), original_type)
         variance = ops.mean(ops.square(x), -1, keep_dims=True)
         x = x * ops.rsqrt(variance + self.eps)
         return ops.cast(x * self.scale(), original_type)

@@ -6,6 +6,7 @@ os.environ.setdefault("GLOG_v", "3")  # keep MindSpore's C++ logging out of test
 from tests.fixtures.tokenizers import *  # noqa: E402,F401,F403
 from tests.fixtures.data import *  # noqa: E402,F401,F403
 from tests.fixtures.instruction_data import *  # noqa: E402,F401,F403
+from tests.fixtures.cpu_kernels import *  # noqa: E402,F401,F403
 
 import mindspore as ms  # noqa: E402
 

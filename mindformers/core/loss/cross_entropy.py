@@ -3,6 +3,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from mindformers.core.loss.head_loss import HeadWeightedNll
+from mindformers.kernels import cpu_nll
 from mindformers.parallel.tensor_parallel import GatherFromModelParallel, ReduceFromModelParallel
 from mindformers.tools.register import MindFormerModuleType, MindFormerRegister
 
@@ -80,7 +81,10 @@ class CrossEntropyLoss(nn.Cell):
         # vocab_parallel_groups: the logits hold this rank's share of the vocabulary, split over these groups' model
         # parallel ranks (CPU model parallelism).
         self.vocab_parallel = vocab_parallel_groups is not None
-        self.weighted_nll = VocabParallelWeightedNll(vocab_parallel_groups) if self.vocab_parallel else WeightedNll()
+        if self.vocab_parallel:
+            self.weighted_nll = VocabParallelWeightedNll(vocab_parallel_groups)
+        else:  # the logits are cast to float32 first, so on CPU the kernel serves whatever the model's dtype
+            self.weighted_nll = cpu_nll.CpuWeightedNll() if cpu_nll.available(ms.float32) else WeightedNll()
         if not self.vocab_parallel:
             self.head_nll = HeadWeightedNll()
 

@@ -4,6 +4,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, ops
 
+from mindformers.kernels import cpu_rotary
 from mindformers.models.modules.positions import AttentionPosition
 
 
@@ -111,6 +112,10 @@ class RotaryEmbedding(AttentionPosition):
         self.rotary_dim = rotary_dim or head_dim
         self.interleaved = interleaved
         self.rotate_rows = ops.BatchMatMul()
+        # on CPU a float32 half-split rotation of every feature is one kernel pass (kernels/cpu_rotary.py)
+        serves = (not interleaved and self.rotary_dim == head_dim and rotary_dtype == ms.float32
+                  and cpu_rotary.available(ms.float32))
+        self.cpu_kernel = cpu_rotary.CpuRotary() if serves else None
 
     def partner_features(self, x):
         """x[..., partners]. The half-split layout swaps the halves by slices and a concat, whose backward is slices
@@ -132,7 +137,10 @@ class RotaryEmbedding(AttentionPosition):
             rotated = ops.reshape(self.rotate_rows(ops.reshape(x, (batch, heads * seq, dim)), tables[0]), x.shape)
         else:
             cos, signed_sin = tables
-            rotated = x * cos + self.partner_features(x) * signed_sin
+            if self.cpu_kernel is not None and cos.ndim <= 3:  # first()'s tables, not per-row ones from at()
+                rotated = self.cpu_kernel(x, cos, signed_sin)
+            else:
+                rotated = x * cos + self.partner_features(x) * signed_sin
         return ops.cast(rotated, original_type)
 
     def first(self, seq_length):

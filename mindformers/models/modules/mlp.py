@@ -3,6 +3,7 @@ Gemma), and plain, w2(act(w1 x)) (GELU: Bloom, GPT); either with biases on every
 import mindspore as ms
 from mindspore import nn, ops
 
+from mindformers.kernels import cpu_swiglu
 from mindformers.models.modules.linear import ExpertLinear, Linear
 
 
@@ -41,12 +42,17 @@ class GatedFeedForward(nn.Cell):
             self.w3 = projection(hidden_size, intermediate_size, parallel="column", **linear)  # up
         self.w2 = projection(intermediate_size, hidden_size, parallel="row", **linear)  # down
         self.act = activation_cell(activation)
+        # on CPU, SiLU(gate) * up in float32 is one kernel pass (kernels/cpu_swiglu.py)
+        serves = activation == "silu" and compute_dtype == ms.float32 and cpu_swiglu.available(ms.float32)
+        self.cpu_swiglu = cpu_swiglu.CpuSwiGLU() if serves else None
 
     def construct(self, x):
         if self.fused:
             gate, up = ops.split(self.w_gate_hidden(x), self.intermediate_size, -1)
         else:
             gate, up = self.w1(x), self.w3(x)
+        if self.cpu_swiglu is not None:
+            return self.w2(self.cpu_swiglu(gate, up))
         return self.w2(self.act(gate) * up)
 
 

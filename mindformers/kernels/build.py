@@ -78,6 +78,12 @@ def float32(*dtypes):  # pylint: disable=unused-argument
     return ms.float32
 
 
+def two_float32(*dtypes):  # pylint: disable=unused-argument
+    """out_dtype of a Custom op with two float32 outputs."""
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    return ms.float32, ms.float32
+
+
 def kernel_threads():
     """The kernels' OpenMP threads: MindSpore's own CPU thread count (context.runtime_num_threads), so that the
     kernels and MindSpore's kernels share one budget (msrun workers on one host each take their share, not every

@@ -24,25 +24,19 @@ def backward_shape(logits, labels, weights, lse, dout, config):  # pylint: disab
     return logits
 
 
-def forward_dtypes(*dtypes):  # pylint: disable=unused-argument
-    return ms.float32, ms.float32
-
-
-def backward_dtype(*dtypes):  # pylint: disable=unused-argument
-    return ms.float32
 
 
 @functools.lru_cache(maxsize=None)
 def custom_op(library):
     """The forward op (loss (1,), each row's log-sum-exp) with its bprop: one per library."""
-    backward = ops.Custom(f"{library}:NllBackward", out_shape=backward_shape, out_dtype=backward_dtype,
+    backward = ops.Custom(f"{library}:NllBackward", out_shape=backward_shape, out_dtype=build.float32,
                           func_type="aot")
 
     def bprop(logits, labels, weights, config, out, dout):
         d_logits = backward(logits, labels, weights, out[1], ops.cast(dout[0], ms.float32), config)
         return d_logits, ops.zeros_like(labels), ops.zeros_like(weights), ops.zeros_like(config)
 
-    return ops.Custom(f"{library}:NllForward", out_shape=forward_shapes, out_dtype=forward_dtypes, func_type="aot",
+    return ops.Custom(f"{library}:NllForward", out_shape=forward_shapes, out_dtype=build.two_float32, func_type="aot",
                       bprop=bprop)
 
 

@@ -24,21 +24,18 @@ def backward_shapes(d_y, x, scale, rstd, config):  # pylint: disable=unused-argu
     return x, scale
 
 
-def two_float32(*dtypes):  # pylint: disable=unused-argument
-    return ms.float32, ms.float32
-
 
 @functools.lru_cache(maxsize=None)
 def custom_op(library):
     """The forward op (y, 1/rms per row) with its bprop: one per library, shared by every norm."""
-    backward = ops.Custom(f"{library}:RmsNormBackward", out_shape=backward_shapes, out_dtype=two_float32,
+    backward = ops.Custom(f"{library}:RmsNormBackward", out_shape=backward_shapes, out_dtype=build.two_float32,
                           func_type="aot")
 
     def bprop(x, scale, config, out, dout):
         d_x, d_scale = backward(dout[0], x, scale, out[1], config)
         return d_x, d_scale, ops.zeros_like(config)
 
-    return ops.Custom(f"{library}:RmsNormForward", out_shape=forward_shapes, out_dtype=two_float32,
+    return ops.Custom(f"{library}:RmsNormForward", out_shape=forward_shapes, out_dtype=build.two_float32,
                       func_type="aot", bprop=bprop)
 
 

@@ -24,25 +24,19 @@ def two_of_gate_shape(d_out, gate, *shapes):  # pylint: disable=unused-argument
     return gate, gate
 
 
-def float32(*dtypes):  # pylint: disable=unused-argument
-    return ms.float32
-
-
-def two_float32(*dtypes):  # pylint: disable=unused-argument
-    return ms.float32, ms.float32
 
 
 @functools.lru_cache(maxsize=None)
 def custom_op(library):
     """The forward op with its bprop: one per library, shared by every MLP."""
-    backward = ops.Custom(f"{library}:SwigluBackward", out_shape=two_of_gate_shape, out_dtype=two_float32,
+    backward = ops.Custom(f"{library}:SwigluBackward", out_shape=two_of_gate_shape, out_dtype=build.two_float32,
                           func_type="aot")
 
     def bprop(gate, up, config, out, dout):  # pylint: disable=unused-argument
         d_gate, d_up = backward(dout, gate, up, config)
         return d_gate, d_up, ops.zeros_like(config)
 
-    return ops.Custom(f"{library}:SwigluForward", out_shape=shape_of_gate, out_dtype=float32, func_type="aot",
+    return ops.Custom(f"{library}:SwigluForward", out_shape=shape_of_gate, out_dtype=build.float32, func_type="aot",
                       bprop=bprop)
 
 

@@ -7,7 +7,7 @@ setup(
     description="A YAML-config-driven trainer for Llama-family LLMs on MindSpore",
     packages=find_packages(include=["mindformers", "mindformers.*"]),
     # the CPU kernels' C++ source, compiled on first use (mindformers/kernels/build.py)
-    package_data={"mindformers.kernels": ["*.cc"]},
+    package_data={"mindformers.kernels": ["*.cc", "*.h"]},
     python_requires=">=3.9,<3.12",
     install_requires=[
         "mindspore==2.10.0",

@@ -25,6 +25,15 @@ FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", 
 WIDE_VECTORS = "-mprefer-vector-width=512"
 
 
+# headers every kernel may include; hashed with each source so that changing one rebuilds the kernels
+HEADERS = ("kernel_common.h",)
+
+
+def read_source(name):
+    with open(os.path.join(SOURCE_DIR, name), "rb") as source:
+        return source.read()
+
+
 def cache_dir():
     return os.environ.get("MINDFORMERS_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
                                                                          "mindformers", "kernels")
@@ -101,8 +110,7 @@ def library(source_name):
                        "no C++ compiler (g++ or $CXX) found" if cxx is None else "MindSpore's oneDNN not found")
         return None
     try:
-        with open(os.path.join(SOURCE_DIR, source_name), "rb") as source:
-            code = source.read()
+        code = b"".join(read_source(name) for name in (source_name,) + HEADERS)
     except OSError as missing:
         logger.warning("%s: %s; using MindSpore's own operators instead", source_name, missing)
         return None

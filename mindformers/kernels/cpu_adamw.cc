@@ -20,6 +20,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernel_common.h"
+
+using mindformers_kernels::element_count;
+using mindformers_kernels::thread_count;
+
 namespace {
 
 constexpr int64_t kBlock = 8192;
@@ -41,12 +46,6 @@ void update_block(float *p, float *m, float *v, const float *grad, int64_t count
   }
 }
 
-int64_t element_count(int ndim, const int64_t *shape) {
-  int64_t count = 1;
-  for (int d = 0; d < ndim; ++d) count *= shape[d];
-  return count;
-}
-
 }  // namespace
 
 extern "C" int AdamW(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
@@ -57,7 +56,7 @@ extern "C" int AdamW(int nparam, void **params, int *ndims, int64_t **shapes, co
   const float *config = static_cast<const float *>(params[4 * n + 3]);
   const Hyper hyper{*static_cast<const float *>(params[4 * n + 1]), *static_cast<const float *>(params[4 * n + 2]),
                     config[1], config[2], config[3]};
-  const int threads = config[0] > 0 ? static_cast<int>(config[0]) : omp_get_max_threads();
+  const int threads = thread_count(config[0]);
   // (parameter, first element) of every block: the units the threads share, so small and large parameters mix
   std::vector<std::pair<int, int64_t>> blocks;
   std::vector<int64_t> counts(n);

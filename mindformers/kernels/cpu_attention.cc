@@ -24,6 +24,10 @@
 #include <mutex>
 #include <vector>
 
+#include "kernel_common.h"
+
+using mindformers_kernels::thread_count;
+
 extern "C" int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
@@ -55,7 +59,7 @@ struct Problem {
     const float *config = static_cast<const float *>(params[5]);
     scale = config[0];
     window = static_cast<int64_t>(config[1]);
-    threads = config[2] > 0 ? static_cast<int>(config[2]) : omp_get_max_threads();
+    threads = thread_count(config[2]);
   }
   int64_t repeats() const { return heads / kv_heads; }
   int64_t tiles() const { return (seq + kRowTile - 1) / kRowTile; }

@@ -11,6 +11,10 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernel_common.h"
+
+using mindformers_kernels::thread_count;
+
 extern "C" int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
                           int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
@@ -49,7 +53,7 @@ void run_panel(const Product &p, bool along_m, int64_t begin, int64_t end) {
 }
 
 void run(const Product &p, const float *config) {
-  const int threads = config[0] > 0 ? static_cast<int>(config[0]) : omp_get_max_threads();
+  const int threads = thread_count(config[0]);
   const bool along_m = p.m >= p.n;
   const int64_t size = along_m ? p.m : p.n;
   const int panels = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, size / kAlign)));

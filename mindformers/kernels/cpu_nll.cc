@@ -18,6 +18,10 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernel_common.h"
+
+using mindformers_kernels::thread_count;
+
 namespace {
 
 bool labels_in_range(const int32_t *labels, int64_t rows, int64_t vocab) {
@@ -25,10 +29,6 @@ bool labels_in_range(const int32_t *labels, int64_t rows, int64_t vocab) {
     if (labels[i] < 0 || labels[i] >= vocab) return false;
   }
   return true;
-}
-
-int thread_count(const float *config) {
-  return config[0] > 0 ? static_cast<int>(config[0]) : omp_get_max_threads();
 }
 
 float row_log_sum_exp(const float *row, int64_t vocab) {
@@ -55,7 +55,7 @@ extern "C" int NllForward(int nparam, void **params, int *ndims, int64_t **shape
   const int64_t rows = shapes[0][0], vocab = shapes[0][1];
   if (!labels_in_range(labels, rows, vocab)) return 2;
   double total = 0.0;
-#pragma omp parallel for num_threads(thread_count(config)) schedule(static) reduction(+ : total)
+#pragma omp parallel for num_threads(thread_count(config[0])) schedule(static) reduction(+ : total)
   for (int64_t i = 0; i < rows; ++i) {
     const float *row = logits + i * vocab;
     lse[i] = row_log_sum_exp(row, vocab);
@@ -77,7 +77,7 @@ extern "C" int NllBackward(int nparam, void **params, int *ndims, int64_t **shap
   float *d_logits = static_cast<float *>(params[6]);
   const int64_t rows = shapes[0][0], vocab = shapes[0][1];
   if (!labels_in_range(labels, rows, vocab)) return 2;
-#pragma omp parallel for num_threads(thread_count(config)) schedule(static)
+#pragma omp parallel for num_threads(thread_count(config[0])) schedule(static)
   for (int64_t i = 0; i < rows; ++i) {
     const float *row = logits + i * vocab;
     float *d_row = d_logits + i * vocab;

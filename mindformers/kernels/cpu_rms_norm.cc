@@ -19,19 +19,10 @@
 #include <cstdint>
 #include <vector>
 
-namespace {
+#include "kernel_common.h"
 
-int thread_count(const float *config) {
-  return config[0] > 0 ? static_cast<int>(config[0]) : omp_get_max_threads();
-}
-
-int64_t leading_count(int ndim, const int64_t *shape) {
-  int64_t count = 1;
-  for (int d = 0; d + 1 < ndim; ++d) count *= shape[d];
-  return count;
-}
-
-}  // namespace
+using mindformers_kernels::row_count;
+using mindformers_kernels::thread_count;
 
 extern "C" int RmsNormForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                               void *stream, void *extra) {
@@ -41,9 +32,9 @@ extern "C" int RmsNormForward(int nparam, void **params, int *ndims, int64_t **s
   const float *config = static_cast<const float *>(params[2]);
   float *y = static_cast<float *>(params[3]);
   float *rstd = static_cast<float *>(params[4]);
-  const int64_t rows = leading_count(ndims[0], shapes[0]), dim = shapes[0][ndims[0] - 1];
+  const int64_t rows = row_count(ndims[0], shapes[0]), dim = shapes[0][ndims[0] - 1];
   const float eps = config[1];
-#pragma omp parallel for num_threads(thread_count(config)) schedule(static)
+#pragma omp parallel for num_threads(thread_count(config[0])) schedule(static)
   for (int64_t row = 0; row < rows; ++row) {
     const float *xr = x + row * dim;
     float *yr = y + row * dim;
@@ -68,8 +59,8 @@ extern "C" int RmsNormBackward(int nparam, void **params, int *ndims, int64_t **
   const float *config = static_cast<const float *>(params[4]);
   float *dx = static_cast<float *>(params[5]);
   float *dscale = static_cast<float *>(params[6]);
-  const int64_t rows = leading_count(ndims[0], shapes[0]), dim = shapes[0][ndims[0] - 1];
-  const int threads = thread_count(config);
+  const int64_t rows = row_count(ndims[0], shapes[0]), dim = shapes[0][ndims[0] - 1];
+  const int threads = thread_count(config[0]);
   std::vector<float> partial(static_cast<size_t>(threads) * dim, 0.f);  // each thread's share of dscale
 #pragma omp parallel num_threads(threads)
   {

@@ -14,6 +14,11 @@
 
 #include <cstdint>
 
+#include "kernel_common.h"
+
+using mindformers_kernels::row_count;
+using mindformers_kernels::thread_count;
+
 extern "C" int RotaryForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                              void *stream, void *extra) {
   if (nparam != 5 || ndims[0] < 2 || ndims[1] < 2) return 1;
@@ -24,9 +29,8 @@ extern "C" int RotaryForward(int nparam, void **params, int *ndims, int64_t **sh
   float *out = static_cast<float *>(params[4]);
   const int64_t dim = shapes[0][ndims[0] - 1], half = dim / 2, positions = shapes[1][0];
   const int64_t heads = ndims[1] == 3 ? shapes[0][ndims[0] - 2] : 1;  // rows per position
-  int64_t rows = 1;
-  for (int axis = 0; axis + 1 < ndims[0]; ++axis) rows *= shapes[0][axis];
-  const int threads = config[0] > 0 ? static_cast<int>(config[0]) : omp_get_max_threads();
+  const int64_t rows = row_count(ndims[0], shapes[0]);
+  const int threads = thread_count(config[0]);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t row = 0; row < rows; ++row) {
     const int64_t position = (row / heads) % positions;

@@ -13,6 +13,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernel_common.h"
+
+using mindformers_kernels::element_count;
+using mindformers_kernels::thread_count;
+
 namespace {
 
 constexpr int64_t kBlock = 4096;
@@ -24,12 +29,6 @@ float block_square_sum(const float *x, int64_t count) {
   return sum;
 }
 
-int64_t element_count(int ndim, const int64_t *shape) {
-  int64_t count = 1;
-  for (int d = 0; d < ndim; ++d) count *= shape[d];
-  return count;
-}
-
 }  // namespace
 
 extern "C" int SquareSum(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
@@ -37,7 +36,7 @@ extern "C" int SquareSum(int nparam, void **params, int *ndims, int64_t **shapes
   const int tensors = nparam - 2;
   if (tensors < 0) return 1;
   const float *config = static_cast<const float *>(params[tensors]);
-  const int threads = config[0] > 0 ? static_cast<int>(config[0]) : omp_get_max_threads();
+  const int threads = thread_count(config[0]);
   // (tensor, first element) of every block: the blocks are the units the threads share
   std::vector<std::pair<int, int64_t>> blocks;
   for (int t = 0; t < tensors; ++t) {

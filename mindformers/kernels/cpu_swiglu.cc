@@ -15,19 +15,14 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernel_common.h"
+
+using mindformers_kernels::element_count;
+using mindformers_kernels::thread_count;
+
 namespace {
 
 constexpr int64_t kBlock = 4096;
-
-int64_t element_count(int ndim, const int64_t *shape) {
-  int64_t count = 1;
-  for (int d = 0; d < ndim; ++d) count *= shape[d];
-  return count;
-}
-
-int thread_count(const float *config) {
-  return config[0] > 0 ? static_cast<int>(config[0]) : omp_get_max_threads();
-}
 
 // clamped so exp stays finite, as -ffast-math assumes (build.py); beyond +-80 the sigmoid is 0 or 1 in float anyway
 inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-std::fmin(std::fmax(x, -80.f), 80.f))); }
@@ -42,7 +37,7 @@ extern "C" int SwigluForward(int nparam, void **params, int *ndims, int64_t **sh
   const float *config = static_cast<const float *>(params[2]);
   float *out = static_cast<float *>(params[3]);
   const int64_t count = element_count(ndims[0], shapes[0]);
-#pragma omp parallel for num_threads(thread_count(config)) schedule(static)
+#pragma omp parallel for num_threads(thread_count(config[0])) schedule(static)
   for (int64_t start = 0; start < count; start += kBlock) {
     const int64_t end = start + kBlock < count ? start + kBlock : count;
 #pragma omp simd
@@ -61,7 +56,7 @@ extern "C" int SwigluBackward(int nparam, void **params, int *ndims, int64_t **s
   float *d_gate = static_cast<float *>(params[4]);
   float *d_up = static_cast<float *>(params[5]);
   const int64_t count = element_count(ndims[0], shapes[0]);
-#pragma omp parallel for num_threads(thread_count(config)) schedule(static)
+#pragma omp parallel for num_threads(thread_count(config[0])) schedule(static)
   for (int64_t start = 0; start < count; start += kBlock) {
     const int64_t end = start + kBlock < count ? start + kBlock : count;
 #pragma omp simd

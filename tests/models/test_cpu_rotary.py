@@ -1,13 +1,15 @@
 """The rotary embedding's CPU kernel (mindformers/kernels/cpu_rotary.py) rotates queries and keys and gives their
 gradients as the composed rotation does (kernels turned off), for the (b, heads, s, d) layout with (s, d) tables
 and the fused attention's (b, s, heads, d) with (s, 1, d) ones, in PyNative and graph mode, and is not used where
-it does not apply (interleaved pairs, partial rotary)."""
+it does not apply (interleaved pairs, partial rotary). Its library's cache key covers the header the kernels share."""
+import shutil
+
 import numpy as np
 import mindspore as ms
 import pytest
 from mindspore import Tensor, nn, ops
 
-from mindformers.kernels import cpu_rotary
+from mindformers.kernels import build, cpu_rotary
 from mindformers.models.modules import RotaryEmbedding
 
 RNG = np.random.default_rng(0)
@@ -56,3 +58,24 @@ def test_kernel_only_for_the_full_half_split_rotation():
     assert RotaryEmbedding(8, 16).cpu_kernel is not None
     assert RotaryEmbedding(8, 16, interleaved=True).cpu_kernel is None
     assert RotaryEmbedding(8, 16, rotary_dim=4).cpu_kernel is None
+
+
+def test_changing_the_shared_header_rebuilds_the_kernel(monkeypatch, tmp_path):
+    """kernel_common.h is hashed with each source: an edited header gives a new library, not the cached one."""
+    sources, cache = tmp_path / "src", tmp_path / "cache"
+    sources.mkdir()
+    for name in (cpu_rotary.SOURCE,) + build.HEADERS:
+        shutil.copy(f"{build.SOURCE_DIR}/{name}", sources / name)
+    monkeypatch.setattr(build, "SOURCE_DIR", str(sources))
+    monkeypatch.setenv("MINDFORMERS_KERNEL_CACHE", str(cache))
+    build.library.cache_clear()
+    try:
+        first = build.library(cpu_rotary.SOURCE)
+        with open(sources / build.HEADERS[0], "a", encoding="utf-8") as header:
+            header.write("// edited\n")
+        build.library.cache_clear()
+        second = build.library(cpu_rotary.SOURCE)
+    finally:
+        build.library.cache_clear()
+    assert first is not None and second is not None and first != second
+    assert sorted(str(path) for path in cache.iterdir()) == sorted([first, second])

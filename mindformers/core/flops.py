@@ -127,12 +127,18 @@ def nominal_clock_hz(cpuinfo="/proc/cpuinfo",
     return None
 
 
+# The measured rate over the nominal clock lands between LOWEST_SHARE of the core's peak FLOPs per cycle (an sgemm
+# short of peak: 0.80 on an Intel host) and twice that (a core in turbo: up to 1.46 on the 2-core AMD host, where
+# rounding to the nearest power of two in log scale split at 1.41 and printed 332 or 665 GFLOP/s from run to run).
+LOWEST_SHARE = 0.78
+
+
 def flops_per_cycle(per_core_flops, clock_hz):
     """fp32 FLOPs one core retires per cycle at its GEMM peak, from a measured rate: a power of two (vector lanes x
-    FMA units x 2), so the measured rate over the nominal clock is rounded to the nearest one. A core running
-    above its nominal clock (turbo) or a little below peak moves the measurement by far less than the factor of
-    two between candidates, which makes this, times the clock, a peak that does not vary from run to run."""
-    return 2 ** round(math.log2(per_core_flops / clock_hz))
+    FMA units x 2), the one p with LOWEST_SHARE p <= measured rate / nominal clock < 2 LOWEST_SHARE p. Turbo and
+    a GEMM somewhat below peak move the measurement by less than that window, which makes this, times the clock, a
+    peak that does not vary from run to run."""
+    return 2 ** max(0, math.floor(math.log2(per_core_flops / clock_hz / LOWEST_SHARE)))
 
 
 @functools.lru_cache(maxsize=None)

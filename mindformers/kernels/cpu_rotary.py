@@ -16,24 +16,21 @@ def available(*dtypes):
     return build.serves(SOURCE, dtypes)
 
 
-def shape_of_x(x, cos, signed_sin, config):  # pylint: disable=unused-argument
-    return x
-
-
-def dtype_of_x(x, cos, signed_sin, config):  # pylint: disable=unused-argument
+def like_x(x, cos, signed_sin, config):  # pylint: disable=unused-argument
+    """out_shape and out_dtype: the rotation has x's."""
     return x
 
 
 @functools.lru_cache(maxsize=None)
 def custom_op(library):
     """The rotation with its bprop (the rotation back): one per library, shared by every layer."""
-    rotate_back = ops.Custom(f"{library}:RotaryForward", out_shape=shape_of_x, out_dtype=dtype_of_x, func_type="aot")
+    rotate_back = ops.Custom(f"{library}:RotaryForward", out_shape=like_x, out_dtype=like_x, func_type="aot")
 
     def bprop(x, cos, signed_sin, config, out, dout):  # pylint: disable=unused-argument
         return (rotate_back(dout, cos, -signed_sin, config), ops.zeros_like(cos), ops.zeros_like(signed_sin),
                 ops.zeros_like(config))
 
-    return ops.Custom(f"{library}:RotaryForward", out_shape=shape_of_x, out_dtype=dtype_of_x, func_type="aot",
+    return ops.Custom(f"{library}:RotaryForward", out_shape=like_x, out_dtype=like_x, func_type="aot",
                       bprop=bprop)
 
 

@@ -22,8 +22,6 @@ using mindformers_kernels::thread_count;
 
 namespace {
 
-constexpr int64_t kBlock = 4096;
-
 // clamped so exp stays finite, as -ffast-math assumes (build.py); beyond +-80 the sigmoid is 0 or 1 in float anyway
 inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-std::fmin(std::fmax(x, -80.f), 80.f))); }
 
@@ -37,12 +35,8 @@ extern "C" int SwigluForward(int nparam, void **params, int *ndims, int64_t **sh
   const float *config = static_cast<const float *>(params[2]);
   float *out = static_cast<float *>(params[3]);
   const int64_t count = element_count(ndims[0], shapes[0]);
-#pragma omp parallel for num_threads(thread_count(config[0])) schedule(static)
-  for (int64_t start = 0; start < count; start += kBlock) {
-    const int64_t end = start + kBlock < count ? start + kBlock : count;
-#pragma omp simd
-    for (int64_t i = start; i < end; ++i) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
-  }
+#pragma omp parallel for simd num_threads(thread_count(config[0])) schedule(static)
+  for (int64_t i = 0; i < count; ++i) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
   return 0;
 }
 
@@ -56,15 +50,11 @@ extern "C" int SwigluBackward(int nparam, void **params, int *ndims, int64_t **s
   float *d_gate = static_cast<float *>(params[4]);
   float *d_up = static_cast<float *>(params[5]);
   const int64_t count = element_count(ndims[0], shapes[0]);
-#pragma omp parallel for num_threads(thread_count(config[0])) schedule(static)
-  for (int64_t start = 0; start < count; start += kBlock) {
-    const int64_t end = start + kBlock < count ? start + kBlock : count;
-#pragma omp simd
-    for (int64_t i = start; i < end; ++i) {
-      const float g = gate[i], s = sigmoid(g);
-      d_gate[i] = d_out[i] * up[i] * s * (1.f + g * (1.f - s));
-      d_up[i] = d_out[i] * g * s;
-    }
+#pragma omp parallel for simd num_threads(thread_count(config[0])) schedule(static)
+  for (int64_t i = 0; i < count; ++i) {
+    const float g = gate[i], s = sigmoid(g);
+    d_gate[i] = d_out[i] * up[i] * s * (1.f + g * (1.f - s));
+    d_up[i] = d_out[i] * g * s;
   }
   return 0;
 }
